@@ -1,0 +1,141 @@
+"""``hudd train``: train a baseline model on any case's TrainingSet and save a self-describing checkpoint.
+
+The architecture defaults from the images (``alexnet-small`` up to 128 px, ``alexnet`` above,
+``kpnet`` for keypoint sets); input channels and size come from the first training image and every
+other image must match. A seeded share of the TrainingSet is held out for early stopping. The
+per-channel mean and std of the training images become the checkpoint's normalisation.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Subset
+
+from . import __version__
+from .config import Config
+from .data import Case, ImageDataset, image_shape, keypoint_groups, list_split, read_params
+from .device import resolve_device
+from .errors import HuddError
+from .models import ModelSpec, get_model, list_models, save_checkpoint
+from .predictions import accuracy_by, predict, score
+from .progress import echo, progress
+from .training import TrainSettings, fit
+
+__all__ = ["TrainResult", "train_baseline", "default_arch", "evaluate_on"]
+
+
+@dataclass
+class TrainResult:
+    """What ``hudd train`` made: the checkpoint, its validation metric, and test results when a TestSet exists."""
+
+    path: Path
+    spec: ModelSpec
+    best_epoch: int
+    val_metric: float
+    test_results: pd.DataFrame | None
+
+
+def default_arch(task: str, height: int, width: int) -> str:
+    """``kpnet`` for keypoints, ``alexnet-small`` for images up to 128 px, else ``alexnet``."""
+    if task == "keypoints":
+        return "kpnet"
+    return "alexnet-small" if max(height, width) <= 128 else "alexnet"
+
+
+def _arch_kwargs(arch: str, listing, channels: int, size: int) -> dict:
+    if arch == "kpnet":
+        return {"in_channels": channels, "num_keypoints": len(listing.keypoints), "image_size": size}
+    return {"in_channels": channels, "num_classes": len(listing.classes), "image_size": size}
+
+
+def _channel_stats(dataset: ImageDataset) -> tuple[tuple, tuple]:
+    """Per-channel mean and std of a data set's pixels in [0, 1], read in one pass."""
+    total = np.zeros(dataset.spec.channels)
+    total_sq = np.zeros(dataset.spec.channels)
+    for i in progress(range(len(dataset)), desc="read TrainingSet", unit="img"):
+        pixels = dataset.raw(i).reshape(dataset.spec.channels, -1).astype(np.float64) / 255.0
+        total += pixels.mean(axis=1)
+        total_sq += (pixels**2).mean(axis=1)
+    mean = total / len(dataset)
+    std = np.sqrt(np.maximum(total_sq / len(dataset) - mean**2, 1e-12))
+    return tuple(round(float(m), 6) for m in mean), tuple(round(float(max(s, 1e-3)), 6) for s in std)
+
+
+def _check_test_classes(case: Case, classes: tuple) -> None:
+    probe = ModelSpec(arch="", arch_kwargs={}, task="classification", channels=0, height=0, width=0, mean=(), std=(), classes=classes)
+    list_split(case, "TestSet", spec=probe)
+
+
+def evaluate_on(case: Case, split: str, model: torch.nn.Module, spec: ModelSpec, config: Config, device: torch.device, *, model_name: str) -> pd.DataFrame:
+    """Per-image results of ``model`` on ``split`` (see :func:`hudd.predictions.score`), with ``cause`` when params.csv has it."""
+    listing = list_split(case, split, spec=spec)
+    dataset = ImageDataset(case, listing, spec, model_name=model_name, cache=False)
+    outputs = predict(model, dataset, batch_size=config.batch_size, device=device, desc=f"test {split}")
+    results = score(dataset, outputs, error_px=config.error_px)
+    params = read_params(case, split)
+    if params is not None and "cause" in params.columns:
+        results = results.merge(params[["image", "cause"]], on="image", how="left")
+    return results
+
+
+def train_baseline(case: Case, config: Config, *, arch: str | None = None, name: str | None = None, force: bool = False) -> TrainResult:
+    """Train, save and test a baseline model for ``case`` (see module docstring).
+
+    Raises
+    ------
+    HuddError
+        Unknown ``arch``, a model file that exists (without ``force``), or bad training data.
+    """
+    if arch is not None and arch not in list_models():
+        raise HuddError(f"--arch {arch}: unknown architecture; known: {', '.join(list_models())}")
+    listing = list_split(case, "TrainingSet")
+    has_test = case.split_dir("TestSet").is_dir()
+    if has_test:  # fail before a long training, not after it
+        list_split(case, "TestSet", task=listing.task) if listing.task == "keypoints" else _check_test_classes(case, listing.classes)
+    channels, height, width = image_shape(case.datasets / listing.ids[0])
+    if height != width:
+        raise HuddError(f"{case.datasets / listing.ids[0]}: image is {width}x{height}; hudd's architectures take square images, crop or pad the data set")
+    arch = arch or default_arch(listing.task, height, width)
+    name = name or arch
+    path = case.models / (name if name.endswith((".pt", ".pth")) else f"{name}.pt")
+    if path.exists() and not force:
+        raise HuddError(f"{path}: exists; pass --force to overwrite it or --name to save under another name")
+    kwargs = _arch_kwargs(arch, listing, channels, height)
+    provisional = ModelSpec(arch=arch, arch_kwargs=kwargs, task=listing.task, channels=channels, height=height, width=width,
+                            mean=(0.0,) * channels, std=(1.0,) * channels, classes=listing.classes, keypoints=listing.keypoints,
+                            keypoint_groups=keypoint_groups(listing.keypoints) if listing.task == "keypoints" else {})
+    raw = ImageDataset(case, listing, provisional, model_name=f"the first TrainingSet image's format ({provisional.describe_input()})")
+    mean, std = _channel_stats(raw)
+    spec = ModelSpec(**{**provisional.__dict__, "mean": mean, "std": std})
+    dataset = raw.with_spec(spec, model_name=f"{name}")
+    order = np.random.default_rng(config.seed).permutation(len(dataset))
+    n_val = int(round(config.val_fraction * len(dataset))) if len(dataset) >= 10 else 0
+    train_part, val_part = Subset(dataset, np.sort(order[n_val:]).tolist()), Subset(dataset, np.sort(order[:n_val]).tolist())
+    torch.manual_seed(config.seed)
+    try:
+        model = get_model(arch, **kwargs)
+    except ValueError as exc:
+        raise HuddError(f"{case.datasets / listing.ids[0]}: {exc}") from None
+    device = resolve_device(config.device)
+    settings = TrainSettings(epochs=config.epochs, lr=config.lr, schedule="onecycle", batch_size=config.batch_size,
+                             patience=config.patience, seed=config.seed)
+    echo(f"train: {arch} on {len(train_part)} images ({len(val_part)} held out), {spec.describe_input()}, device {device}")
+    history = fit(model, train_part, val_part, task=listing.task, settings=settings, device=device, desc=f"train {arch}")
+    val_metric = history.val_metric[history.best_epoch] if history.val_metric else float("nan")
+    meta = {
+        "hudd_version": __version__, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "trained_on": str(case.split_dir("TrainingSet")), "n_train": len(train_part), "n_val": len(val_part),
+        "epochs_run": len(history.train_loss), "best_epoch": history.best_epoch + 1, "val_metric": val_metric,
+        "seed": config.seed, "lr": config.lr, "optimizer": settings.optimizer, "schedule": settings.schedule,
+    }
+    save_checkpoint(path, model, spec, meta)
+    test_results = None
+    if has_test:
+        test_results = evaluate_on(case, "TestSet", model, spec, config, device, model_name=path.name)
+    return TrainResult(path=path, spec=spec, best_epoch=history.best_epoch + 1, val_metric=val_metric, test_results=test_results)

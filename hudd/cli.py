@@ -1,0 +1,157 @@
+"""The ``hudd`` command line: click commands that parse, call one function, and print. No logic here.
+
+A :class:`hudd.errors.HuddError` from any command becomes ``hudd: error: <message>`` on stderr and
+exit status 2 (with the traceback only under ``--debug``).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .errors import HuddError
+
+__all__ = ["cli", "main"]
+
+
+class _Group(click.Group):
+    """Turns HuddError into one line on stderr and exit status 2."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except HuddError as exc:
+            if ctx.params.get("debug"):
+                raise
+            click.echo(f"hudd: error: {exc}", err=True)
+            ctx.exit(2)
+        except KeyboardInterrupt:
+            click.echo("hudd: interrupted; finished steps are kept, run the command again to resume", err=True)
+            ctx.exit(130)
+
+
+def _case(path: str) -> Path:
+    case = Path(path)
+    if not case.is_dir():
+        raise HuddError(f"{case}: case folder missing; give a folder holding DataSets/ and DNNModels/ (hudd simulate makes one)")
+    return case
+
+
+def _config_options(*names: str):
+    """Add the command-line flags of these config keys (``batch_size`` -> ``--batch-size``)."""
+    from .config import Config  # noqa: F401  (the keys below are Config fields)
+
+    flags = {
+        "device": click.option("--device", default=None, help="auto, cpu or cuda (default: auto)."),
+        "batch_size": click.option("--batch-size", "batch_size", type=int, default=None, help="Images per batch."),
+        "seed": click.option("--seed", type=int, default=None, help="Random seed (default 0)."),
+        "epochs": click.option("--epochs", type=int, default=None, help="Maximum training epochs."),
+        "lr": click.option("--lr", type=float, default=None, help="Learning rate."),
+        "workspace": click.option("--workspace", default=None, help="Workspace folder (default <case>/HUDD)."),
+    }
+
+    def decorate(fn):
+        for name in reversed(names):
+            fn = flags[name](fn)
+        return fn
+
+    return decorate
+
+
+def _overrides(kwargs: dict, *names: str) -> dict:
+    return {name: kwargs.pop(name) for name in names}
+
+
+@click.group(cls=_Group)
+@click.version_option(__version__, prog_name="hudd")
+@click.option("--quiet", is_flag=True, help="No progress bars or informational messages.")
+@click.option("--debug", is_flag=True, help="Show the traceback of errors.")
+def cli(quiet: bool, debug: bool) -> None:
+    """Explain and fix the failures of image DNNs (HUDD)."""
+    from .progress import set_quiet
+
+    set_quiet(quiet)
+
+
+@cli.command()
+@click.argument("case", type=click.Path(file_okay=False))
+@click.option("--task", type=click.Choice(["gaze", "openness", "landmarks"]), default="gaze", show_default=True)
+@click.option("--train", "n_train", type=int, default=6000, show_default=True, help="TrainingSet images.")
+@click.option("--test", "n_test", type=int, default=3000, show_default=True, help="TestSet images.")
+@click.option("--improve", "n_improve", type=int, default=3000, show_default=True, help="ImprovementSet images.")
+@click.option("--size", type=int, default=None, help="Image side in px (default 64; 128 for landmarks, KPNet's input).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--hazard-rate", type=float, default=0.12, show_default=True, help="Share of test/improvement images with a hazard.")
+@click.option("--hazard-rate-train", type=float, default=0.02, show_default=True, help="Share of training images with a hazard.")
+@click.option("--force", is_flag=True, help="Replace existing DataSets/ sets.")
+def simulate(case, task, n_train, n_test, n_improve, size, seed, hazard_rate, hazard_rate_train, force):
+    """Write a simulated eye case (DataSets/ with params.csv) into CASE."""
+    from .sim import SimulationSettings, simulate_case
+
+    settings = SimulationSettings(task=task, n_train=n_train, n_test=n_test, n_improve=n_improve,
+                                  size=size or (128 if task == "landmarks" else 64), seed=seed,
+                                  hazard_rate_train=hazard_rate_train, hazard_rate=hazard_rate)
+    written = simulate_case(Path(case), settings, force=force)
+    click.echo(f"{'wrote' if written else 'unchanged (same settings)'}: {Path(case) / 'DataSets'} "
+               f"({n_train} training, {n_test} test, {n_improve} improvement images, task {task})")
+
+
+@cli.command()
+@click.argument("case")
+@click.option("--arch", default=None, help="Architecture (alexnet, alexnet-small, kpnet); default from the images.")
+@click.option("--name", default=None, help="Model file name in DNNModels/ (default: the architecture).")
+@click.option("--force", is_flag=True, help="Overwrite an existing model file.")
+@_config_options("device", "batch_size", "seed", "epochs", "lr")
+def train(case, arch, name, force, **kwargs):
+    """Train a baseline model on CASE's TrainingSet and save it in DNNModels/."""
+    from .baseline import train_baseline
+    from .config import load_config
+    from .data import Case
+    from .text import results_summary
+
+    config = load_config(_case(case), _overrides(kwargs, "device", "batch_size", "seed", "epochs", "lr"))
+    result = train_baseline(Case(Path(case)), config, arch=arch, name=name, force=force)
+    click.echo(f"saved {result.path} (best epoch {result.best_epoch}, validation {result.val_metric:.4f})")
+    if result.test_results is not None:
+        click.echo(results_summary(result.test_results, result.spec.task))
+
+
+@cli.command("config")
+@click.argument("case")
+@_config_options("device", "batch_size", "seed", "epochs", "lr", "workspace")
+def config_cmd(case, **kwargs):
+    """Print the effective configuration of CASE (defaults < hudd.toml < flags)."""
+    from .config import effective_config
+
+    for key, value, source in effective_config(_case(case), kwargs):
+        shown = "[" + ", ".join(f'"{v}"' for v in value) + "]" if isinstance(value, tuple) else (f'"{value}"' if isinstance(value, str) else value)
+        click.echo(f"{key} = {shown}  # {source}")
+
+
+@cli.command()
+@click.argument("directory", default="demo-case", type=click.Path(file_okay=False))
+@click.option("--force", is_flag=True, help="Re-simulate and retrain even if the demo case exists.")
+@_config_options("device", "seed", "epochs")
+def demo(directory, force, **kwargs):
+    """Run the whole story on simulated eyes in DIRECTORY (default ./demo-case)."""
+    from .config import load_config
+    from .demo import run_demo
+    from .text import results_summary
+
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    config = load_config(Path(directory), kwargs)
+    result = run_demo(Path(directory), config, force=force)
+    click.echo(f"demo case: {result.case.root} (model {result.model_path.name}, {'trained now' if result.trained else 'reused'})")
+    click.echo(results_summary(result.test_results, "classification"))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="hudd")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

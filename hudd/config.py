@@ -1,0 +1,127 @@
+"""One frozen :class:`Config`: defaults < ``<case>/hudd.toml`` < command-line flags.
+
+Every value is checked once, here, in the style ``hudd.toml: sf == 1.5, must be <= 1``, naming
+the key and where the value came from. ``hudd config CASE`` prints the effective values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Any, Mapping
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+from .errors import HuddError
+
+__all__ = ["Config", "load_config", "effective_config", "CONFIG_FILE"]
+
+CONFIG_FILE = "hudd.toml"
+
+
+def _key(default, *, lo=None, hi=None, choices=None, doc=""):
+    return dataclasses.field(default=default, metadata={"lo": lo, "hi": hi, "choices": choices, "doc": doc})
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Effective settings of one run. Values are stored as given; :func:`load_config` checks them."""
+
+    device: str = _key("auto", doc="auto, cpu or cuda[:i]")
+    batch_size: int = _key(64, lo=1, doc="images per batch on the device; bounds memory")
+    num_workers: int = _key(0, lo=0, doc="DataLoader worker processes for image decoding")
+    seed: int = _key(0, lo=0, doc="one seed for every random choice")
+    epochs: int = _key(12, lo=1, doc="maximum epochs when training a baseline model")
+    lr: float = _key(2e-3, lo=0.0, doc="peak learning rate (Adam, one-cycle schedule) when training a baseline model")
+    patience: int = _key(4, lo=1, doc="epochs without validation gain before early stopping")
+    val_fraction: float = _key(0.1, lo=0.0, hi=0.5, doc="share of TrainingSet held out for validation")
+    retrain_epochs: int = _key(10, lo=1, doc="epochs of fine-tuning in retrain")
+    retrain_lr: float = _key(1e-3, lo=0.0, doc="SGD learning rate in retrain")
+    momentum: float = _key(0.9, lo=0.0, hi=1.0, doc="SGD momentum in retrain")
+    weight_decay: float = _key(5e-4, lo=0.0, doc="SGD weight decay in retrain")
+    lrp_rule: str = _key("hudd", choices=("hudd", "epsilon-plus-flat"), doc="LRP composite")
+    lrp_target: str = _key("predicted", choices=("predicted", "true"), doc="class whose logit seeds relevance")
+    layers: tuple = _key((), doc="layers to analyse (empty: every internal layer)")
+    k_min: int = _key(2, lo=2, doc="smallest number of clusters tried")
+    k_max: int = _key(500, lo=2, doc="largest number of clusters tried (also capped at errors/2)")
+    sf: float = _key(0.3, lo=0.0, hi=1.0, doc="selection factor of the unsafe-set quota")
+    error_px: float = _key(4.0, lo=0.0, doc="keypoint models: mean error (pixels) above which an image is an error")
+    workspace: str = _key("HUDD", doc="workspace folder, relative to the case folder")
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+
+
+def _check(name: str, value: Any, source: str) -> Any:
+    """Coerce ``value`` to the type of key ``name`` and check its range; raise HuddError naming ``source``."""
+    field = _FIELDS[name]
+    default = field.default
+    meta = field.metadata
+    where = f"{source}: {name} == {value!r}"
+    if isinstance(default, bool) or isinstance(value, bool):
+        raise HuddError(f"{where}, must be a {type(default).__name__}")
+    if isinstance(default, int):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if not isinstance(value, int):
+            raise HuddError(f"{where}, must be an integer")
+    elif isinstance(default, float):
+        if not isinstance(value, (int, float)):
+            raise HuddError(f"{where}, must be a number")
+        value = float(value)
+    elif isinstance(default, tuple):
+        if isinstance(value, str):
+            value = tuple(v.strip() for v in value.split(",") if v.strip())
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise HuddError(f"{where}, must be a list of layer names")
+        value = tuple(value)
+    elif not isinstance(value, str):
+        raise HuddError(f"{where}, must be a string")
+    if meta["lo"] is not None and value < meta["lo"]:
+        raise HuddError(f"{where}, must be >= {meta['lo']}")
+    if meta["hi"] is not None and value > meta["hi"]:
+        raise HuddError(f"{where}, must be <= {meta['hi']}")
+    if meta["choices"] is not None and value not in meta["choices"]:
+        raise HuddError(f"{where}, must be one of {', '.join(meta['choices'])}")
+    return value
+
+
+def _read_toml(path: Path) -> dict:
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise HuddError(f"{path}: not valid TOML ({exc}); fix the file or delete it") from exc
+    except OSError as exc:
+        raise HuddError(f"{path}: cannot read ({exc.strerror})") from exc
+    unknown = sorted(set(data) - set(_FIELDS))
+    if unknown:
+        raise HuddError(f"{path}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(_FIELDS)}")
+    return data
+
+
+def effective_config(case: Path | None, overrides: Mapping[str, Any] | None = None) -> list[tuple[str, Any, str]]:
+    """Return ``(key, value, source)`` for every key; source is ``default``, the toml path or ``command line``."""
+    layered = {name: (f.default, "default") for name, f in _FIELDS.items()}
+    if case is not None:
+        toml_path = Path(case) / CONFIG_FILE
+        if toml_path.is_file():
+            for name, value in _read_toml(toml_path).items():
+                layered[name] = (_check(name, value, str(toml_path)), str(toml_path))
+    for name, value in (overrides or {}).items():
+        if name not in _FIELDS:
+            raise ValueError(f"unknown config key {name!r}")
+        if value is not None:
+            layered[name] = (_check(name, value, "command line"), "command line")
+    if layered["k_max"][0] < layered["k_min"][0]:
+        raise HuddError(f"{layered['k_max'][1]}: k_max == {layered['k_max'][0]}, must be >= k_min == {layered['k_min'][0]}")
+    return [(name, value, source) for name, (value, source) in layered.items()]
+
+
+def load_config(case: Path | None, overrides: Mapping[str, Any] | None = None) -> Config:
+    """Build the effective :class:`Config` of ``case``; ``None`` overrides are ignored (flag not given)."""
+    return Config(**{name: value for name, value, _ in effective_config(case, overrides)})

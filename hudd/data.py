@@ -1,0 +1,290 @@
+"""Case folders and data sets: one loader for every step.
+
+A case folder holds ``DataSets/`` and ``DNNModels/``. Each set (``TrainingSet``, ``TestSet``,
+``ImprovementSet``) is laid out either for classification, as image folders::
+
+    DataSets/<Set>/<class>/*.png|jpg      class order = sorted folder names
+
+or for keypoint regression::
+
+    DataSets/<Set>/images/*.png
+    DataSets/<Set>/keypoints.csv          image, x0, y0, x1, y1, ...  (image relative to the set folder,
+                                          or a bare file name inside images/)
+
+An optional ``DataSets/<Set>/params.csv`` (image + simulator parameters + ``cause``) is read only
+by evaluation and reports, never by the model. Everywhere, an image is identified by its path
+relative to ``DataSets/`` (``TestSet/TopLeft/000123.png``). Pixels are scaled to [0, 1] and
+normalised with the model spec's per-channel mean and std; an image of another size or mode than
+the model expects is an error naming the file, never silently resized.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .errors import HuddError
+from .models.checkpoint import ModelSpec, describe_input
+
+__all__ = [
+    "IMAGE_SUFFIXES", "SPLITS", "Case", "SplitListing", "list_split", "detect_task", "read_image", "ImageDataset",
+    "make_loader", "read_params", "image_shape", "keypoint_groups",
+]
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+SPLITS = ("TrainingSet", "TestSet", "ImprovementSet")
+_SET_FILES = {"params.csv", "keypoints.csv", "labels.csv"}
+_CACHE_LIMIT_BYTES = 2 << 30
+
+
+@dataclass(frozen=True)
+class Case:
+    """A case folder: ``DataSets/`` with the image sets and ``DNNModels/`` with the models."""
+
+    root: Path
+
+    @property
+    def datasets(self) -> Path:
+        return Path(self.root) / "DataSets"
+
+    @property
+    def models(self) -> Path:
+        return Path(self.root) / "DNNModels"
+
+    def split_dir(self, split: str) -> Path:
+        return self.datasets / split
+
+
+@dataclass(frozen=True)
+class SplitListing:
+    """The images of one set.
+
+    ``ids`` are paths relative to ``DataSets/``; ``targets`` are class indices ``(n,)`` int64 for
+    classification or keypoint coordinates ``(n, K, 2)`` float32 (x, y in pixels) for keypoints.
+    """
+
+    split: str
+    task: str
+    ids: tuple
+    targets: np.ndarray
+    classes: tuple = ()
+    keypoints: tuple = ()
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def _require_dir(path: Path, what: str) -> None:
+    if not path.is_dir():
+        raise HuddError(f"{path}: folder missing; {what}")
+
+
+def detect_task(case: Case, split: str = "TrainingSet") -> str:
+    """``keypoints`` when ``<Set>/keypoints.csv`` exists, else ``classification``."""
+    set_dir = case.split_dir(split)
+    _require_dir(set_dir, f"create it with the {split} images (see DataSets/README.md)")
+    return "keypoints" if (set_dir / "keypoints.csv").is_file() else "classification"
+
+
+def _list_classification(case: Case, split: str, classes: tuple | None) -> SplitListing:
+    set_dir = case.split_dir(split)
+    folders = sorted(p for p in set_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    stray = sorted(p for p in set_dir.iterdir() if p.is_file() and p.name not in _SET_FILES and not p.name.startswith("."))
+    if stray:
+        raise HuddError(f"{stray[0]}: file outside a class folder; classification sets hold one folder per class")
+    if not folders:
+        raise HuddError(f"{set_dir}: no class folders; put images in {set_dir}/<class>/ (one folder per class)")
+    names = tuple(p.name for p in folders)
+    if classes is None:
+        classes = names
+    unknown = [n for n in names if n not in classes]
+    if unknown:
+        raise HuddError(f"{set_dir / unknown[0]}: class {unknown[0]!r} is unknown to the model (classes: {', '.join(classes)}); rename or remove the folder")
+    ids, targets = [], []
+    for folder in folders:
+        files = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+        for path in files:
+            if path.is_dir() or path.suffix.lower() not in IMAGE_SUFFIXES:
+                raise HuddError(f"{path}: not an image (expected {', '.join(IMAGE_SUFFIXES)}); move it out of the data set")
+        if not files:
+            raise HuddError(f"{folder}: class folder has no images; add images or remove the folder")
+        ids.extend(f"{split}/{folder.name}/{p.name}" for p in files)
+        targets.extend([classes.index(folder.name)] * len(files))
+    return SplitListing(split, "classification", tuple(ids), np.asarray(targets, dtype=np.int64), classes=tuple(classes))
+
+
+def _keypoint_name(x_column: str) -> str:
+    """``x3`` -> ``kp3``; ``upper_lid_2_x`` -> ``upper_lid_2``; anything else is kept."""
+    x_column = str(x_column)
+    if re.fullmatch(r"x\d+", x_column):
+        return f"kp{x_column[1:]}"
+    return x_column[:-2] if x_column.endswith("_x") else x_column
+
+
+def keypoint_groups(names: tuple) -> dict[str, list[int]]:
+    """Group keypoints by name without its trailing index (``upper_lid_2`` -> ``upper_lid``)."""
+    groups: dict[str, list[int]] = {}
+    for index, name in enumerate(names):
+        groups.setdefault(re.sub(r"_?\d+$", "", name) or name, []).append(index)
+    return groups
+
+
+def _list_keypoints(case: Case, split: str, keypoints: tuple | None) -> SplitListing:
+    set_dir = case.split_dir(split)
+    csv = set_dir / "keypoints.csv"
+    images_dir = set_dir / "images"
+    if not csv.is_file():
+        raise HuddError(f"{csv}: missing; keypoint sets need keypoints.csv (image, x0, y0, x1, y1, ...)")
+    _require_dir(images_dir, "keypoint sets keep their images in <Set>/images/")
+    try:
+        table = pd.read_csv(csv)
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+        raise HuddError(f"{csv}: cannot parse ({exc}); it must be a CSV with columns image, x0, y0, x1, y1, ...") from exc
+    coords = [c for c in table.columns if c != "image"]
+    if "image" not in table.columns or not coords or len(coords) % 2:
+        raise HuddError(f"{csv}: expected columns image, x0, y0, x1, y1, ... (pairs of coordinates); found {', '.join(map(str, table.columns))}")
+    values = table[coords].apply(pd.to_numeric, errors="coerce").to_numpy(np.float32)
+    bad_rows = np.flatnonzero(~np.isfinite(values).all(axis=1))
+    if len(bad_rows):
+        raise HuddError(f"{csv}: row {bad_rows[0] + 2} ({table['image'].iloc[bad_rows[0]]}) has a missing or non-numeric coordinate; fix it")
+    names = [str(n) if str(n).startswith("images/") else f"images/{n}" for n in table["image"]]
+    on_disk = {f"images/{p.name}" for p in images_dir.iterdir() if p.is_file() and not p.name.startswith(".")}
+    for name in on_disk:
+        if Path(name).suffix.lower() not in IMAGE_SUFFIXES:
+            raise HuddError(f"{set_dir / name}: not an image (expected {', '.join(IMAGE_SUFFIXES)}); move it out of the data set")
+    missing = sorted(set(names) - on_disk)
+    if missing:
+        raise HuddError(f"{csv}: lists {missing[0]}, which is not in {images_dir}; remove the row or add the image")
+    unlabelled = sorted(on_disk - set(names))
+    if unlabelled:
+        raise HuddError(f"{set_dir / unlabelled[0]}: image has no row in {csv}; add its keypoints or remove it")
+    if not names:
+        raise HuddError(f"{csv}: no images listed; add rows (image, x0, y0, ...)")
+    n_kp = len(coords) // 2
+    found_names = tuple(_keypoint_name(coords[2 * k]) for k in range(n_kp))
+    if keypoints is not None and len(keypoints) != n_kp:
+        raise HuddError(f"{csv}: has {n_kp} keypoints, the model predicts {len(keypoints)}; use the model made for this data")
+    order = np.argsort(names, kind="stable")
+    return SplitListing(
+        split, "keypoints", tuple(f"{split}/{names[i]}" for i in order), values[order].reshape(len(names), n_kp, 2),
+        keypoints=tuple(keypoints) if keypoints is not None else found_names,
+    )
+
+
+def list_split(case: Case, split: str, *, spec: ModelSpec | None = None, task: str | None = None) -> SplitListing:
+    """List the images and targets of ``split``, checked against ``spec`` when given.
+
+    Raises
+    ------
+    HuddError
+        Missing set folder, empty class folder, non-image file, class unknown to the model, or a
+        keypoint CSV that does not match the images.
+    """
+    set_dir = case.split_dir(split)
+    _require_dir(set_dir, f"create it with the {split} images (see DataSets/README.md)")
+    task = spec.task if spec is not None else (task or detect_task(case, split))
+    if task == "classification":
+        return _list_classification(case, split, spec.classes if spec is not None else None)
+    return _list_keypoints(case, split, spec.keypoints if spec is not None else None)
+
+
+def read_image(path: Path) -> np.ndarray:
+    """Read an image as uint8 ``(H, W, C)``; an unreadable file is a HuddError naming it."""
+    try:
+        image = np.asarray(iio.imread(path, plugin="pillow"))
+    except Exception as exc:  # imageio raises many types for corrupt files
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise HuddError(f"{path}: cannot read image ({reason}); remove it or re-export it") from None
+    if image.dtype == np.uint16:
+        image = (image // 257).astype(np.uint8)
+    if image.dtype != np.uint8 or image.ndim not in (2, 3):
+        raise HuddError(f"{path}: unsupported image ({image.dtype}, shape {image.shape}); save it as 8-bit grayscale or RGB")
+    return image[:, :, None] if image.ndim == 2 else image
+
+
+def image_shape(path: Path) -> tuple[int, int, int]:
+    """``(channels, height, width)`` of one image file."""
+    image = read_image(path)
+    return image.shape[2], image.shape[0], image.shape[1]
+
+
+def read_params(case: Case, split: str) -> pd.DataFrame | None:
+    """The set's ``params.csv`` with ``image`` rewritten relative to ``DataSets/``, or None if absent."""
+    path = case.split_dir(split) / "params.csv"
+    if not path.is_file():
+        return None
+    try:
+        table = pd.read_csv(path)
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+        raise HuddError(f"{path}: cannot parse ({exc}); fix or remove it") from exc
+    if "image" not in table.columns:
+        raise HuddError(f"{path}: has no 'image' column; fix or remove it")
+    table["image"] = [f"{split}/{name}" for name in table["image"]]
+    return table
+
+
+class ImageDataset(Dataset):
+    """Images of a listing as normalised tensors, checked against the model spec.
+
+    ``dataset[i]`` is ``(image, target, i)`` with image ``(C, H, W)`` float32. Decoded images are
+    kept in memory (uint8) when the whole set fits in 2 GiB, so training epochs decode once.
+    """
+
+    def __init__(self, case: Case, listing: SplitListing, spec: ModelSpec, *, model_name: str = "the model", cache: bool = True):
+        self.case = case
+        self.listing = listing
+        self.spec = spec
+        self.model_name = model_name
+        n_bytes = len(listing) * spec.channels * spec.height * spec.width
+        self._cache = np.zeros((len(listing), spec.channels, spec.height, spec.width), np.uint8) if cache and n_bytes <= _CACHE_LIMIT_BYTES else None
+        self._cached = np.zeros(len(listing), bool)
+
+    def __len__(self) -> int:
+        return len(self.listing)
+
+    def path(self, index: int) -> Path:
+        return self.case.datasets / self.listing.ids[index]
+
+    def raw(self, index: int) -> np.ndarray:
+        """The image as uint8 ``(C, H, W)``, checked against the spec."""
+        if self._cache is not None and self._cached[index]:
+            return self._cache[index]
+        path = self.path(index)
+        image = read_image(path)
+        height, width, channels = image.shape
+        spec = self.spec
+        if (channels, height, width) != (spec.channels, spec.height, spec.width):
+            found = describe_input(channels, height, width)
+            raise HuddError(f"{path}: image is {found}, {self.model_name} expects {spec.describe_input()}; convert the data set or use a model trained for it")
+        image = np.ascontiguousarray(image.transpose(2, 0, 1))
+        if self._cache is not None:
+            self._cache[index] = image
+            self._cached[index] = True
+        return image
+
+    def with_spec(self, spec: ModelSpec, *, model_name: str) -> "ImageDataset":
+        """The same images (sharing decoded pixels) for a spec that differs only in normalisation."""
+        twin = copy.copy(self)
+        twin.spec, twin.model_name = spec, model_name
+        return twin
+
+    def __getitem__(self, index: int):
+        mean = np.asarray(self.spec.mean, dtype=np.float32)[:, None, None]
+        std = np.asarray(self.spec.std, dtype=np.float32)[:, None, None]
+        image = (self.raw(index).astype(np.float32) / 255.0 - mean) / std
+        target = self.listing.targets[index]
+        return torch.from_numpy(image), torch.as_tensor(target), index
+
+
+def make_loader(dataset: Dataset, *, batch_size: int, shuffle: bool = False, seed: int = 0, num_workers: int = 0) -> DataLoader:
+    """A DataLoader whose shuffling depends only on ``seed``."""
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=num_workers)

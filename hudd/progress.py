@@ -1,0 +1,27 @@
+"""Progress bars for every long loop: tqdm on stderr, off with ``--quiet`` or when not a TTY."""
+
+import sys
+
+from tqdm.auto import tqdm
+
+__all__ = ["progress", "set_quiet", "echo"]
+
+_QUIET = False
+
+
+def set_quiet(quiet: bool) -> None:
+    """Silence progress bars and informational messages for the rest of the process."""
+    global _QUIET
+    _QUIET = bool(quiet)
+
+
+def progress(iterable=None, *, desc: str, total: int | None = None, unit: str = "it", leave: bool = False):
+    """Wrap ``iterable`` in a tqdm bar on stderr, disabled when quiet or stderr is not a terminal."""
+    disable = _QUIET or not sys.stderr.isatty()
+    return tqdm(iterable, desc=desc, total=total, unit=unit, leave=leave, disable=disable, file=sys.stderr, dynamic_ncols=True)
+
+
+def echo(message: str) -> None:
+    """Print an informational line on stderr unless quiet (results go to stdout, chatter here)."""
+    if not _QUIET:
+        print(message, file=sys.stderr, flush=True)

@@ -1,0 +1,44 @@
+"""Plain-text summaries for the terminal (what the CLI prints after a command)."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from .predictions import accuracy_by
+
+__all__ = ["format_table", "results_summary", "hazard_ratio"]
+
+
+def format_table(table: pd.DataFrame, *, floats: str = "{:.3f}") -> str:
+    """Left-aligned text table with a header row; floats formatted with ``floats``."""
+    cells = [[str(c) for c in table.columns]]
+    for row in table.itertuples(index=False):
+        cells.append([floats.format(v) if isinstance(v, float) else str(v) for v in row])
+    widths = [max(len(r[i]) for r in cells) for i in range(len(cells[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in cells)
+
+
+def hazard_ratio(results: pd.DataFrame) -> tuple[float, float, float]:
+    """Error rate on images with an injected hazard, on ``none`` images, and their ratio (inf if none-error is 0)."""
+    hazard = ~results["correct"][results["cause"] != "none"]
+    nominal = ~results["correct"][results["cause"] == "none"]
+    rate_h = float(hazard.mean()) if len(hazard) else float("nan")
+    rate_n = float(nominal.mean()) if len(nominal) else float("nan")
+    ratio = rate_h / rate_n if rate_n > 0 else float("inf")
+    return rate_h, rate_n, ratio
+
+
+def results_summary(results: pd.DataFrame, task: str) -> str:
+    """Overall accuracy (or mean keypoint error), per class, and per injected cause when known."""
+    lines = []
+    accuracy = float(results["correct"].mean()) if len(results) else float("nan")
+    if task == "classification":
+        lines.append(f"test accuracy {accuracy:.4f} ({int(results['correct'].sum())}/{len(results)})")
+        lines.append(format_table(accuracy_by(results, "label")[["label", "n", "accuracy"]]))
+    else:
+        lines.append(f"mean keypoint error {results['error_px'].mean():.2f} px; images within the error threshold {accuracy:.4f}")
+    if "cause" in results.columns:
+        lines.append(format_table(accuracy_by(results, "cause")[["cause", "n", "error_rate"]]))
+        rate_h, rate_n, ratio = hazard_ratio(results)
+        lines.append(f"error rate with a hazard {rate_h:.4f}, without {rate_n:.4f}: ratio {ratio:.1f}")
+    return "\n".join(lines)

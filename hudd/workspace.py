@@ -1,0 +1,302 @@
+"""The workspace (the original tool's folder "T"): every artifact path, atomic writes, manifest, lock.
+
+No other module builds a path into the workspace. Layout (``<case>/HUDD/`` by default)::
+
+    manifest.json            per step: done, input fingerprint, inputs, outputs, versions, times
+    trainResult.csv, testResult.csv
+    Heatmaps/<layer>.npy     (n_error_images, N, M) relevance; rows indexed by Heatmaps/images.csv
+    ClusterAnalysis/<layer>/ distances.npy, distances.xlsx, wicd.csv, wicd.png, clusters.csv, C<i>/, C<i>.gif
+    clusters.csv, summary.csv
+    UnsafeSet/C<i>/, unsafe.csv, labels.csv
+    Retrain/metrics.csv
+    report.html
+
+Writes go to a temporary name in the target folder and are renamed into place with
+:func:`os.replace`, so an interrupted run never leaves a half-written file that looks finished.
+A step is current when the manifest records it done with the same input fingerprint and all its
+outputs exist; otherwise it reruns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import socket
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping
+
+import numpy as np
+
+from . import __version__
+from .errors import HuddError
+
+__all__ = ["Workspace", "atomic_path", "write_text", "save_npy", "write_csv", "file_hash", "listing_hash", "fingerprint"]
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success rename it to ``path``, on error delete it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text(path: Path, text: str) -> None:
+    """Atomically write ``text`` (UTF-8) to ``path``."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def save_npy(path: Path, array: np.ndarray) -> None:
+    """Atomically save ``array`` as ``.npy``."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, array)
+
+
+def write_csv(path: Path, frame) -> None:
+    """Atomically write a pandas DataFrame as CSV without its index."""
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False, lineterminator="\n")
+
+
+def file_hash(path: Path) -> str:
+    """SHA-256 of a file's bytes, streamed."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def listing_hash(root: Path, relpaths: Iterable[str]) -> str:
+    """SHA-256 of a data set listing: each relative path with its size in bytes.
+
+    Cheap enough for hundreds of thousands of images; it detects added, removed, renamed and
+    resized files, not an in-place edit that keeps the byte count.
+    """
+    digest = hashlib.sha256()
+    root = Path(root)
+    for rel in sorted(relpaths):
+        digest.update(f"{rel}\t{(root / rel).stat().st_size}\n".encode())
+    return digest.hexdigest()
+
+
+def fingerprint(step: str, version: int, config: Mapping[str, Any], inputs: Mapping[str, str]) -> str:
+    """SHA-256 of canonical JSON of a step's name, version, the config keys it reads and its input hashes."""
+    payload = {"step": step, "version": version, "config": dict(config), "inputs": dict(inputs)}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _versions() -> dict[str, str]:
+    import torch
+
+    return {"hudd": __version__, "python": sys.version.split()[0], "torch": torch.__version__, "numpy": np.__version__}
+
+
+class Workspace:
+    """Paths and bookkeeping of one workspace folder.
+
+    Parameters
+    ----------
+    root : Path
+        The workspace folder (created on first write).
+    """
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    # ---- paths ---------------------------------------------------------------------------
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / "manifest.json"
+
+    @property
+    def lock_path(self) -> Path:
+        return self.root / ".lock"
+
+    @property
+    def train_result(self) -> Path:
+        return self.root / "trainResult.csv"
+
+    @property
+    def test_result(self) -> Path:
+        return self.root / "testResult.csv"
+
+    @property
+    def heatmaps_dir(self) -> Path:
+        return self.root / "Heatmaps"
+
+    def heatmap(self, layer: str) -> Path:
+        return self.heatmaps_dir / f"{layer}.npy"
+
+    @property
+    def heatmap_index(self) -> Path:
+        return self.heatmaps_dir / "images.csv"
+
+    def cluster_dir(self, layer: str) -> Path:
+        return self.root / "ClusterAnalysis" / layer
+
+    def distances_npy(self, layer: str) -> Path:
+        return self.cluster_dir(layer) / "distances.npy"
+
+    def distances_xlsx(self, layer: str) -> Path:
+        return self.cluster_dir(layer) / "distances.xlsx"
+
+    def wicd_csv(self, layer: str) -> Path:
+        return self.cluster_dir(layer) / "wicd.csv"
+
+    def wicd_png(self, layer: str) -> Path:
+        return self.cluster_dir(layer) / "wicd.png"
+
+    def layer_clusters_csv(self, layer: str) -> Path:
+        return self.cluster_dir(layer) / "clusters.csv"
+
+    def cluster_images_dir(self, layer: str, cluster: str) -> Path:
+        return self.cluster_dir(layer) / cluster
+
+    def cluster_gif(self, layer: str, cluster: str) -> Path:
+        return self.cluster_dir(layer) / f"{cluster}.gif"
+
+    def best_layer_dir(self, layer: str) -> Path:
+        return self.root / layer
+
+    @property
+    def clusters_csv(self) -> Path:
+        return self.root / "clusters.csv"
+
+    @property
+    def summary_csv(self) -> Path:
+        return self.root / "summary.csv"
+
+    @property
+    def unsafe_dir(self) -> Path:
+        return self.root / "UnsafeSet"
+
+    def unsafe_cluster_dir(self, cluster: str) -> Path:
+        return self.unsafe_dir / cluster
+
+    @property
+    def unsafe_csv(self) -> Path:
+        return self.unsafe_dir / "unsafe.csv"
+
+    @property
+    def labels_csv(self) -> Path:
+        return self.unsafe_dir / "labels.csv"
+
+    @property
+    def retrain_dir(self) -> Path:
+        return self.root / "Retrain"
+
+    @property
+    def metrics_csv(self) -> Path:
+        return self.retrain_dir / "metrics.csv"
+
+    @property
+    def report_html(self) -> Path:
+        return self.root / "report.html"
+
+    # ---- manifest ------------------------------------------------------------------------
+    def read_manifest(self) -> dict:
+        """The manifest as a dict; a missing or unreadable one is empty (every step not done)."""
+        try:
+            data = json.loads(self.manifest_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {"steps": {}}
+        except (OSError, ValueError):
+            print(f"hudd: warning: {self.manifest_path} is unreadable; every step will rerun", file=sys.stderr)
+            return {"steps": {}}
+        if not isinstance(data, dict) or not isinstance(data.get("steps"), dict):
+            print(f"hudd: warning: {self.manifest_path} has no steps; every step will rerun", file=sys.stderr)
+            return {"steps": {}}
+        return data
+
+    def _write_manifest(self, data: dict) -> None:
+        write_text(self.manifest_path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+    def step_entry(self, step: str) -> dict | None:
+        entry = self.read_manifest()["steps"].get(step)
+        return entry if isinstance(entry, dict) else None
+
+    def is_current(self, step: str, fingerprint: str) -> bool:
+        """True when ``step`` is recorded done with ``fingerprint`` and every recorded output exists."""
+        entry = self.step_entry(step)
+        if not entry or not entry.get("done") or entry.get("fingerprint") != fingerprint:
+            return False
+        return all((self.root / rel).exists() for rel in entry.get("outputs", []))
+
+    def start_step(self, step: str) -> None:
+        """Mark ``step`` not done and delete the outputs it recorded, so stale files never look current."""
+        data = self.read_manifest()
+        entry = data["steps"].get(step) or {}
+        for rel in entry.get("outputs", []):
+            target = self.root / rel
+            if target.is_dir():
+                shutil.rmtree(target)
+            else:
+                target.unlink(missing_ok=True)
+        data["steps"][step] = {"done": False, "started": _now()}
+        self._write_manifest(data)
+
+    def finish_step(self, step: str, fingerprint: str, *, inputs: Mapping[str, str], outputs: Iterable[Path]) -> None:
+        """Record ``step`` done with its input fingerprint, inputs and outputs (paths inside the workspace)."""
+        data = self.read_manifest()
+        entry = data["steps"].get(step) or {}
+        data["steps"][step] = {
+            "done": True,
+            "fingerprint": fingerprint,
+            "inputs": dict(inputs),
+            "outputs": sorted(str(Path(p).resolve().relative_to(self.root.resolve())) for p in outputs),
+            "versions": _versions(),
+            "started": entry.get("started", _now()),
+            "finished": _now(),
+        }
+        self._write_manifest(data)
+
+    # ---- lock ----------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def locked(self, command: str) -> Iterator[None]:
+        """Hold the workspace lock for the duration; a second holder gets a HuddError naming the first.
+
+        The lock is an ``flock`` on ``.lock``: the kernel releases it when the process dies, even
+        by SIGKILL, so a killed run never blocks the next one.
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        fh = open(self.lock_path, "a+", encoding="utf-8")
+        try:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                fh.seek(0)
+                holder = fh.read().strip() or "another hudd process"
+                raise HuddError(f"{self.root}: workspace is in use by {holder}; wait for it to finish or use another --workspace") from None
+            fh.seek(0)
+            fh.truncate()
+            fh.write(f"pid {os.getpid()} on {socket.gethostname()} ({command}, started {_now()})")
+            fh.flush()
+            try:
+                yield
+            finally:
+                fh.seek(0)
+                fh.truncate()
+                fcntl.flock(fh, fcntl.LOCK_UN)
+        finally:
+            fh.close()

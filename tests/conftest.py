@@ -1,0 +1,36 @@
+"""Shared fixtures: a tiny simulated gaze case (seed 0) and a model trained on it for one epoch."""
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from hudd.cli import cli
+from hudd.sim import SimulationSettings, simulate_case
+
+TINY = SimulationSettings(task="gaze", n_train=160, n_test=64, n_improve=32, size=32, seed=0, hazard_rate_train=0.05, hazard_rate=0.5)
+
+
+@pytest.fixture(scope="session")
+def tiny_case(tmp_path_factory) -> Path:
+    """A 32 px gaze case: 160 training, 64 test, 32 improvement images (read-only for tests)."""
+    case = tmp_path_factory.mktemp("tiny-case")
+    simulate_case(case, TINY)
+    return case
+
+
+@pytest.fixture(scope="session")
+def trained_case(tmp_path_factory, tiny_case) -> Path:
+    """A copy of the tiny case with ``DNNModels/alexnet-small.pt`` trained for one epoch."""
+    import shutil
+
+    case = tmp_path_factory.mktemp("trained") / "case"
+    shutil.copytree(tiny_case, case)
+    result = CliRunner().invoke(cli, ["--quiet", "train", str(case), "--epochs", "1", "--batch-size", "32"])
+    assert result.exit_code == 0, result.output
+    return case
+
+
+def run_cli(*args: str):
+    """Invoke the CLI in-process; returns click's Result (exit_code, stdout, stderr)."""
+    return CliRunner().invoke(cli, ["--quiet", *args])
