@@ -19,7 +19,8 @@ from torch.utils.data import Subset
 
 from . import __version__
 from .config import Config
-from .data import Case, ImageDataset, image_shape, keypoint_groups, list_split, read_params
+from .case_model import spec_for_listing
+from .data import Case, ImageDataset, image_shape, list_split, read_params
 from .device import resolve_device
 from .errors import HuddError
 from .models import ModelSpec, get_model, list_models, save_checkpoint
@@ -48,12 +49,6 @@ def default_arch(task: str, height: int, width: int) -> str:
     return "alexnet-small" if max(height, width) <= 128 else "alexnet"
 
 
-def _arch_kwargs(arch: str, listing, channels: int, size: int) -> dict:
-    if arch == "kpnet":
-        return {"in_channels": channels, "num_keypoints": len(listing.keypoints), "image_size": size}
-    return {"in_channels": channels, "num_classes": len(listing.classes), "image_size": size}
-
-
 def _channel_stats(dataset: ImageDataset) -> tuple[tuple, tuple]:
     """Per-channel mean and std of a data set's pixels in [0, 1], read in one pass."""
     total = np.zeros(dataset.spec.channels)
@@ -65,11 +60,6 @@ def _channel_stats(dataset: ImageDataset) -> tuple[tuple, tuple]:
     mean = total / len(dataset)
     std = np.sqrt(np.maximum(total_sq / len(dataset) - mean**2, 1e-12))
     return tuple(round(float(m), 6) for m in mean), tuple(round(float(max(s, 1e-3)), 6) for s in std)
-
-
-def _check_test_classes(case: Case, classes: tuple) -> None:
-    probe = ModelSpec(arch="", arch_kwargs={}, task="classification", channels=0, height=0, width=0, mean=(), std=(), classes=classes)
-    list_split(case, "TestSet", spec=probe)
 
 
 def evaluate_on(case: Case, split: str, model: torch.nn.Module, spec: ModelSpec, config: Config, device: torch.device, *, model_name: str) -> pd.DataFrame:
@@ -95,21 +85,18 @@ def train_baseline(case: Case, config: Config, *, arch: str | None = None, name:
     if arch is not None and arch not in list_models():
         raise HuddError(f"--arch {arch}: unknown architecture; known: {', '.join(list_models())}")
     listing = list_split(case, "TrainingSet")
-    has_test = case.split_dir("TestSet").is_dir()
-    if has_test:  # fail before a long training, not after it
-        list_split(case, "TestSet", task=listing.task) if listing.task == "keypoints" else _check_test_classes(case, listing.classes)
     channels, height, width = image_shape(case.datasets / listing.ids[0])
-    if height != width:
-        raise HuddError(f"{case.datasets / listing.ids[0]}: image is {width}x{height}; hudd's architectures take square images, crop or pad the data set")
     arch = arch or default_arch(listing.task, height, width)
     name = name or arch
     path = case.models / (name if name.endswith((".pt", ".pth")) else f"{name}.pt")
     if path.exists() and not force:
         raise HuddError(f"{path}: exists; pass --force to overwrite it or --name to save under another name")
-    kwargs = _arch_kwargs(arch, listing, channels, height)
-    provisional = ModelSpec(arch=arch, arch_kwargs=kwargs, task=listing.task, channels=channels, height=height, width=width,
-                            mean=(0.0,) * channels, std=(1.0,) * channels, classes=listing.classes, keypoints=listing.keypoints,
-                            keypoint_groups=keypoint_groups(listing.keypoints) if listing.task == "keypoints" else {})
+    if height != width:
+        raise HuddError(f"{case.datasets / listing.ids[0]}: image is {width}x{height}; hudd's architectures take square images, crop or pad the data set")
+    provisional = spec_for_listing(listing, arch, channels, height)
+    has_test = case.split_dir("TestSet").is_dir()
+    if has_test:  # a test set the model cannot read fails now, not after a long training
+        list_split(case, "TestSet", spec=provisional)
     raw = ImageDataset(case, listing, provisional, model_name=f"the first TrainingSet image's format ({provisional.describe_input()})")
     mean, std = _channel_stats(raw)
     spec = ModelSpec(**{**provisional.__dict__, "mean": mean, "std": std})
@@ -119,7 +106,7 @@ def train_baseline(case: Case, config: Config, *, arch: str | None = None, name:
     train_part, val_part = Subset(dataset, np.sort(order[n_val:]).tolist()), Subset(dataset, np.sort(order[:n_val]).tolist())
     torch.manual_seed(config.seed)
     try:
-        model = get_model(arch, **kwargs)
+        model = get_model(arch, **spec.arch_kwargs)
     except ValueError as exc:
         raise HuddError(f"{case.datasets / listing.ids[0]}: {exc}") from None
     device = resolve_device(config.device)

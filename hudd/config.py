@@ -33,7 +33,6 @@ class Config:
 
     device: str = _key("auto", doc="auto, cpu or cuda[:i]")
     batch_size: int = _key(64, lo=1, doc="images per batch on the device; bounds memory")
-    num_workers: int = _key(0, lo=0, doc="DataLoader worker processes for image decoding")
     seed: int = _key(0, lo=0, doc="one seed for every random choice")
     epochs: int = _key(12, lo=1, doc="maximum epochs when training a baseline model")
     lr: float = _key(2e-3, lo=0.0, doc="peak learning rate (Adam, one-cycle schedule) when training a baseline model")

@@ -124,6 +124,11 @@ class Workspace:
     def __init__(self, root: Path):
         self.root = Path(root)
 
+    @classmethod
+    def of_case(cls, case_root: Path, folder: str = "HUDD") -> "Workspace":
+        """The workspace of a case: ``folder`` relative to the case folder, or an absolute path."""
+        return cls(Path(case_root) / folder)
+
     # ---- paths ---------------------------------------------------------------------------
     @property
     def manifest_path(self) -> Path:
