@@ -1,0 +1,172 @@
+"""Relevance at every analysed layer in one batched forward and one backward pass.
+
+Convention: **the heatmap of layer L is the relevance at the input of L** (as the original HUDD
+tool), one entry per analysed layer (convolutions, transposed convolutions, fully connected
+layers), keyed by the layer's ``named_modules()`` path. The relevance at the input of the first
+layer is the pixel-level heatmap.
+
+How: the model is deep-copied (the user's model stays bit-identical), BatchNorm is folded into
+the preceding convolution, and each layer that has a rule gets a forward hook whose output is
+
+    z.detach() + h - h.detach(),   h = sum_p coef_p * z_p * (z / stabilise(z_p)).detach()
+
+where ``z`` is the layer's normal output and ``z_p`` the rule's modified output (see
+:mod:`hudd.lrp.rules`). Its value is exactly ``z``; its gradient is the rule's. Then one
+``torch.autograd.grad`` from the target, with every analysed layer's input as an input to
+differentiate against, gives gradient = relevance / activation everywhere, so relevance =
+input x gradient at every layer at once. Layers without a rule pass the gradient, which is LRP
+for ReLU (pass) and max-pooling (winner takes all).
+
+Targets: for classification the logit of the predicted class (default) or of given classes;
+for keypoint models the peak of the map of a given keypoint per image (the original seeds the
+keypoint with the largest error; :mod:`hudd.steps.heatmaps` picks it).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import Counter
+
+import torch
+import torch.nn as nn
+from torch.func import functional_call
+
+from .canonize import fold_batchnorm
+from .composites import ANALYSED_TYPES, CONVOLUTIONS, Composite, get_composite
+from .rules import Rule, stabilise
+
+__all__ = ["Explainer", "relevance", "layer_aliases"]
+
+
+def layer_aliases(names_and_modules: list[tuple[str, nn.Module]]) -> dict[str, str]:
+    """Readable aliases in forward order: ``conv1``.., ``deconv1``.. (transposed), ``fc1``..."""
+    counts: Counter = Counter()
+    aliases = {}
+    for name, module in names_and_modules:
+        kind = "deconv" if isinstance(module, CONVOLUTIONS) and "Transpose" in type(module).__name__ else ("conv" if isinstance(module, CONVOLUTIONS) else "fc")
+        counts[kind] += 1
+        aliases[name] = f"{kind}{counts[kind]}"
+    return aliases
+
+
+class Explainer:
+    """LRP for one model and one composite, prepared once and applied batch after batch.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The model (left untouched; a copy is analysed).
+    composite : str or Composite, default="hudd"
+        A registered composite's name (see :mod:`hudd.lrp.composites`) or a Composite.
+    layers : sequence of str, optional
+        Analysed layers to return (default: all of them). An unknown name is a ValueError listing the valid ones.
+    device : torch.device or str, default="cpu"
+    """
+
+    def __init__(self, model: nn.Module, *, composite: "str | Composite" = "hudd", layers=None, device="cpu"):
+        self.device = torch.device(device)
+        self.model = copy.deepcopy(model).eval().to(self.device)
+        for param in self.model.parameters():
+            param.requires_grad_(False)
+        fold_batchnorm(self.model)
+        analysed = [(name, m) for name, m in self.model.named_modules() if isinstance(m, ANALYSED_TYPES)]
+        if not analysed:
+            raise ValueError("the model has no convolutional or fully connected layer to analyse")
+        self.all_layers = [name for name, _ in analysed]
+        self.aliases = layer_aliases(analysed)
+        if layers:
+            unknown = [name for name in layers if name not in self.all_layers]
+            if unknown:
+                raise ValueError(f"unknown layer {unknown[0]!r}; valid layers: {', '.join(self.all_layers)}")
+            self.layers = [name for name in self.all_layers if name in set(layers)]
+        else:
+            self.layers = list(self.all_layers)
+        composite_map = get_composite(composite) if isinstance(composite, str) else composite
+        self._sources: dict[str, torch.Tensor] | None = None
+        self._busy = False
+        for name, module in self.model.named_modules():
+            rule = composite_map.rule_for(module, is_first=name == self.all_layers[0])
+            if rule is not None:
+                module.register_forward_hook(self._make_hook(name, module, rule))
+
+    def _make_hook(self, name: str, module: nn.Module, rule: Rule):
+        params = dict(module.named_parameters(recurse=False))
+        prepared = []
+        for coef, terms in rule.parts:
+            prepared_terms = []
+            for in_mod, weight_mod, bias_mod in terms:
+                modified = {}
+                if "weight" in params:
+                    modified["weight"] = weight_mod(params["weight"]).detach()
+                if "bias" in params and params["bias"] is not None:
+                    modified["bias"] = bias_mod(params["bias"]).detach() if bias_mod is not None else torch.zeros_like(params["bias"])
+                prepared_terms.append((in_mod, modified))
+            prepared.append((coef, prepared_terms))
+        record = name in self.layers
+
+        def hook(mod, args, output):
+            if self._sources is None or self._busy:
+                return None
+            x = args[0]
+            source = x if rule.uses_input else torch.ones_like(x).requires_grad_(True)
+            if rule.is_identity:
+                parts = [(1.0, output)]
+            else:
+                self._busy = True
+                try:
+                    parts = [(coef, sum(functional_call(mod, modified, (in_mod(source),)) for in_mod, modified in terms)) for coef, terms in prepared]
+                finally:
+                    self._busy = False
+            z = output.detach()
+            h = sum(coef * z_p * (z / stabilise(z_p.detach(), rule.epsilon)) for coef, z_p in parts)
+            if record:
+                self._sources[name] = source
+            return z + h - h.detach()
+
+        return hook
+
+    def relevance(self, images: torch.Tensor, target=None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Relevance at the input of every selected layer for a batch.
+
+        Parameters
+        ----------
+        images : Tensor of shape (B, C, H, W)
+            Normalised model inputs.
+        target : None, or LongTensor of shape (B,)
+            Classification: the class whose logit is explained (None = the predicted class).
+            Keypoints: the keypoint whose map peak is explained (required).
+
+        Returns
+        -------
+        outputs : Tensor
+            The model's outputs for the batch (detached), unchanged by the analysis.
+        relevance : dict of str to Tensor
+            Layer name -> relevance with the shape of that layer's input, in the model's dtype, on the device.
+        """
+        dtype = next(self.model.parameters()).dtype
+        images = images.detach().to(self.device, dtype).clone().requires_grad_(True)
+        self._sources = {}
+        try:
+            with torch.enable_grad():
+                outputs = self.model(images)
+                if target is None:
+                    if outputs.dim() != 2:
+                        raise ValueError("a keypoint model needs the keypoint to explain as target")
+                    target = outputs.detach().argmax(dim=1)
+                target = torch.as_tensor(target, device=self.device).long()
+                picked = outputs[torch.arange(len(images), device=self.device), target]
+                seed = picked.flatten(1).amax(dim=1).sum() if picked.dim() > 1 else picked.sum()
+                names = [name for name in self.layers if name in self._sources]
+                sources = [self._sources[name] for name in names]
+                grads = torch.autograd.grad(seed, sources, allow_unused=True)
+        finally:
+            self._sources = None
+        result = {}
+        for name, source, grad in zip(names, sources, grads):
+            result[name] = source.detach() * grad if grad is not None else torch.zeros_like(source)
+        return outputs.detach(), result
+
+
+def relevance(model: nn.Module, images: torch.Tensor, *, target=None, composite: str = "hudd", layers=None) -> dict[str, torch.Tensor]:
+    """One-shot convenience: :meth:`Explainer.relevance` on ``images`` (on their device); returns the relevance dict."""
+    return Explainer(model, composite=composite, layers=layers, device=images.device).relevance(images, target)[1]
