@@ -96,7 +96,7 @@ def train_baseline(case: Case, config: Config, *, arch: str | None = None, name:
     provisional = spec_for_listing(listing, arch, channels, height)
     has_test = case.split_dir("TestSet").is_dir()
     if has_test:  # a test set the model cannot read fails now, not after a long training
-        list_split(case, "TestSet", spec=provisional)
+        list_split(case, "TestSet", spec=provisional, model_name=f"the model being trained ({path.name})")
     raw = ImageDataset(case, listing, provisional, model_name=f"the first TrainingSet image's format ({provisional.describe_input()})")
     mean, std = _channel_stats(raw)
     spec = ModelSpec(**{**provisional.__dict__, "mean": mean, "std": std})

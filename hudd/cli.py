@@ -65,6 +65,17 @@ def _overrides(kwargs: dict, *names: str) -> dict:
     return {name: kwargs.pop(name) for name in names}
 
 
+def _model_options(fn):
+    """``--model``, ``--trust-model`` and ``--arch``: which model of DNNModels/ and how to load it."""
+    fn = click.option("--arch", default=None, help="Architecture of a bare state_dict model file.")(fn)
+    fn = click.option("--trust-model", is_flag=True, help="Allow a fully pickled model: loading it runs code stored in the file.")(fn)
+    fn = click.option("--model", "model", default=None, help="Model file in DNNModels/ (default: the only one there).")(fn)
+    return fn
+
+
+_STEP_KEYS = ("device", "batch_size", "workspace")
+
+
 @click.group(cls=_Group)
 @click.version_option(__version__, prog_name="hudd")
 @click.option("--quiet", is_flag=True, help="No progress bars or informational messages.")
@@ -119,6 +130,48 @@ def train(case, arch, name, force, **kwargs):
         click.echo(results_summary(result.test_results, result.spec.task))
 
 
+@cli.command("test")
+@click.argument("case")
+@_model_options
+@click.option("--force", is_flag=True, help="Rerun even if the inputs did not change.")
+@_config_options(*_STEP_KEYS)
+def test_cmd(case, model, trust_model, arch, force, **kwargs):
+    """Step 0: run the model on TrainingSet and TestSet; write trainResult.csv and testResult.csv."""
+    from .config import load_config
+    from .steps import test as test_step
+    from .steps.common import open_context
+    from .text import test_summary
+
+    config = load_config(_case(case), kwargs)
+    with open_context(Path(case), config, command="hudd test", model=model, trust_model=trust_model, arch=arch) as ctx:
+        outcome = test_step.run(ctx, force=force)
+        click.echo(test_summary(outcome.train, outcome.test, ctx.model.spec.task))
+
+
+@cli.command()
+@click.argument("case")
+@_model_options
+@click.option("--layers", default=None, help="Comma-separated layer names, or 'all' (default).")
+@click.option("--rule", "lrp_rule", default=None, help="LRP rule set: hudd (default) or epsilon-plus-flat.")
+@click.option("--target", "lrp_target", default=None, help="Class to explain: predicted (default) or true.")
+@click.option("--dtype", "heatmap_dtype", default=None, help="Storage type: float32 (default) or float16.")
+@click.option("--force", is_flag=True, help="Recompute even if the inputs did not change.")
+@_config_options(*_STEP_KEYS)
+def heatmaps(case, model, trust_model, arch, layers, force, **kwargs):
+    """Step 1a: LRP heatmaps of every layer for each error-inducing test image (HUDD/Heatmaps/)."""
+    from .config import load_config
+    from .steps import heatmaps as heatmaps_step
+    from .steps.common import open_context
+    from .text import format_table
+
+    kwargs["layers"] = () if layers in (None, "all") else layers
+    config = load_config(_case(case), kwargs)
+    with open_context(Path(case), config, command="hudd heatmaps", model=model, trust_model=trust_model, arch=arch) as ctx:
+        outcome = heatmaps_step.run(ctx, force=force)
+        click.echo(f"heatmaps of {outcome.n_images} error-inducing images in {ctx.workspace.heatmaps_dir}")
+        click.echo(format_table(outcome.layers))
+
+
 @cli.command("config")
 @click.argument("case")
 @_config_options("device", "batch_size", "seed", "epochs", "lr", "workspace")
@@ -146,6 +199,8 @@ def demo(directory, force, **kwargs):
     result = run_demo(Path(directory), config, force=force)
     click.echo(f"demo case: {result.case.root} (model {result.model_path.name}, {'trained now' if result.trained else 'reused'})")
     click.echo(results_summary(result.test_results, "classification"))
+    click.echo(f"heatmaps: {result.heatmaps.n_images} error-inducing images x {len(result.heatmaps.layers)} layers "
+               f"({', '.join(result.heatmaps.layers['alias'])}) in {result.case.root / config.workspace / 'Heatmaps'}")
 
 
 def main() -> None:

@@ -45,6 +45,7 @@ class Config:
     lrp_rule: str = _key("hudd", choices=("hudd", "epsilon-plus-flat"), doc="LRP composite")
     lrp_target: str = _key("predicted", choices=("predicted", "true"), doc="class whose logit seeds relevance")
     layers: tuple = _key((), doc="layers to analyse (empty: every internal layer)")
+    heatmap_dtype: str = _key("float32", choices=("float32", "float16"), doc="storage type of Heatmaps/<layer>.npy")
     k_min: int = _key(2, lo=2, doc="smallest number of clusters tried")
     k_max: int = _key(500, lo=2, doc="largest number of clusters tried (also capped at errors/2)")
     sf: float = _key(0.3, lo=0.0, hi=1.0, doc="selection factor of the unsafe-set quota")

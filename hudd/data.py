@@ -94,7 +94,7 @@ def detect_task(case: Case, split: str = "TrainingSet") -> str:
     return "keypoints" if (set_dir / "keypoints.csv").is_file() else "classification"
 
 
-def _list_classification(case: Case, split: str, classes: tuple | None) -> SplitListing:
+def _list_classification(case: Case, split: str, classes: tuple | None, model_name: str) -> SplitListing:
     set_dir = case.split_dir(split)
     folders = sorted(p for p in set_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
     stray = sorted(p for p in set_dir.iterdir() if p.is_file() and p.name not in _SET_FILES and not p.name.startswith("."))
@@ -107,7 +107,7 @@ def _list_classification(case: Case, split: str, classes: tuple | None) -> Split
         classes = names
     unknown = [n for n in names if n not in classes]
     if unknown:
-        raise HuddError(f"{set_dir / unknown[0]}: class {unknown[0]!r} is unknown to the model (classes: {', '.join(classes)}); rename or remove the folder")
+        raise HuddError(f"{set_dir / unknown[0]}: class {unknown[0]!r} is unknown to {model_name} (classes: {', '.join(classes)}); rename or remove the folder")
     ids, targets = [], []
     for folder in folders:
         files = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
@@ -179,8 +179,8 @@ def _list_keypoints(case: Case, split: str, keypoints: tuple | None) -> SplitLis
     )
 
 
-def list_split(case: Case, split: str, *, spec: ModelSpec | None = None, task: str | None = None) -> SplitListing:
-    """List the images and targets of ``split``, checked against ``spec`` when given.
+def list_split(case: Case, split: str, *, spec: ModelSpec | None = None, task: str | None = None, model_name: str = "the model") -> SplitListing:
+    """List the images and targets of ``split``, checked against ``spec`` (of ``model_name``) when given.
 
     Raises
     ------
@@ -192,7 +192,7 @@ def list_split(case: Case, split: str, *, spec: ModelSpec | None = None, task: s
     _require_dir(set_dir, f"create it with the {split} images (see DataSets/README.md)")
     task = spec.task if spec is not None else (task or detect_task(case, split))
     if task == "classification":
-        return _list_classification(case, split, spec.classes if spec is not None else None)
+        return _list_classification(case, split, spec.classes if spec is not None else None, model_name)
     return _list_keypoints(case, split, spec.keypoints if spec is not None else None)
 
 

@@ -1,8 +1,8 @@
 """``hudd demo``: the whole story on simulated eyes, end to end.
 
-Simulate the gaze case, train ``alexnet-small``, then run every HUDD step that exists so far and
-print a short summary. Idempotent: data with the same simulation settings and an existing model are
-reused (``--force`` redoes everything).
+Simulate the gaze case, train ``alexnet-small``, then run every HUDD step that exists so far
+(test, heatmaps) and print a short summary. Idempotent: data with the same simulation settings,
+an existing model and current steps are reused (``--force`` redoes everything).
 """
 
 from __future__ import annotations
@@ -12,13 +12,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from .baseline import evaluate_on, train_baseline
+from .baseline import train_baseline
 from .config import Config
-from .data import Case
-from .device import resolve_device
-from .models import load_model
+from .data import Case, read_params
 from .progress import echo
 from .sim import SimulationSettings, simulate_case
+from .steps import heatmaps as heatmaps_step
+from .steps import test as test_step
+from .steps.common import open_context
 
 __all__ = ["DemoResult", "run_demo", "DEMO_MODEL"]
 
@@ -31,9 +32,9 @@ class DemoResult:
 
     case: Case
     model_path: Path
-    simulated: bool
     trained: bool
     test_results: pd.DataFrame
+    heatmaps: heatmaps_step.HeatmapsOutcome
 
 
 def run_demo(directory: Path, config: Config, *, settings: SimulationSettings | None = None, force: bool = False) -> DemoResult:
@@ -43,10 +44,14 @@ def run_demo(directory: Path, config: Config, *, settings: SimulationSettings | 
     simulated = simulate_case(case.root, settings, force=force)
     echo("simulate: " + ("wrote" if simulated else "reused") + f" {case.datasets}")
     model_path = case.models / DEMO_MODEL
-    if simulated or force or not model_path.is_file():
-        result = train_baseline(case, config, arch="alexnet-small", name=DEMO_MODEL, force=True)
-        return DemoResult(case, model_path, simulated, True, result.test_results)
-    echo(f"train: reused {model_path}")
-    loaded = load_model(model_path)
-    results = evaluate_on(case, "TestSet", loaded.module, loaded.spec, config, resolve_device(config.device), model_name=model_path.name)
-    return DemoResult(case, model_path, simulated, False, results)
+    trained = simulated or force or not model_path.is_file()
+    if trained:
+        train_baseline(case, config, arch="alexnet-small", name=DEMO_MODEL, force=True)
+    else:
+        echo(f"train: reused {model_path}")
+    with open_context(case.root, config, command="hudd demo", model=DEMO_MODEL) as ctx:
+        tested = test_step.run(ctx, force=force)
+        heatmaps = heatmaps_step.run(ctx, force=force)
+    params = read_params(case, "TestSet")
+    results = tested.test.merge(params[["image", "cause"]], on="image", how="left") if params is not None else tested.test
+    return DemoResult(case, model_path, trained, results, heatmaps)

@@ -12,10 +12,11 @@ import pandas as pd
 import torch
 
 from .data import ImageDataset, make_loader
+from .errors import HuddError
 from .models import decode_keypoints
 from .progress import progress
 
-__all__ = ["predict", "score", "accuracy_by"]
+__all__ = ["predict", "check_finite", "score", "accuracy_by"]
 
 
 @torch.no_grad()
@@ -27,12 +28,18 @@ def predict(model: torch.nn.Module, dataset: ImageDataset, *, batch_size: int, d
     ndarray of float32
         ``(n, n_classes)`` logits for classification, ``(n, K, 2)`` keypoint coordinates ``(x, y)``
         for keypoint models.
+
+    Raises
+    ------
+    HuddError
+        The model's output is NaN or infinite for an image (the message names the first one).
     """
     model = model.to(device).eval()
     task = dataset.spec.task
     chunks = []
-    for images, _, _ in progress(make_loader(dataset, batch_size=batch_size), desc=desc, unit="batch"):
+    for images, _, index in progress(make_loader(dataset, batch_size=batch_size), desc=desc, unit="batch"):
         out = model(images.to(device, non_blocking=True))
+        check_finite(out, dataset, index)
         if task == "keypoints":
             out = decode_keypoints(out)
         chunks.append(out.float().cpu().numpy())
@@ -42,33 +49,44 @@ def predict(model: torch.nn.Module, dataset: ImageDataset, *, batch_size: int, d
     return np.concatenate(chunks)
 
 
-def score(dataset: ImageDataset, outputs: np.ndarray, *, error_px: float = 4.0) -> pd.DataFrame:
-    """One row per image: ``image, label, prediction, correct`` plus ``score`` or ``error_px``/``worst_keypoint``.
+def check_finite(outputs: torch.Tensor, dataset: ImageDataset, index: torch.Tensor) -> None:
+    """Raise a HuddError naming the first image of the batch whose output has a NaN or Inf."""
+    bad = ~torch.isfinite(outputs.flatten(1)).all(dim=1)
+    if bool(bad.any()):
+        first = int(index[bad.nonzero()[0, 0].item()])
+        raise HuddError(f"{dataset.path(first)}: the output of {dataset.model_name} is NaN or infinite for this image; "
+                        "check the model's weights and the image")
 
-    For classification ``score`` is the softmax probability of the prediction; for keypoints
-    ``error_px`` is the mean keypoint error and ``worst_keypoint`` the index of the largest one.
+
+def score(dataset: ImageDataset, outputs: np.ndarray, *, error_px: float = 4.0) -> pd.DataFrame:
+    """One row per image (``image`` relative to DataSets/).
+
+    Classification: ``image, label, prediction, correct, confidence`` (softmax probability of the
+    prediction). Keypoints: ``image, error_<keypoint>`` for every keypoint (pixels), ``error_px``
+    (their mean), ``worst_keypoint`` (index of the largest), ``correct`` (mean <= ``error_px``).
     """
     listing = dataset.listing
+    n = len(listing)
     if dataset.spec.task == "classification":
-        logits = torch.from_numpy(outputs)
-        probs = torch.softmax(logits, dim=1).numpy() if len(outputs) else np.zeros((0, 1))
-        pred = outputs.argmax(axis=1) if len(outputs) else np.zeros(0, np.int64)
+        probs = torch.softmax(torch.from_numpy(outputs), dim=1).numpy() if n else np.zeros((0, 1))
+        pred = outputs.argmax(axis=1) if n else np.zeros(0, np.int64)
         classes = np.asarray(dataset.spec.classes, dtype=object)
         return pd.DataFrame({
             "image": list(listing.ids),
-            "label": classes[listing.targets] if len(listing) else [],
-            "prediction": classes[pred] if len(pred) else [],
+            "label": classes[listing.targets] if n else [],
+            "prediction": classes[pred] if n else [],
             "correct": pred == listing.targets,
-            "score": probs[np.arange(len(pred)), pred] if len(pred) else [],
+            "confidence": np.round(probs[np.arange(n), pred], 6) if n else [],
         })
-    per_keypoint = np.linalg.norm(outputs - listing.targets, axis=-1)
-    mean_error = per_keypoint.mean(axis=1) if len(outputs) else np.zeros(0)
-    return pd.DataFrame({
-        "image": list(listing.ids),
-        "error_px": np.round(mean_error, 4),
-        "worst_keypoint": per_keypoint.argmax(axis=1) if len(outputs) else np.zeros(0, np.int64),
-        "correct": mean_error <= error_px,
-    })
+    per_keypoint = np.linalg.norm(outputs - listing.targets, axis=-1) if n else np.zeros((0, len(dataset.spec.keypoints)))
+    mean_error = per_keypoint.mean(axis=1) if n else np.zeros(0)
+    table = pd.DataFrame({"image": list(listing.ids)})
+    for k, name in enumerate(dataset.spec.keypoints):
+        table[f"error_{name}"] = np.round(per_keypoint[:, k], 4)
+    table["error_px"] = np.round(mean_error, 4)
+    table["worst_keypoint"] = per_keypoint.argmax(axis=1) if n else np.zeros(0, np.int64)
+    table["correct"] = mean_error <= error_px
+    return table
 
 
 def accuracy_by(results: pd.DataFrame, column: str) -> pd.DataFrame:

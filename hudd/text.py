@@ -6,7 +6,7 @@ import pandas as pd
 
 from .predictions import accuracy_by
 
-__all__ = ["format_table", "results_summary", "hazard_ratio"]
+__all__ = ["format_table", "results_summary", "hazard_ratio", "test_summary"]
 
 
 def format_table(table: pd.DataFrame, *, floats: str = "{:.3f}") -> str:
@@ -41,4 +41,12 @@ def results_summary(results: pd.DataFrame, task: str) -> str:
         lines.append(format_table(accuracy_by(results, "cause")[["cause", "n", "error_rate"]]))
         rate_h, rate_n, ratio = hazard_ratio(results)
         lines.append(f"error rate with a hazard {rate_h:.4f}, without {rate_n:.4f}: ratio {ratio:.1f}")
+    return "\n".join(lines)
+
+
+def test_summary(train: pd.DataFrame, test: pd.DataFrame, task: str) -> str:
+    """Accuracy on both sets, per class on the test set, and the number of error-inducing test images."""
+    lines = [f"training accuracy {train['correct'].mean():.4f} ({int(train['correct'].sum())}/{len(train)})" if len(train) else "training set empty"]
+    lines.append(results_summary(test, task))
+    lines.append(f"error-inducing test images: {int((~test['correct'].astype(bool)).sum())}")
     return "\n".join(lines)

@@ -40,6 +40,10 @@ from .errors import HuddError
 __all__ = ["Workspace", "atomic_path", "write_text", "save_npy", "write_csv", "file_hash", "listing_hash", "fingerprint"]
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it to ``path``, on error delete it."""
@@ -50,6 +54,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     tmp = Path(tmp)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -157,6 +162,14 @@ class Workspace:
     def heatmap_index(self) -> Path:
         return self.heatmaps_dir / "images.csv"
 
+    @property
+    def heatmap_layers(self) -> Path:
+        return self.heatmaps_dir / "layers.csv"
+
+    @property
+    def heatmap_progress(self) -> Path:
+        return self.heatmaps_dir / "progress.json"
+
     def cluster_dir(self, layer: str) -> Path:
         return self.root / "ClusterAnalysis" / layer
 
@@ -248,8 +261,14 @@ class Workspace:
             return False
         return all((self.root / rel).exists() for rel in entry.get("outputs", []))
 
-    def start_step(self, step: str) -> None:
-        """Mark ``step`` not done and delete the outputs it recorded, so stale files never look current."""
+    def can_resume(self, step: str, fingerprint: str) -> bool:
+        """True when ``step`` was started with this ``fingerprint`` and did not finish (a killed run)."""
+        entry = self.step_entry(step)
+        return bool(entry) and not entry.get("done") and entry.get("fingerprint") == fingerprint
+
+    def start_step(self, step: str, fingerprint: str | None = None) -> None:
+        """Mark ``step`` not done (started with ``fingerprint``) and delete the outputs it recorded,
+        so stale files never look current."""
         data = self.read_manifest()
         entry = data["steps"].get(step) or {}
         for rel in entry.get("outputs", []):
@@ -258,7 +277,7 @@ class Workspace:
                 shutil.rmtree(target)
             else:
                 target.unlink(missing_ok=True)
-        data["steps"][step] = {"done": False, "started": _now()}
+        data["steps"][step] = {"done": False, "started": _now(), "fingerprint": fingerprint}
         self._write_manifest(data)
 
     def finish_step(self, step: str, fingerprint: str, *, inputs: Mapping[str, str], outputs: Iterable[Path]) -> None:

@@ -1,0 +1,158 @@
+"""Step 1a, ``hudd heatmaps``: LRP heatmaps of every analysed layer for each error-inducing test image.
+
+Notation: ``n`` error-inducing test images (rows of ``testResult.csv`` with ``correct == False``,
+in file order). The heatmap of layer L is the relevance at the input of L (see
+:mod:`hudd.lrp.engine`) summed over channels: ``(N, M)`` for convolution inputs, ``(1, D)`` for
+fully connected ones. Outputs in the workspace:
+
+- ``Heatmaps/<layer>.npy``: ``(n, N, M)`` float32 (or float16), filled batch by batch through
+  ``numpy.lib.format.open_memmap``, so memory is bounded by the batch size;
+- ``Heatmaps/images.csv``: row, image, label, prediction (or worst keypoint) and the explained target;
+- ``Heatmaps/layers.csv``: layer (module path), alias (conv1, ..., fc1, ...), kind, N, M.
+
+Resumable: after each batch is flushed, ``Heatmaps/progress.json`` records the rows done; a killed
+run with unchanged inputs continues from there with the same batch boundaries, so it ends
+byte-identical to an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from numpy.lib.format import open_memmap
+from torch.utils.data import Subset
+
+from ..data import ImageDataset, make_loader
+from ..errors import HuddError
+from ..lrp import Explainer
+from ..predictions import check_finite
+from ..progress import progress
+from ..workspace import file_hash, write_csv, write_text
+from .common import Context, run_step
+
+__all__ = ["HeatmapsOutcome", "run", "VERSION", "error_rows"]
+
+VERSION = 1
+
+
+@dataclass
+class HeatmapsOutcome:
+    """The analysed layers (``layers.csv`` as a table) and the number of heatmaps per layer."""
+
+    ran: bool
+    n_images: int
+    layers: pd.DataFrame
+
+
+def error_rows(ctx: Context) -> pd.DataFrame:
+    """The error-inducing rows of ``testResult.csv``; a HuddError when it is missing or has none."""
+    path = ctx.workspace.test_result
+    if not path.is_file():
+        raise HuddError(f"{path}: missing; run `hudd test {ctx.case.root}` first")
+    results = pd.read_csv(path)
+    errors = results[~results["correct"].astype(bool)]
+    if errors.empty:
+        raise HuddError(f"{path}: the model makes no error on the {len(results)} TestSet images; there is nothing to analyse")
+    return errors.reset_index(drop=True)
+
+
+def _explainer(ctx: Context) -> Explainer:
+    try:
+        return Explainer(ctx.model.module, composite=ctx.config.lrp_rule, layers=list(ctx.config.layers) or None, device=ctx.device)
+    except ValueError as exc:
+        raise HuddError(f"--layers {','.join(ctx.config.layers)}: {exc} (model {ctx.model_name})") from None
+
+
+def _targets(ctx: Context, errors: pd.DataFrame, dataset: ImageDataset, positions: np.ndarray) -> np.ndarray | None:
+    """What each image's relevance explains: None (predicted class), true classes, or worst keypoints."""
+    if ctx.model.spec.task == "keypoints":
+        return errors["worst_keypoint"].to_numpy(np.int64)
+    if ctx.config.lrp_target == "true":
+        return dataset.listing.targets[positions]
+    return None
+
+
+def _index_table(ctx: Context, errors: pd.DataFrame, targets: np.ndarray | None) -> pd.DataFrame:
+    table = pd.DataFrame({"row": np.arange(len(errors)), "image": errors["image"]})
+    spec = ctx.model.spec
+    if spec.task == "keypoints":
+        table["worst_keypoint"] = errors["worst_keypoint"].to_numpy()
+        table["target"] = [spec.keypoints[k] for k in targets]
+    else:
+        table["label"] = errors["label"].to_numpy()
+        table["prediction"] = errors["prediction"].to_numpy()
+        table["target"] = errors["prediction"].to_numpy() if targets is None else [spec.classes[k] for k in targets]
+    return table
+
+
+def _heatmap(relevance: torch.Tensor) -> torch.Tensor:
+    """Channel sum of a convolution input ``(B, C, N, M)``; a fully connected input ``(B, D)`` as ``(B, 1, D)``."""
+    return relevance.sum(dim=1) if relevance.dim() == 4 else relevance.reshape(len(relevance), 1, -1)
+
+
+def run(ctx: Context, *, force: bool = False) -> HeatmapsOutcome:
+    """Run (or skip, or resume) the heatmaps step; see the module docstring."""
+    ws = ctx.workspace
+    errors = error_rows(ctx)
+    explainer = _explainer(ctx)
+    listing = ctx.listing("TestSet")
+    position = {image: i for i, image in enumerate(listing.ids)}
+    missing = [image for image in errors["image"] if image not in position]
+    if missing:
+        raise HuddError(f"{ws.test_result}: lists {missing[0]}, which is not in the TestSet any more; run `hudd test --force`")
+    positions = np.array([position[image] for image in errors["image"]], dtype=np.int64)
+    dataset = ImageDataset(ctx.case, listing, ctx.model.spec, model_name=ctx.model_name, cache=False)
+    targets = _targets(ctx, errors, dataset, positions)
+    config = {key: getattr(ctx.config, key) for key in ("lrp_rule", "lrp_target", "layers", "heatmap_dtype", "batch_size")}
+    config["device"] = ctx.device.type
+    inputs = {"model": ctx.model_hash, "testResult": file_hash(ws.test_result), "TestSet": ctx.listing_hash(listing)}
+    dtype = np.dtype(ctx.config.heatmap_dtype)
+    batch_size = ctx.config.batch_size
+
+    def compute(fingerprint: str, resume: bool):
+        done = 0
+        if resume and ws.heatmap_progress.is_file():
+            state = json.loads(ws.heatmap_progress.read_text())
+            if state.get("fingerprint") == fingerprint and all(ws.heatmap(name).is_file() for name in explainer.layers):
+                done = int(state["rows_done"])
+        if done == 0 and ws.heatmaps_dir.exists():
+            shutil.rmtree(ws.heatmaps_dir)
+        ws.heatmaps_dir.mkdir(parents=True, exist_ok=True)
+        write_csv(ws.heatmap_index, _index_table(ctx, errors, targets))
+        arrays = {name: open_memmap(ws.heatmap(name), mode="r+") for name in explainer.layers} if done else {}
+        loader = make_loader(Subset(dataset, positions[done:].tolist()), batch_size=batch_size)
+        row = done
+        for images, _, index in progress(loader, desc="heatmaps", unit="batch"):
+            batch_targets = None if targets is None else torch.from_numpy(targets[row:row + len(images)])
+            outputs, relevance = explainer.relevance(images, batch_targets)
+            check_finite(outputs, dataset, index)
+            for name, rel in relevance.items():
+                heat = _heatmap(rel).float().cpu().numpy()
+                if name not in arrays:
+                    arrays[name] = open_memmap(ws.heatmap(name), mode="w+", dtype=dtype, shape=(len(errors), *heat.shape[1:]))
+                arrays[name][row:row + len(images)] = heat.astype(dtype)
+            row += len(images)
+            for array in arrays.values():
+                array.flush()
+            write_text(ws.heatmap_progress, json.dumps({"fingerprint": fingerprint, "rows_done": row}))
+        write_csv(ws.heatmap_layers, _layers_table(explainer, arrays))
+        del arrays
+        ws.heatmap_progress.unlink(missing_ok=True)
+        return [ws.heatmap(name) for name in explainer.layers] + [ws.heatmap_index, ws.heatmap_layers]
+
+    ran = run_step(ctx, "heatmaps", VERSION, config=config, inputs=inputs, compute=compute, force=force, resumable=True)
+    return HeatmapsOutcome(ran, len(errors), pd.read_csv(ws.heatmap_layers))
+
+
+def _layers_table(explainer: Explainer, arrays: dict) -> pd.DataFrame:
+    rows = []
+    for name in explainer.layers:
+        module = dict(explainer.model.named_modules())[name]
+        rows.append({"layer": name, "alias": explainer.aliases[name], "kind": type(module).__name__,
+                     "N": arrays[name].shape[1], "M": arrays[name].shape[2]})
+    return pd.DataFrame(rows)

@@ -1,0 +1,52 @@
+"""Step 0, ``hudd test``: run the model on the TrainingSet and the TestSet.
+
+Writes ``trainResult.csv`` and ``testResult.csv`` in the workspace, one row per image (see
+:func:`hudd.predictions.score`): for classification ``image, label, prediction, correct,
+confidence``; for keypoint models the error of each keypoint, their mean ``error_px``, the
+``worst_keypoint`` and ``correct`` = mean error <= ``error_px`` (4 input-image pixels by default).
+The error-inducing test images (``correct == False``) are what HUDD explains.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from ..data import ImageDataset
+from ..predictions import predict, score
+from ..workspace import write_csv
+from .common import Context, run_step
+
+__all__ = ["TestOutcome", "run", "VERSION", "SPLIT_FILES"]
+
+VERSION = 1
+SPLIT_FILES = {"TrainingSet": "train_result", "TestSet": "test_result"}
+
+
+@dataclass
+class TestOutcome:
+    """Per-image results of both sets (read back from the workspace when the step was skipped)."""
+
+    ran: bool
+    train: pd.DataFrame
+    test: pd.DataFrame
+
+
+def run(ctx: Context, *, force: bool = False) -> TestOutcome:
+    """Run (or skip, when current) the test step; see the module docstring."""
+    listings = {split: ctx.listing(split) for split in SPLIT_FILES}
+    inputs = {"model": ctx.model_hash, **{split: ctx.listing_hash(listing) for split, listing in listings.items()}}
+
+    def compute(fingerprint: str, resume: bool):
+        outputs = []
+        for split, listing in listings.items():
+            dataset = ImageDataset(ctx.case, listing, ctx.model.spec, model_name=ctx.model_name, cache=False)
+            raw = predict(ctx.model.module, dataset, batch_size=ctx.config.batch_size, device=ctx.device, desc=f"test {split}")
+            path = getattr(ctx.workspace, SPLIT_FILES[split])
+            write_csv(path, score(dataset, raw, error_px=ctx.config.error_px))
+            outputs.append(path)
+        return outputs
+
+    ran = run_step(ctx, "test", VERSION, config={"error_px": ctx.config.error_px}, inputs=inputs, compute=compute, force=force)
+    return TestOutcome(ran, pd.read_csv(ctx.workspace.train_result), pd.read_csv(ctx.workspace.test_result))

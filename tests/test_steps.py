@@ -1,0 +1,158 @@
+"""hudd test and hudd heatmaps through the CLI: outputs, skipping, resuming, bad input."""
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from hudd.data import Case, ImageDataset, list_split
+from hudd.lrp import Explainer
+from hudd.models import load_model, save_checkpoint
+from tests.conftest import run_cli
+
+
+@pytest.fixture
+def case(tmp_path: Path, trained_case: Path) -> Path:
+    target = tmp_path / "case"
+    shutil.copytree(trained_case, target)
+    return target
+
+
+def _digests(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def test_test_step_writes_one_row_per_image(case: Path):
+    result = run_cli("test", str(case))
+    assert result.exit_code == 0, result.output
+    train = pd.read_csv(case / "HUDD/trainResult.csv")
+    test = pd.read_csv(case / "HUDD/testResult.csv")
+    assert list(test.columns) == ["image", "label", "prediction", "correct", "confidence"]
+    assert len(train) == 160 and len(test) == 64
+    assert test["image"].str.startswith("TestSet/").all()
+    assert (test["correct"] == (test["label"] == test["prediction"])).all()
+    assert test["confidence"].between(0, 1).all()
+    assert f"error-inducing test images: {int((~test['correct']).sum())}" in result.stdout
+
+
+def test_steps_skip_when_inputs_are_unchanged_and_rerun_when_the_model_changes(case: Path):
+    from click.testing import CliRunner
+
+    from hudd.cli import cli
+
+    assert run_cli("test", str(case)).exit_code == 0
+    manifest = json.loads((case / "HUDD/manifest.json").read_text())
+    again = CliRunner().invoke(cli, ["test", str(case)])
+    assert "test: inputs unchanged, skipping" in again.stderr
+    assert json.loads((case / "HUDD/manifest.json").read_text())["steps"]["test"]["finished"] == manifest["steps"]["test"]["finished"]
+    loaded = load_model(case / "DNNModels/alexnet-small.pt")
+    with torch.no_grad():
+        loaded.module.classifier[6].bias.add_(1.0)
+    save_checkpoint(case / "DNNModels/alexnet-small.pt", loaded.module, loaded.spec, loaded.meta)
+    rerun = CliRunner().invoke(cli, ["test", str(case)])
+    assert "skipping" not in rerun.stderr
+    assert json.loads((case / "HUDD/manifest.json").read_text())["steps"]["test"]["inputs"]["model"] != manifest["steps"]["test"]["inputs"]["model"]
+
+
+def test_heatmaps_are_the_channel_sums_of_relevance(case: Path):
+    assert run_cli("test", str(case)).exit_code == 0
+    result = run_cli("heatmaps", str(case), "--batch-size", "8")
+    assert result.exit_code == 0, result.output
+    index = pd.read_csv(case / "HUDD/Heatmaps/images.csv")
+    layers = pd.read_csv(case / "HUDD/Heatmaps/layers.csv")
+    errors = pd.read_csv(case / "HUDD/testResult.csv").query("not correct")
+    assert index["image"].tolist() == errors["image"].tolist()
+    assert layers["alias"].tolist() == ["conv1", "conv2", "conv3", "conv4", "conv5", "fc1", "fc2", "fc3"]
+    for row in layers.itertuples():
+        assert np.load(case / f"HUDD/Heatmaps/{row.layer}.npy").shape == (len(errors), row.N, row.M)
+    loaded = load_model(case / "DNNModels/alexnet-small.pt")
+    listing = list_split(Case(case), "TestSet", spec=loaded.spec)
+    dataset = ImageDataset(Case(case), listing, loaded.spec)
+    first = listing.ids.index(index["image"][0])
+    _, rel = Explainer(loaded.module).relevance(dataset[first][0][None])
+    stored = np.load(case / "HUDD/Heatmaps/features.3.npy")[0]
+    np.testing.assert_allclose(stored, rel["features.3"].sum(1)[0].numpy(), rtol=1e-4, atol=1e-7)
+
+
+def test_heatmaps_resume_after_a_crash_and_end_byte_identical(case: Path, tmp_path: Path, monkeypatch):
+    assert run_cli("test", str(case)).exit_code == 0
+    reference = tmp_path / "reference"
+    shutil.copytree(case, reference)
+    assert run_cli("heatmaps", str(reference), "--batch-size", "4").exit_code == 0
+
+    calls = {"n": 0}
+    original = Explainer.relevance
+
+    def crash_after_two_batches(self, images, target=None):
+        calls["n"] += 1
+        if calls["n"] > 2:
+            raise KeyboardInterrupt
+        return original(self, images, target)
+
+    monkeypatch.setattr(Explainer, "relevance", crash_after_two_batches)
+    interrupted = run_cli("heatmaps", str(case), "--batch-size", "4")
+    assert interrupted.exit_code == 130
+    assert json.loads((case / "HUDD/Heatmaps/progress.json").read_text())["rows_done"] == 8
+    monkeypatch.setattr(Explainer, "relevance", original)
+    seen = []
+    monkeypatch.setattr(Explainer, "relevance", lambda self, images, target=None: seen.append(len(images)) or original(self, images, target))
+    assert run_cli("heatmaps", str(case), "--batch-size", "4").exit_code == 0
+    n_errors = len(pd.read_csv(case / "HUDD/Heatmaps/images.csv"))
+    assert sum(seen) == n_errors - 8, "the resumed run computes only the rows that were missing"
+    assert _digests(case / "HUDD/Heatmaps") == _digests(reference / "HUDD/Heatmaps")
+
+
+def _one_line_error(result, *fragments):
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("hudd: error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_no_error_inducing_image_is_nothing_to_analyse(case: Path):
+    assert run_cli("test", str(case)).exit_code == 0
+    results = pd.read_csv(case / "HUDD/testResult.csv")
+    results["correct"] = True
+    results.to_csv(case / "HUDD/testResult.csv", index=False)
+    _one_line_error(run_cli("heatmaps", str(case)), "testResult.csv", "makes no error", "nothing to analyse")
+    assert (case / "HUDD/testResult.csv").is_file() and (case / "HUDD/trainResult.csv").is_file()
+
+
+def test_heatmaps_before_test_says_what_to_run(case: Path):
+    _one_line_error(run_cli("heatmaps", str(case)), "testResult.csv: missing", "hudd test")
+
+
+def test_unknown_layer_lists_valid_layers(case: Path):
+    assert run_cli("test", str(case)).exit_code == 0
+    _one_line_error(run_cli("heatmaps", str(case), "--layers", "features.1"), "unknown layer 'features.1'", "valid layers: features.0, features.3")
+
+
+def test_nan_output_names_the_image(case: Path):
+    loaded = load_model(case / "DNNModels/alexnet-small.pt")
+    with torch.no_grad():
+        loaded.module.classifier[6].bias[0] = float("nan")
+    save_checkpoint(case / "DNNModels/alexnet-small.pt", loaded.module, loaded.spec, loaded.meta)
+    _one_line_error(run_cli("test", str(case)), "DataSets/TrainingSet/", "is NaN or infinite", "alexnet-small.pt")
+
+
+def test_model_and_data_that_do_not_fit(case: Path):
+    rgb = case / "DataSets/TestSet/TopLeft/zzz.png"
+    iio.imwrite(rgb, np.zeros((32, 32, 3), np.uint8))
+    _one_line_error(run_cli("test", str(case)), str(rgb), "image is 32x32 RGB", "alexnet-small.pt expects 32x32 grayscale")
+    rgb.unlink()
+    shutil.copytree(case / "DataSets/TestSet/TopLeft", case / "DataSets/TestSet/Upwards")
+    _one_line_error(run_cli("test", str(case)), "DataSets/TestSet/Upwards", "unknown to alexnet-small.pt")
+
+
+def test_second_command_on_a_busy_workspace_exits_2(case: Path):
+    from hudd.workspace import Workspace
+
+    with Workspace(case / "HUDD").locked("hudd heatmaps"):
+        _one_line_error(run_cli("test", str(case)), "workspace is in use by pid", "hudd heatmaps")
