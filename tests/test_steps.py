@@ -156,3 +156,29 @@ def test_second_command_on_a_busy_workspace_exits_2(case: Path):
 
     with Workspace(case / "HUDD").locked("hudd heatmaps"):
         _one_line_error(run_cli("test", str(case)), "workspace is in use by pid", "hudd heatmaps")
+
+
+def test_keypoint_case_end_to_end(tmp_path: Path):
+    """A landmarks case: kpnet trains, per-keypoint errors are scored, the worst keypoint is explained."""
+    from hudd.sim import SimulationSettings, simulate_case
+
+    simulate_case(tmp_path, SimulationSettings(task="landmarks", n_train=12, n_test=6, n_improve=0, size=32))
+    assert run_cli("train", str(tmp_path), "--epochs", "1", "--batch-size", "6").exit_code == 0
+    result = run_cli("test", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    test = pd.read_csv(tmp_path / "HUDD/testResult.csv")
+    assert "error_upper_lid_0" in test.columns and "error_iris_centre" in test.columns
+    errors = test.filter(like="error_").drop(columns="error_px").to_numpy()
+    np.testing.assert_allclose(test["error_px"], errors.mean(axis=1), atol=1e-3)
+    assert (test["worst_keypoint"] == errors.argmax(axis=1)).all()
+    assert (test["correct"] == (test["error_px"] <= 4.0)).all()
+    result = run_cli("heatmaps", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    index = pd.read_csv(tmp_path / "HUDD/Heatmaps/images.csv")
+    names = [c[len("error_"):] for c in test.columns if c.startswith("error_") and c != "error_px"]
+    wrong = test[~test["correct"]]
+    assert index["target"].tolist() == [names[k] for k in wrong["worst_keypoint"]]
+    layers = pd.read_csv(tmp_path / "HUDD/Heatmaps/layers.csv")
+    assert layers["alias"].tolist()[-2:] == ["deconv1", "deconv2"]
+    first = np.load(tmp_path / "HUDD/Heatmaps/features.0.npy")
+    assert first.shape == (len(wrong), 32, 32) and np.isfinite(first).all()

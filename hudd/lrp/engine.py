@@ -38,6 +38,24 @@ from .rules import Rule, stabilise
 __all__ = ["Explainer", "relevance", "layer_aliases"]
 
 
+class _ScaleGradient(torch.autograd.Function):
+    """Identity in the forward pass; multiplies the gradient by ``factor`` in the backward pass.
+
+    The fast path for rules whose modified output is the layer's own output (LRP-epsilon): the
+    same gradient as ``z + h - h.detach()`` with ``h = z * factor``, in two element-wise passes.
+    """
+
+    @staticmethod
+    def forward(ctx, z, factor):
+        ctx.save_for_backward(factor)
+        return z.view_as(z)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (factor,) = ctx.saved_tensors
+        return grad * factor, None
+
+
 def layer_aliases(names_and_modules: list[tuple[str, nn.Module]]) -> dict[str, str]:
     """Readable aliases in forward order: ``conv1``.., ``deconv1``.. (transposed), ``fc1``..."""
     counts: Counter = Counter()
@@ -109,8 +127,11 @@ class Explainer:
                 return None
             x = args[0]
             source = x if rule.uses_input else torch.ones_like(x).requires_grad_(True)
-            if rule.is_identity:
-                parts = [(1.0, output)]
+            if record:
+                self._sources[name] = source
+            if rule.is_identity:  # z / stabilise(z) == |z| / (|z| + epsilon), in three passes
+                magnitude = output.detach().abs()
+                return _ScaleGradient.apply(output, magnitude.div_(magnitude + rule.epsilon) if rule.epsilon else torch.ones_like(magnitude))
             else:
                 self._busy = True
                 try:
@@ -119,8 +140,6 @@ class Explainer:
                     self._busy = False
             z = output.detach()
             h = sum(coef * z_p * (z / stabilise(z_p.detach(), rule.epsilon)) for coef, z_p in parts)
-            if record:
-                self._sources[name] = source
             return z + h - h.detach()
 
         return hook

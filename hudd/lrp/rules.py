@@ -28,7 +28,7 @@ __all__ = ["stabilise", "Rule", "Epsilon", "ZPlus", "AlphaBeta", "Flat"]
 
 def stabilise(z: torch.Tensor, epsilon: float) -> torch.Tensor:
     """``z + epsilon * sign(z)``, with sign(0) = +1: the one place epsilon enters a denominator."""
-    return z + epsilon * ((z == 0).to(z) + z.sign())
+    return z + torch.where(z >= 0, epsilon, -epsilon)
 
 
 def _keep(x: torch.Tensor) -> torch.Tensor:

@@ -128,7 +128,7 @@ def run(ctx: Context, *, force: bool = False) -> HeatmapsOutcome:
         loader = make_loader(Subset(dataset, positions[done:].tolist()), batch_size=batch_size)
         row = done
         for images, _, index in progress(loader, desc="heatmaps", unit="batch"):
-            batch_targets = None if targets is None else torch.from_numpy(targets[row:row + len(images)])
+            batch_targets = None if targets is None else torch.tensor(targets[row:row + len(images)])
             outputs, relevance = explainer.relevance(images, batch_targets)
             check_finite(outputs, dataset, index)
             for name, rel in relevance.items():
