@@ -172,6 +172,47 @@ def heatmaps(case, model, trust_model, arch, layers, force, **kwargs):
         click.echo(format_table(outcome.layers))
 
 
+@cli.command()
+@click.argument("case")
+@_model_options
+@click.option("--k-min", "k_min", type=int, default=None, help="Smallest number of clusters tried (default 2).")
+@click.option("--k-max", "k_max", type=int, default=None, help="Largest number of clusters tried (default 500, at most errors/2).")
+@click.option("--export", "export", type=click.Choice(["selected", "all"]), default=None, help="Export the selected layer's clusters (default) or every layer's.")
+@click.option("--force", is_flag=True, help="Recompute even if the inputs did not change.")
+@_config_options(*_STEP_KEYS)
+def cluster(case, model, trust_model, arch, force, **kwargs):
+    """Step 1b: per layer HAC (Ward) + WICD knee, select the best layer, export its clusters."""
+    from .config import load_config
+    from .steps import cluster as cluster_step
+    from .steps import export as export_step
+    from .steps.common import open_context
+    from .text import cluster_summary
+
+    config = load_config(_case(case), kwargs)
+    with open_context(Path(case), config, command="hudd cluster", model=model, trust_model=trust_model, arch=arch) as ctx:
+        outcome = cluster_step.run(ctx, force=force)
+        export_step.run(ctx, force=force)
+        click.echo(cluster_summary(outcome.summary, outcome.clusters, ctx.workspace))
+
+
+@cli.command("export")
+@click.argument("case")
+@_model_options
+@click.option("--export", "export", type=click.Choice(["selected", "all"]), default=None, help="Export the selected layer's clusters (default) or every layer's.")
+@click.option("--force", is_flag=True, help="Rewrite even if the inputs did not change.")
+@_config_options(*_STEP_KEYS)
+def export_cmd(case, model, trust_model, arch, force, **kwargs):
+    """Step 2: cluster image folders, GIFs and contact sheets (after hudd cluster)."""
+    from .config import load_config
+    from .steps import export as export_step
+    from .steps.common import open_context
+
+    config = load_config(_case(case), kwargs)
+    with open_context(Path(case), config, command="hudd export", model=model, trust_model=trust_model, arch=arch) as ctx:
+        units = export_step.run(ctx, force=force)
+        click.echo("exported: " + ", ".join(str(ctx.workspace.cluster_dir(u)) for u in units))
+
+
 @cli.command("config")
 @click.argument("case")
 @_config_options("device", "batch_size", "seed", "epochs", "lr", "workspace")
@@ -192,7 +233,7 @@ def demo(directory, force, **kwargs):
     """Run the whole story on simulated eyes in DIRECTORY (default ./demo-case)."""
     from .config import load_config
     from .demo import run_demo
-    from .text import results_summary
+    from .text import cluster_summary, results_summary
 
     Path(directory).mkdir(parents=True, exist_ok=True)
     config = load_config(Path(directory), kwargs)
@@ -200,7 +241,8 @@ def demo(directory, force, **kwargs):
     click.echo(f"demo case: {result.case.root} (model {result.model_path.name}, {'trained now' if result.trained else 'reused'})")
     click.echo(results_summary(result.test_results, "classification"))
     click.echo(f"heatmaps: {result.heatmaps.n_images} error-inducing images x {len(result.heatmaps.layers)} layers "
-               f"({', '.join(result.heatmaps.layers['alias'])}) in {result.case.root / config.workspace / 'Heatmaps'}")
+               f"({', '.join(result.heatmaps.layers['alias'])})")
+    click.echo(cluster_summary(result.clusters.summary, result.clusters.clusters, result.workspace))
 
 
 def main() -> None:

@@ -48,6 +48,7 @@ class Config:
     heatmap_dtype: str = _key("float32", choices=("float32", "float16"), doc="storage type of Heatmaps/<layer>.npy")
     k_min: int = _key(2, lo=2, doc="smallest number of clusters tried")
     k_max: int = _key(500, lo=2, doc="largest number of clusters tried (also capped at errors/2)")
+    export: str = _key("selected", choices=("selected", "all"), doc="export the clusters of the selected layer, or of every layer")
     sf: float = _key(0.3, lo=0.0, hi=1.0, doc="selection factor of the unsafe-set quota")
     error_px: float = _key(4.0, lo=0.0, doc="keypoint models: mean error (pixels) above which an image is an error")
     workspace: str = _key("HUDD", doc="workspace folder, relative to the case folder")

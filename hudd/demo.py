@@ -1,7 +1,7 @@
 """``hudd demo``: the whole story on simulated eyes, end to end.
 
 Simulate the gaze case, train ``alexnet-small``, then run every HUDD step that exists so far
-(test, heatmaps) and print a short summary. Idempotent: data with the same simulation settings,
+(test, heatmaps, cluster, export) and print a short summary. Idempotent: data with the same simulation settings,
 an existing model and current steps are reused (``--force`` redoes everything).
 """
 
@@ -17,9 +17,12 @@ from .config import Config
 from .data import Case, read_params
 from .progress import echo
 from .sim import SimulationSettings, simulate_case
+from .steps import cluster as cluster_step
+from .steps import export as export_step
 from .steps import heatmaps as heatmaps_step
 from .steps import test as test_step
 from .steps.common import open_context
+from .workspace import Workspace
 
 __all__ = ["DemoResult", "run_demo", "DEMO_MODEL"]
 
@@ -35,6 +38,8 @@ class DemoResult:
     trained: bool
     test_results: pd.DataFrame
     heatmaps: heatmaps_step.HeatmapsOutcome
+    clusters: cluster_step.ClusterOutcome
+    workspace: Workspace
 
 
 def run_demo(directory: Path, config: Config, *, settings: SimulationSettings | None = None, force: bool = False) -> DemoResult:
@@ -52,6 +57,8 @@ def run_demo(directory: Path, config: Config, *, settings: SimulationSettings | 
     with open_context(case.root, config, command="hudd demo", model=DEMO_MODEL) as ctx:
         tested = test_step.run(ctx, force=force)
         heatmaps = heatmaps_step.run(ctx, force=force)
+        clusters = cluster_step.run(ctx, force=force)
+        export_step.run(ctx, force=force)
     params = read_params(case, "TestSet")
     results = tested.test.merge(params[["image", "cause"]], on="image", how="left") if params is not None else tested.test
-    return DemoResult(case, model_path, trained, results, heatmaps)
+    return DemoResult(case, model_path, trained, results, heatmaps, clusters, ctx.workspace)

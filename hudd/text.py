@@ -6,7 +6,7 @@ import pandas as pd
 
 from .predictions import accuracy_by
 
-__all__ = ["format_table", "results_summary", "hazard_ratio", "test_summary"]
+__all__ = ["format_table", "results_summary", "hazard_ratio", "test_summary", "cluster_summary"]
 
 
 def format_table(table: pd.DataFrame, *, floats: str = "{:.3f}") -> str:
@@ -49,4 +49,21 @@ def test_summary(train: pd.DataFrame, test: pd.DataFrame, task: str) -> str:
     lines = [f"training accuracy {train['correct'].mean():.4f} ({int(train['correct'].sum())}/{len(train)})" if len(train) else "training set empty"]
     lines.append(results_summary(test, task))
     lines.append(f"error-inducing test images: {int((~test['correct'].astype(bool)).sum())}")
+    return "\n".join(lines)
+
+
+def cluster_summary(summary: pd.DataFrame, clusters: pd.DataFrame, workspace) -> str:
+    """Per layer n, k, WICD and knee method; the selected layer(s); cluster sizes; where to look."""
+    shown = summary[["group", "layer", "alias", "n", "k", "wicd", "knee_method", "selected"]] if summary["group"].astype(bool).any() \
+        else summary[["layer", "alias", "n", "k", "wicd", "knee_method", "selected"]]
+    lines = [format_table(shown, floats="{:.4f}")]
+    for row in summary[summary["selected"]].itertuples():
+        prefix = f"{row.group}: " if row.group else ""
+        members = clusters[clusters["layer"] == row.layer]
+        if row.group:
+            members = members[members["cluster"].str.startswith(f"{row.group}-")]
+        sizes = members["cluster"].value_counts()
+        ordered = sorted(sizes.index, key=lambda c: int(c.rsplit("C", 1)[1]))
+        lines.append(f"{prefix}selected layer {row.layer} ({row.alias}), k = {row.k}: " + ", ".join(f"{c} {sizes[c]}" for c in ordered))
+    lines.append(f"clusters: {workspace.clusters_csv}; images, GIFs and contact sheets in {workspace.root / 'ClusterAnalysis'}")
     return "\n".join(lines)

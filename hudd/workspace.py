@@ -194,6 +194,9 @@ class Workspace:
     def cluster_gif(self, layer: str, cluster: str) -> Path:
         return self.cluster_dir(layer) / f"{cluster}.gif"
 
+    def cluster_sheet(self, layer: str, cluster: str) -> Path:
+        return self.cluster_dir(layer) / f"{cluster}.png"
+
     def best_layer_dir(self, layer: str) -> Path:
         return self.root / layer
 

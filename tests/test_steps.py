@@ -227,3 +227,22 @@ def test_heatmaps_killed_with_sigkill_resume_byte_identical(case: Path, tmp_path
     assert not json.loads((case / "HUDD/manifest.json").read_text())["steps"]["heatmaps"]["done"]
     assert run_cli("heatmaps", str(case), "--batch-size", "4").exit_code == 0
     assert _digests(case / "HUDD/Heatmaps") == _digests(reference / "HUDD/Heatmaps")
+
+
+def test_keypoint_errors_are_clustered_per_face_element(tmp_path: Path):
+    from hudd.sim import SimulationSettings, simulate_case
+
+    simulate_case(tmp_path, SimulationSettings(task="landmarks", n_train=12, n_test=16, n_improve=0, size=32))
+    assert run_cli("train", str(tmp_path), "--epochs", "1", "--batch-size", "6").exit_code == 0
+    for command in ("test", "heatmaps", "cluster"):
+        result = run_cli(command, str(tmp_path))
+        assert result.exit_code == 0, result.output
+    summary = pd.read_csv(tmp_path / "HUDD/summary.csv", keep_default_na=False)
+    clusters = pd.read_csv(tmp_path / "HUDD/clusters.csv")
+    index = pd.read_csv(tmp_path / "HUDD/Heatmaps/images.csv")
+    groups = {"upper_lid", "lower_lid", "iris_centre"}
+    assert set(summary["group"]) <= groups
+    assert summary.groupby("group")["selected"].sum().eq(1).all(), "each face element selects its own layer"
+    merged = clusters.merge(index, on="image")
+    element = merged["target"].str.replace(r"_?\d+$", "", regex=True)
+    assert (merged["cluster"].str.rsplit("-C", n=1).str[0] == element).all(), "cluster ids carry the face element"

@@ -1,0 +1,1 @@
+"""What engineers inspect (HUDD Step 2): cluster image folders, GIFs, contact sheets, plots, XLSX."""

@@ -1,0 +1,145 @@
+"""Step 1b, ``hudd cluster``: per layer, cluster the error-inducing images by their heatmaps.
+
+For every layer in ``Heatmaps/``: min-max normalise over all error-inducing images of the layer,
+Euclidean distance matrix (:mod:`hudd.distance`), Ward linkage, WICD for every k in
+``k_min .. min(n // 2, k_max)``, the knee of its derivative (:func:`hudd.clustering.choose_k`),
+then the layer with the minimal WICD at its chosen k is selected (paper, section IV-B).
+
+Keypoint models (the paper's FLD case): images are first grouped by the face element (keypoint
+group) of their worst keypoint; each group is clustered on its own and selects its own layer;
+its cluster ids carry the group name (``upper_lid-C3``) and its files live in
+``ClusterAnalysis/<group>/<layer>/``.
+
+Outputs: ``ClusterAnalysis/<layer>/{distances.npy (float32), distances.xlsx (while n + 1 fits
+Excel's 16,384 columns), wicd.csv, wicd.png, clusters.csv}``, ``clusters.csv`` (image, cluster,
+layer) and ``summary.csv`` (group, layer, alias, n, k, wicd, knee_method, xlsx, selected).
+Fewer than four images in a group give one cluster (no k to choose), with a note.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ..clustering import choose_k, cut, derivative, k_range, ward_linkage, wicd_curve
+from ..distance import euclidean_distances, minmax_scale
+from ..errors import HuddError
+from ..export.plots import plot_wicd
+from ..export.tables import EXCEL_MAX_COLUMNS, write_distance_sheet
+from ..progress import echo, progress
+from ..workspace import save_npy, write_csv
+from .common import Context, run_step
+
+__all__ = ["ClusterOutcome", "run", "VERSION", "cluster_name", "unit_name"]
+
+VERSION = 1
+
+
+@dataclass
+class ClusterOutcome:
+    """``summary.csv`` and ``clusters.csv`` as tables."""
+
+    ran: bool
+    summary: pd.DataFrame
+    clusters: pd.DataFrame
+
+
+def cluster_name(group: str, label: int) -> str:
+    """``C<label+1>``, prefixed with the keypoint group when there is one (``mouth-C3``)."""
+    return f"{group}-C{label + 1}" if group else f"C{label + 1}"
+
+
+def unit_name(group: str, layer: str) -> str:
+    """The ClusterAnalysis sub-folder of a layer (and group)."""
+    return f"{group}/{layer}" if group else layer
+
+
+def _groups(ctx: Context, index: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Row indices per keypoint group of the worst keypoint; one unnamed group for classification."""
+    spec = ctx.model.spec
+    if spec.task != "keypoints":
+        return {"": np.arange(len(index))}
+    group_of = {k: name for name, members in spec.keypoint_groups.items() for k in members}
+    names = np.array([group_of.get(int(k), "all") for k in index["worst_keypoint"]], dtype=object)
+    return {name: np.flatnonzero(names == name) for name in sorted(set(names))}
+
+
+def _cluster_unit(ctx: Context, layer: str, heatmaps: np.ndarray, rows: np.ndarray, scale, images: list[str], group: str) -> dict:
+    ws = ctx.workspace
+    unit = unit_name(group, layer)
+    n = len(rows)
+    data = heatmaps if len(rows) == len(heatmaps) else heatmaps[rows]
+    distances = euclidean_distances(data, scale=scale, device=ctx.device)
+    save_npy(ws.distances_npy(unit), distances.astype(np.float32))
+    xlsx = "written" if n + 1 <= EXCEL_MAX_COLUMNS else f"skipped: {n} images exceed Excel's {EXCEL_MAX_COLUMNS} columns"
+    if n + 1 <= EXCEL_MAX_COLUMNS:
+        write_distance_sheet(ws.distances_xlsx(unit), distances, images)
+    ks = k_range(n, ctx.config.k_min, ctx.config.k_max)
+    if n < 2:
+        labels, k, method, curve = np.zeros(n, np.int64), 1, "single-image", np.zeros(max(n, 1))
+    else:
+        Z = ward_linkage(distances)
+        curve = wicd_curve(distances, Z)
+        if len(ks):
+            k, method = choose_k(ks, curve[ks - 1])
+        else:
+            k, method = 1, "too-few-images"
+        labels = cut(Z, k)
+    shown = ks if len(ks) else np.array([k])
+    values = curve[shown - 1]
+    slope = derivative(values)
+    write_csv(ws.wicd_csv(unit), pd.DataFrame({"k": shown, "wicd": values, "derivative": slope}))
+    plot_wicd(ws.wicd_png(unit), shown, values, slope, k, title=f"{unit} ({n} images): k = {k} ({method})")
+    write_csv(ws.layer_clusters_csv(unit), pd.DataFrame({"image": images, "cluster": [cluster_name(group, l) for l in labels]}))
+    return {"group": group, "layer": layer, "n": n, "k": k, "wicd": float(curve[k - 1]), "knee_method": method, "xlsx": xlsx}
+
+
+def run(ctx: Context, *, force: bool = False) -> ClusterOutcome:
+    """Run (or skip, when current) the cluster step; see the module docstring."""
+    ws = ctx.workspace
+    entry = ws.step_entry("heatmaps")
+    if not entry or not entry.get("done") or not ws.heatmap_layers.is_file():
+        raise HuddError(f"{ws.heatmaps_dir}: no finished heatmaps; run `hudd heatmaps {ctx.case.root}` first")
+    layers = pd.read_csv(ws.heatmap_layers)
+    index = pd.read_csv(ws.heatmap_index)
+    config = {key: getattr(ctx.config, key) for key in ("k_min", "k_max")}
+    config["device"] = ctx.device.type
+    inputs = {"heatmaps": entry["fingerprint"]}
+
+    def compute(fingerprint: str, resume: bool):
+        if (ws.root / "ClusterAnalysis").exists():
+            import shutil
+
+            shutil.rmtree(ws.root / "ClusterAnalysis")
+        groups = _groups(ctx, index)
+        rows = []
+        for layer, alias in progress(list(zip(layers["layer"], layers["alias"])), desc="cluster", unit="layer"):
+            heatmaps = np.load(ws.heatmap(layer), mmap_mode="r")
+            try:
+                scale = minmax_scale(heatmaps)
+            except ValueError as exc:
+                row = int(str(exc).split()[1])
+                raise HuddError(f"{ws.heatmap(layer)}: the heatmap of {index['image'][row]} has a NaN or infinite value; "
+                                f"rerun `hudd heatmaps --force` and check the model") from None
+            for group, members in groups.items():
+                summary = _cluster_unit(ctx, layer, heatmaps, members, scale, index["image"].iloc[members].tolist(), group)
+                rows.append({**summary, "alias": alias})
+        summary = pd.DataFrame(rows)[["group", "layer", "alias", "n", "k", "wicd", "knee_method", "xlsx"]]
+        best = summary.groupby("group", sort=False)["wicd"].idxmin()
+        summary["selected"] = summary.index.isin(best.to_numpy())
+        final = []
+        for row in summary[summary["selected"]].itertuples():
+            table = pd.read_csv(ws.layer_clusters_csv(unit_name(row.group, row.layer)))
+            table["layer"] = row.layer
+            final.append(table)
+        clusters = pd.concat(final).set_index("image").loc[index["image"]].reset_index()
+        write_csv(ws.summary_csv, summary)
+        write_csv(ws.clusters_csv, clusters)
+        if (summary["knee_method"].isin(["single-image", "too-few-images"])).any():
+            echo("cluster: fewer than 4 error-inducing images in a group: one cluster, no k to choose")
+        return [ws.summary_csv, ws.clusters_csv, ws.root / "ClusterAnalysis"]
+
+    ran = run_step(ctx, "cluster", VERSION, config=config, inputs=inputs, compute=compute, force=force)
+    return ClusterOutcome(ran, pd.read_csv(ws.summary_csv, keep_default_na=False), pd.read_csv(ws.clusters_csv))
