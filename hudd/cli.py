@@ -6,6 +6,7 @@ exit status 2 (with the traceback only under ``--debug``).
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -61,10 +62,6 @@ def _config_options(*names: str):
     return decorate
 
 
-def _overrides(kwargs: dict, *names: str) -> dict:
-    return {name: kwargs.pop(name) for name in names}
-
-
 def _model_options(fn):
     """``--model``, ``--trust-model`` and ``--arch``: which model of DNNModels/ and how to load it."""
     fn = click.option("--arch", default=None, help="Architecture of a bare state_dict model file.")(fn)
@@ -74,6 +71,24 @@ def _model_options(fn):
 
 
 _STEP_KEYS = ("device", "batch_size", "workspace")
+
+
+def _step_options(fn):
+    """What every step command takes: the model options, ``--force`` and the device/batch/workspace flags."""
+    fn = _config_options(*_STEP_KEYS)(fn)
+    fn = click.option("--force", is_flag=True, help="Rerun even if the inputs did not change.")(fn)
+    return _model_options(fn)
+
+
+@contextlib.contextmanager
+def _step_context(case: str, command: str, model, trust_model: bool, arch, overrides: dict):
+    """Effective config, loaded model and the workspace lock for one step command."""
+    from .config import load_config
+    from .steps.common import open_context
+
+    config = load_config(_case(case), overrides)
+    with open_context(Path(case), config, command=f"hudd {command}", model=model, trust_model=trust_model, arch=arch) as ctx:
+        yield ctx
 
 
 @click.group(cls=_Group)
@@ -123,7 +138,7 @@ def train(case, arch, name, force, **kwargs):
     from .data import Case
     from .text import results_summary
 
-    config = load_config(_case(case), _overrides(kwargs, "device", "batch_size", "seed", "epochs", "lr"))
+    config = load_config(_case(case), kwargs)
     result = train_baseline(Case(Path(case)), config, arch=arch, name=name, force=force)
     click.echo(f"saved {result.path} (best epoch {result.best_epoch}, validation {result.val_metric:.4f})")
     if result.test_results is not None:
@@ -132,64 +147,53 @@ def train(case, arch, name, force, **kwargs):
 
 @cli.command("test")
 @click.argument("case")
-@_model_options
-@click.option("--force", is_flag=True, help="Rerun even if the inputs did not change.")
-@_config_options(*_STEP_KEYS)
+@_step_options
 def test_cmd(case, model, trust_model, arch, force, **kwargs):
     """Step 0: run the model on TrainingSet and TestSet; write trainResult.csv and testResult.csv."""
-    from .config import load_config
     from .steps import test as test_step
-    from .steps.common import open_context
     from .text import test_summary
 
-    config = load_config(_case(case), kwargs)
-    with open_context(Path(case), config, command="hudd test", model=model, trust_model=trust_model, arch=arch) as ctx:
+    with _step_context(case, "test", model, trust_model, arch, kwargs) as ctx:
         outcome = test_step.run(ctx, force=force)
         click.echo(test_summary(outcome.train, outcome.test, ctx.model.spec.task))
 
 
 @cli.command()
 @click.argument("case")
-@_model_options
 @click.option("--layers", default=None, help="Comma-separated layer names, or 'all' (default).")
 @click.option("--rule", "lrp_rule", default=None, help="LRP rule set: hudd (default) or epsilon-plus-flat.")
 @click.option("--target", "lrp_target", default=None, help="Class to explain: predicted (default) or true.")
 @click.option("--dtype", "heatmap_dtype", default=None, help="Storage type: float32 (default) or float16.")
-@click.option("--force", is_flag=True, help="Recompute even if the inputs did not change.")
-@_config_options(*_STEP_KEYS)
+@_step_options
 def heatmaps(case, model, trust_model, arch, layers, force, **kwargs):
     """Step 1a: LRP heatmaps of every layer for each error-inducing test image (HUDD/Heatmaps/)."""
-    from .config import load_config
     from .steps import heatmaps as heatmaps_step
-    from .steps.common import open_context
     from .text import format_table
 
     kwargs["layers"] = () if layers in (None, "all") else layers
-    config = load_config(_case(case), kwargs)
-    with open_context(Path(case), config, command="hudd heatmaps", model=model, trust_model=trust_model, arch=arch) as ctx:
+    with _step_context(case, "heatmaps", model, trust_model, arch, kwargs) as ctx:
         outcome = heatmaps_step.run(ctx, force=force)
         click.echo(f"heatmaps of {outcome.n_images} error-inducing images in {ctx.workspace.heatmaps_dir}")
         click.echo(format_table(outcome.layers))
 
 
+_EXPORT_OPTION = click.option("--export", "export", type=click.Choice(["selected", "all"]), default=None,
+                              help="Export the selected layer's clusters (default) or every layer's.")
+
+
 @cli.command()
 @click.argument("case")
-@_model_options
 @click.option("--k-min", "k_min", type=int, default=None, help="Smallest number of clusters tried (default 2).")
 @click.option("--k-max", "k_max", type=int, default=None, help="Largest number of clusters tried (default 500, at most errors/2).")
-@click.option("--export", "export", type=click.Choice(["selected", "all"]), default=None, help="Export the selected layer's clusters (default) or every layer's.")
-@click.option("--force", is_flag=True, help="Recompute even if the inputs did not change.")
-@_config_options(*_STEP_KEYS)
+@_EXPORT_OPTION
+@_step_options
 def cluster(case, model, trust_model, arch, force, **kwargs):
     """Step 1b: per layer HAC (Ward) + WICD knee, select the best layer, export its clusters."""
-    from .config import load_config
     from .steps import cluster as cluster_step
     from .steps import export as export_step
-    from .steps.common import open_context
     from .text import cluster_summary
 
-    config = load_config(_case(case), kwargs)
-    with open_context(Path(case), config, command="hudd cluster", model=model, trust_model=trust_model, arch=arch) as ctx:
+    with _step_context(case, "cluster", model, trust_model, arch, kwargs) as ctx:
         outcome = cluster_step.run(ctx, force=force)
         export_step.run(ctx, force=force)
         click.echo(cluster_summary(outcome.summary, outcome.clusters, ctx.workspace))
@@ -197,18 +201,13 @@ def cluster(case, model, trust_model, arch, force, **kwargs):
 
 @cli.command("export")
 @click.argument("case")
-@_model_options
-@click.option("--export", "export", type=click.Choice(["selected", "all"]), default=None, help="Export the selected layer's clusters (default) or every layer's.")
-@click.option("--force", is_flag=True, help="Rewrite even if the inputs did not change.")
-@_config_options(*_STEP_KEYS)
+@_EXPORT_OPTION
+@_step_options
 def export_cmd(case, model, trust_model, arch, force, **kwargs):
     """Step 2: cluster image folders, GIFs and contact sheets (after hudd cluster)."""
-    from .config import load_config
     from .steps import export as export_step
-    from .steps.common import open_context
 
-    config = load_config(_case(case), kwargs)
-    with open_context(Path(case), config, command="hudd export", model=model, trust_model=trust_model, arch=arch) as ctx:
+    with _step_context(case, "export", model, trust_model, arch, kwargs) as ctx:
         units = export_step.run(ctx, force=force)
         click.echo("exported: " + ", ".join(str(ctx.workspace.cluster_dir(u)) for u in units))
 

@@ -10,8 +10,8 @@ WICD (paper, equations 5-6): for ``k`` clusters ``C_1..C_k`` of the ``|C| = n`` 
 
 with ``ICD = 0`` for a singleton. :func:`wicd_curve` gives it for every ``k`` in O(n^2) in total:
 in the dendrogram's leaf order every cluster is a contiguous range, so the sum of distances inside
-a merged cluster is the two parts' sums plus one block sum of ``D``, and each pair of images is
-read exactly once over the whole merge sequence.
+a merged cluster is the two parts' sums plus the block sum of ``D`` between them, and each pair
+of images is read exactly once over the whole merge sequence.
 """
 
 from __future__ import annotations
@@ -32,31 +32,34 @@ def ward_linkage(distances: np.ndarray) -> np.ndarray:
 
 
 def wicd_curve(distances: np.ndarray, Z: np.ndarray) -> np.ndarray:
-    """``wicd[k - 1]`` = WICD of the ``k``-cluster cut of ``Z``, for ``k = 1..n`` (see the module docstring)."""
+    """``wicd[k - 1]`` = WICD of the ``k``-cluster cut of ``Z``, for ``k = 1..n`` (see the module docstring).
+
+    Memory: one extra ``(n, n)`` float64 copy of ``distances`` in leaf order.
+    """
     n = len(distances)
     if n == 1:
         return np.zeros(1)
     order = leaves_list(Z)
-    position = np.empty(n, dtype=np.int64)
-    position[order] = np.arange(n)
-    ordered = distances[order][:, order]
-    start = np.concatenate([position, np.zeros(n - 1, np.int64)])
-    size = np.concatenate([np.ones(n, np.int64), np.zeros(n - 1, np.int64)])
-    pair_sum = np.zeros(2 * n - 1)
-    wicd = np.zeros(n)
-    weighted = 0.0  # sum over current clusters of ICD * |C_j|
-    for t, (a, b) in enumerate(Z[:, :2].astype(np.int64)):
+    ordered = np.take(np.take(distances, order, axis=0), order, axis=1)
+    start = np.argsort(order).tolist() + [0] * (n - 1)
+    size = [1] * n + [0] * (n - 1)
+    pair_sum = [0.0] * (2 * n - 1)
+    for t, (a, b) in enumerate(Z[:, :2].astype(np.int64).tolist()):
         (a0, na), (b0, nb) = (start[a], size[a]), (start[b], size[b])
-        cross = float(ordered[a0:a0 + na, b0:b0 + nb].sum())
-        c = n + t
-        start[c], size[c] = min(a0, b0), na + nb
-        pair_sum[c] = pair_sum[a] + pair_sum[b] + cross
-        for part in (a, b):
-            if size[part] > 1:
-                weighted -= 2.0 * pair_sum[part] / (size[part] - 1)
-        weighted += 2.0 * pair_sum[c] / (size[c] - 1)
-        k = n - t - 1
-        wicd[k - 1] = weighted / (n * k)
+        cross = ordered[a0, b0] if na * nb == 1 else ordered[a0:a0 + na, b0:b0 + nb].sum()
+        start[n + t], size[n + t] = min(a0, b0), na + nb
+        pair_sum[n + t] = pair_sum[a] + pair_sum[b] + float(cross)
+    del ordered
+    size, pair_sum = np.array(size), np.array(pair_sum)
+    # sum over the current clusters of ICD * |C_j| = 2 * pair_sum / (size - 1); singletons add 0
+    share = np.zeros(2 * n - 1)
+    big = size > 1
+    share[big] = 2.0 * pair_sum[big] / (size[big] - 1)
+    a, b = Z[:, 0].astype(np.int64), Z[:, 1].astype(np.int64)
+    weighted = np.cumsum(share[n:] - share[a] - share[b])
+    k = n - 1 - np.arange(n - 1)
+    wicd = np.zeros(n)
+    wicd[k - 1] = weighted / (n * k)
     return wicd
 
 

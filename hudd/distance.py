@@ -21,6 +21,7 @@ import torch
 __all__ = ["euclidean_distances", "distance_blocks", "row_blocks", "minmax_scale"]
 
 _BLOCK_BYTES = 256 << 20  # float64 bytes per block of rows
+_WHOLE_BYTES = 1 << 30  # rows that fit in this as float64 are multiplied in one symmetric product
 _RECOMPUTE = 1e-6  # relative d^2 below which a pair is recomputed exactly
 _RECOMPUTE_CHUNK = 256  # pairs recomputed at once (bounds the memory of a = b cases)
 
@@ -49,6 +50,7 @@ def minmax_scale(x: np.ndarray, *, block_rows: int | None = None) -> tuple[float
 
 
 def _rows_per_block(x) -> int:
+    """Rows per block, bounded by memory."""
     width = int(np.prod(x.shape[1:])) if len(x.shape) > 1 else 1
     return max(16, _BLOCK_BYTES // (8 * max(1, width)))
 
@@ -60,14 +62,17 @@ def _load(x, start: int, stop: int, scale, device: torch.device):
     return torch.from_numpy(block).to(device) if device.type == "cuda" else block
 
 
-def _gemm_distances(a, b, sq_a, sq_b):
+def _gemm_distances(a, b, sq_a, sq_b, out=None):
     """Distances between the rows of two float64 blocks (numpy or torch), clamped at 0.
 
     Where ``d^2`` is below ``_RECOMPUTE`` times ``|a|^2 + |b|^2`` the GEMM form has cancelled most
     of its digits (near-duplicates): those pairs are recomputed as ``sum((a - b)^2)``.
     """
-    d2 = sq_a[:, None] + sq_b[None, :] - 2.0 * (a @ b.T)
-    close = d2 < _RECOMPUTE * (sq_a[:, None] + sq_b[None, :])
+    d2 = torch.mm(a, b.T) if isinstance(a, torch.Tensor) else np.matmul(a, b.T, out=out)
+    d2 *= -2.0
+    d2 += sq_a[:, None]
+    d2 += sq_b[None, :]
+    close = d2 < (_RECOMPUTE * (sq_a + sq_b.max()))[:, None]  # a superset of d^2 < eps * (|a|^2 + |b|^2)
     rows, cols = close.nonzero(as_tuple=True) if isinstance(close, torch.Tensor) else close.nonzero()
     for start in range(0, len(rows), _RECOMPUTE_CHUNK):
         r, c = rows[start:start + _RECOMPUTE_CHUNK], cols[start:start + _RECOMPUTE_CHUNK]
@@ -102,26 +107,41 @@ def distance_blocks(a, b, *, scale_a=None, scale_b=None, device: torch.device | 
         yield start, stop, np.concatenate(parts, axis=1) if parts else np.zeros((stop - start, 0))
 
 
+def _mirror_upper(out: np.ndarray, tile: int = 1024) -> None:
+    """Copy the strict upper triangle of a square matrix onto the lower one, tile by tile, and zero the diagonal."""
+    n = len(out)
+    for i0, i1 in row_blocks(n, tile):
+        diagonal = out[i0:i1, i0:i1]
+        lower = np.tril_indices(i1 - i0, -1)
+        diagonal[lower] = diagonal.T[lower]
+        for j0, j1 in row_blocks(i0, tile):
+            out[i0:i1, j0:j1] = out[j0:j1, i0:i1].T
+    np.fill_diagonal(out, 0.0)
+
+
 def euclidean_distances(x, *, scale=None, device: torch.device | str = "cpu", block_rows: int | None = None) -> np.ndarray:
     """The full ``(n, n)`` float64 distance matrix of the rows of ``x``: exactly symmetric, zero diagonal.
 
-    Only blocks on and above the diagonal are computed; the rest is their mirror (and within a
-    diagonal block, the lower triangle mirrors the upper one).
+    When the rows fit in 1 GiB as float64 (and no ``block_rows`` is forced) the CPU path is one
+    ``x @ x.T``, which BLAS computes as a symmetric rank-k update (half the work of a GEMM);
+    otherwise blocks on and above the diagonal are computed and mirrored. Either way the lower
+    triangle is the exact mirror of the upper one.
     """
     device = torch.device(device)
     n = len(x)
     out = np.empty((n, n), dtype=np.float64)
-    size = block_rows or _rows_per_block(x)
-    blocks = row_blocks(n, size)
-    for i, (i0, i1) in enumerate(blocks):
-        block_i = _load(x, i0, i1, scale, device)
-        sq_i = _sq_norms(block_i)
-        for j0, j1 in blocks[i:]:
-            block_j = block_i if j0 == i0 else _load(x, j0, j1, scale, device)
-            dist = _gemm_distances(block_i, block_j, sq_i, sq_i if j0 == i0 else _sq_norms(block_j))
-            if j0 == i0:  # GEMM rounding may differ between (a, b) and (b, a): keep the upper triangle
-                dist = np.triu(dist, 1)
-                dist += dist.T
-            out[i0:i1, j0:j1] = dist
-            out[j0:j1, i0:i1] = dist.T
+    width = int(np.prod(x.shape[1:])) if len(x.shape) > 1 else 1
+    if device.type == "cpu" and block_rows is None and n * width * 8 <= _WHOLE_BYTES:
+        whole = _load(x, 0, n, scale, device)
+        sq = _sq_norms(whole)
+        _gemm_distances(whole, whole, sq, sq, out=out)
+    else:
+        blocks = row_blocks(n, block_rows or _rows_per_block(x))
+        for i, (i0, i1) in enumerate(blocks):
+            block_i = _load(x, i0, i1, scale, device)
+            sq_i = _sq_norms(block_i)
+            for j0, j1 in blocks[i:]:
+                block_j = block_i if j0 == i0 else _load(x, j0, j1, scale, device)
+                out[i0:i1, j0:j1] = _gemm_distances(block_i, block_j, sq_i, sq_i if j0 == i0 else _sq_norms(block_j))
+    _mirror_upper(out)
     return out
