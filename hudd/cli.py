@@ -199,6 +199,23 @@ def cluster(case, model, trust_model, arch, force, **kwargs):
         click.echo(cluster_summary(outcome.summary, outcome.clusters, ctx.workspace))
 
 
+@cli.command()
+@click.argument("case")
+@click.option("--sf", type=float, default=None, help="Selection factor of equation 7 (default 0.3).")
+@click.option("--budget", type=int, default=None, help="Label exactly this many images, split like the quotas.")
+@_step_options
+def assign(case, model, trust_model, arch, force, budget, **kwargs):
+    """Step 4: select improvement-set images per root-cause cluster (ranked single linkage, quotas)."""
+    from .steps import assign as assign_step
+    from .text import format_table
+
+    with _step_context(case, "assign", model, trust_model, arch, kwargs) as ctx:
+        outcome = assign_step.run(ctx, budget=budget, force=force)
+        click.echo(format_table(outcome.clusters))
+        click.echo(f"unsafe set: {len(outcome.unsafe)} images in {ctx.workspace.unsafe_dir}; "
+                   f"label them in {ctx.workspace.labels_csv}")
+
+
 @cli.command("export")
 @click.argument("case")
 @_EXPORT_OPTION

@@ -77,6 +77,7 @@ class SplitListing:
     targets: np.ndarray
     classes: tuple = ()
     keypoints: tuple = ()
+    labelled: bool = True
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -94,10 +95,25 @@ def detect_task(case: Case, split: str = "TrainingSet") -> str:
     return "keypoints" if (set_dir / "keypoints.csv").is_file() else "classification"
 
 
-def _list_classification(case: Case, split: str, classes: tuple | None, model_name: str) -> SplitListing:
+def _list_unlabelled(case: Case, split: str, folder: Path, classes: tuple, keypoints: tuple, task: str) -> SplitListing:
+    """Images directly in ``folder`` with unknown targets (-1 for classes, NaN for keypoints)."""
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.name not in _SET_FILES and not p.name.startswith("."))
+    for path in files:
+        if path.suffix.lower() not in IMAGE_SUFFIXES:
+            raise HuddError(f"{path}: not an image (expected {', '.join(IMAGE_SUFFIXES)}); move it out of the data set")
+    if not files:
+        raise HuddError(f"{folder}: no images; add the {split} images")
+    ids = tuple(str(p.relative_to(case.datasets)) for p in files)
+    targets = np.full(len(ids), -1, np.int64) if task == "classification" else np.full((len(ids), len(keypoints), 2), np.nan, np.float32)
+    return SplitListing(split, task, ids, targets, classes=classes, keypoints=keypoints, labelled=False)
+
+
+def _list_classification(case: Case, split: str, classes: tuple | None, model_name: str, unlabelled_ok: bool = False) -> SplitListing:
     set_dir = case.split_dir(split)
     folders = sorted(p for p in set_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
     stray = sorted(p for p in set_dir.iterdir() if p.is_file() and p.name not in _SET_FILES and not p.name.startswith("."))
+    if unlabelled_ok and stray and not folders and classes is not None:
+        return _list_unlabelled(case, split, set_dir, classes, (), "classification")
     if stray:
         raise HuddError(f"{stray[0]}: file outside a class folder; classification sets hold one folder per class")
     if not folders:
@@ -179,8 +195,13 @@ def _list_keypoints(case: Case, split: str, keypoints: tuple | None) -> SplitLis
     )
 
 
-def list_split(case: Case, split: str, *, spec: ModelSpec | None = None, task: str | None = None, model_name: str = "the model") -> SplitListing:
+def list_split(case: Case, split: str, *, spec: ModelSpec | None = None, task: str | None = None, model_name: str = "the model",
+               unlabelled_ok: bool = False) -> SplitListing:
     """List the images and targets of ``split``, checked against ``spec`` (of ``model_name``) when given.
+
+    With ``unlabelled_ok`` (the ImprovementSet) and a spec, a set of bare images (directly in the
+    set folder for classification, in ``images/`` without ``keypoints.csv`` for keypoints) is
+    listed with unknown targets and ``labelled=False``.
 
     Raises
     ------
@@ -192,7 +213,9 @@ def list_split(case: Case, split: str, *, spec: ModelSpec | None = None, task: s
     _require_dir(set_dir, f"create it with the {split} images (see DataSets/README.md)")
     task = spec.task if spec is not None else (task or detect_task(case, split))
     if task == "classification":
-        return _list_classification(case, split, spec.classes if spec is not None else None, model_name)
+        return _list_classification(case, split, spec.classes if spec is not None else None, model_name, unlabelled_ok)
+    if unlabelled_ok and spec is not None and not (set_dir / "keypoints.csv").is_file() and (set_dir / "images").is_dir():
+        return _list_unlabelled(case, split, set_dir / "images", (), spec.keypoints, "keypoints")
     return _list_keypoints(case, split, spec.keypoints if spec is not None else None)
 
 

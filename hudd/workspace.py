@@ -224,6 +224,10 @@ class Workspace:
         return self.unsafe_dir / "labels.csv"
 
     @property
+    def single_linkage_npy(self) -> Path:
+        return self.unsafe_dir / "single_linkage.npy"
+
+    @property
     def retrain_dir(self) -> Path:
         return self.root / "Retrain"
 

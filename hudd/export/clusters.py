@@ -28,7 +28,7 @@ from ..data import read_image
 from ..workspace import Workspace, atomic_path
 from .plots import save_figure
 
-__all__ = ["export_unit", "link_tree", "GIF_FRAMES", "SHEET_IMAGES"]
+__all__ = ["export_unit", "link_tree", "link_images", "GIF_FRAMES", "SHEET_IMAGES"]
 
 GIF_FRAMES = 100
 GIF_SECONDS = 0.6
@@ -42,6 +42,14 @@ def _link(source: Path, target: Path) -> None:
         os.link(source, target)
     except OSError:
         shutil.copy2(source, target)
+
+
+def link_images(datasets: Path, images, folder: Path) -> None:
+    """Hard-link (or copy) images, identified relative to ``datasets``, into ``folder``, named by their
+    path in the set with ``/`` as ``-`` (``TopLeft-000123.png``)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for image in images:
+        _link(datasets / image, folder / image.split("/", 1)[1].replace("/", "-"))
 
 
 def link_tree(source: Path, target: Path) -> None:
@@ -91,8 +99,7 @@ def export_unit(ws: Workspace, unit: str, datasets: Path, clusters: pd.DataFrame
         folder = ws.cluster_images_dir(unit, name)
         if folder.exists():
             shutil.rmtree(folder)
-        for image in members:
-            _link(datasets / image, folder / image.split("/", 1)[1].replace("/", "-"))
+        link_images(datasets, members, folder)
         pictures = [read_image(datasets / image) for image in members[:max(GIF_FRAMES, SHEET_IMAGES)]]
         _write_gif(ws.cluster_gif(unit, name), [_frame(p) for p in pictures[:GIF_FRAMES]])
         title = f"{unit} {name}: {len(members)} images ({_mix([str(describe[m]) for m in members])})"

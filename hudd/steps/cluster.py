@@ -18,6 +18,7 @@ Fewer than four images in a group give one cluster (no k to choose), with a note
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 
 import numpy as np
@@ -110,8 +111,6 @@ def run(ctx: Context, *, force: bool = False) -> ClusterOutcome:
 
     def compute(fingerprint: str, resume: bool):
         if (ws.root / "ClusterAnalysis").exists():
-            import shutil
-
             shutil.rmtree(ws.root / "ClusterAnalysis")
         groups = _groups(ctx, index)
         rows = []

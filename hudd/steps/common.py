@@ -46,8 +46,8 @@ class Context:
     def model_name(self) -> str:
         return self.model.path.name
 
-    def listing(self, split: str) -> SplitListing:
-        return list_split(self.case, split, spec=self.model.spec, model_name=self.model_name)
+    def listing(self, split: str, *, unlabelled_ok: bool = False) -> SplitListing:
+        return list_split(self.case, split, spec=self.model.spec, model_name=self.model_name, unlabelled_ok=unlabelled_ok)
 
     def listing_hash(self, listing: SplitListing) -> str:
         return listing_hash(self.case.datasets, listing.ids)

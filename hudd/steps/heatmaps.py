@@ -35,7 +35,7 @@ from ..progress import progress
 from ..workspace import file_hash, write_csv, write_text
 from .common import Context, run_step
 
-__all__ = ["HeatmapsOutcome", "run", "VERSION", "error_rows"]
+__all__ = ["HeatmapsOutcome", "run", "VERSION", "error_rows", "channel_heatmap"]
 
 VERSION = 1
 
@@ -90,7 +90,7 @@ def _index_table(ctx: Context, errors: pd.DataFrame, targets: np.ndarray | None)
     return table
 
 
-def _heatmap(relevance: torch.Tensor) -> torch.Tensor:
+def channel_heatmap(relevance: torch.Tensor) -> torch.Tensor:
     """Channel sum of a convolution input ``(B, C, N, M)``; a fully connected input ``(B, D)`` as ``(B, 1, D)``."""
     return relevance.sum(dim=1) if relevance.dim() == 4 else relevance.reshape(len(relevance), 1, -1)
 
@@ -132,7 +132,7 @@ def run(ctx: Context, *, force: bool = False) -> HeatmapsOutcome:
             outputs, relevance = explainer.relevance(images, batch_targets)
             check_finite(outputs, dataset, index)
             for name, rel in relevance.items():
-                heat = _heatmap(rel).float().cpu().numpy()
+                heat = channel_heatmap(rel).float().cpu().numpy()
                 if name not in arrays:
                     arrays[name] = open_memmap(ws.heatmap(name), mode="w+", dtype=dtype, shape=(len(errors), *heat.shape[1:]))
                 arrays[name][row:row + len(images)] = heat.astype(dtype)
