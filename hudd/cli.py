@@ -216,6 +216,24 @@ def assign(case, model, trust_model, arch, force, budget, **kwargs):
                    f"label them in {ctx.workspace.labels_csv}")
 
 
+@cli.command()
+@click.argument("case")
+@click.option("--epochs", "retrain_epochs", type=int, default=None, help="Fine-tuning epochs (default 10).")
+@click.option("--runs", type=int, default=None, help="Repeat every method with this many seeds (default 1; the paper used 10).")
+@click.option("--baselines/--no-baselines", default=None, help="Also train the paper's baselines B1 and B2 (default: yes).")
+@click.option("--seed", type=int, default=None, help="First seed (default 0).")
+@_step_options
+def retrain(case, model, trust_model, arch, force, **kwargs):
+    """Steps 6-7: fine-tune on training set + balanced labelled unsafe set; compare with baselines B1, B2."""
+    from .steps import retrain as retrain_step
+    from .text import retrain_summary
+
+    with _step_context(case, "retrain", model, trust_model, arch, kwargs) as ctx:
+        outcome = retrain_step.run(ctx, force=force)
+        click.echo(retrain_summary(outcome.metrics, outcome.comparison))
+        click.echo(f"retrained model: {ctx.case.models / (ctx.model.path.stem + '-hudd.pt')}; metrics: {ctx.workspace.metrics_csv}")
+
+
 @cli.command("export")
 @click.argument("case")
 @_EXPORT_OPTION
@@ -237,7 +255,12 @@ def config_cmd(case, **kwargs):
     from .config import effective_config
 
     for key, value, source in effective_config(_case(case), kwargs):
-        shown = "[" + ", ".join(f'"{v}"' for v in value) + "]" if isinstance(value, tuple) else (f'"{value}"' if isinstance(value, str) else value)
+        if isinstance(value, tuple):
+            shown = "[" + ", ".join(f'"{v}"' for v in value) + "]"
+        elif isinstance(value, bool):
+            shown = str(value).lower()
+        else:
+            shown = f'"{value}"' if isinstance(value, str) else value
         click.echo(f"{key} = {shown}  # {source}")
 
 
@@ -259,6 +282,10 @@ def demo(directory, force, **kwargs):
     click.echo(f"heatmaps: {result.heatmaps.n_images} error-inducing images x {len(result.heatmaps.layers)} layers "
                f"({', '.join(result.heatmaps.layers['alias'])})")
     click.echo(cluster_summary(result.clusters.summary, result.clusters.clusters, result.workspace))
+    unsafe = result.unsafe.unsafe
+    wrong = int((unsafe["label"] != unsafe["prediction"]).sum()) if (unsafe["label"] != "").all() else None
+    click.echo(f"unsafe set: {len(unsafe)} improvement images selected for labelling"
+               + (f" ({wrong} of them misclassified by the model)" if wrong is not None else "") + f" in {result.workspace.unsafe_dir}")
 
 
 def main() -> None:

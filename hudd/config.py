@@ -42,6 +42,8 @@ class Config:
     retrain_lr: float = _key(1e-3, lo=0.0, doc="SGD learning rate in retrain")
     momentum: float = _key(0.9, lo=0.0, hi=1.0, doc="SGD momentum in retrain")
     weight_decay: float = _key(5e-4, lo=0.0, doc="SGD weight decay in retrain")
+    runs: int = _key(1, lo=1, doc="retrain: repetitions of every method with seeds seed, seed+1, ... (the paper used 10)")
+    baselines: bool = _key(True, doc="retrain: also train the paper's baselines B1 and B2 on the same budget")
     lrp_rule: str = _key("hudd", choices=("hudd", "epsilon-plus-flat"), doc="LRP composite")
     lrp_target: str = _key("predicted", choices=("predicted", "true"), doc="class whose logit seeds relevance")
     layers: tuple = _key((), doc="layers to analyse (empty: every internal layer)")
@@ -64,8 +66,9 @@ def _check(name: str, value: Any, source: str) -> Any:
     meta = field.metadata
     where = f"{source}: {name} == {value!r}"
     if isinstance(default, bool) or isinstance(value, bool):
-        raise HuddError(f"{where}, must be a {type(default).__name__}")
-    if isinstance(default, int):
+        if not (isinstance(default, bool) and isinstance(value, bool)):
+            raise HuddError(f"{where}, must be a {type(default).__name__}")
+    elif isinstance(default, int):
         if isinstance(value, float) and value.is_integer():
             value = int(value)
         if not isinstance(value, int):

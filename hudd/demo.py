@@ -1,7 +1,7 @@
 """``hudd demo``: the whole story on simulated eyes, end to end.
 
 Simulate the gaze case, train ``alexnet-small``, then run every HUDD step that exists so far
-(test, heatmaps, cluster, export) and print a short summary. Idempotent: data with the same simulation settings,
+(test, heatmaps, cluster, export, assign) and print a short summary. Idempotent: data with the same simulation settings,
 an existing model and current steps are reused (``--force`` redoes everything).
 """
 
@@ -17,6 +17,7 @@ from .config import Config
 from .data import Case, read_params
 from .progress import echo
 from .sim import SimulationSettings, simulate_case
+from .steps import assign as assign_step
 from .steps import cluster as cluster_step
 from .steps import export as export_step
 from .steps import heatmaps as heatmaps_step
@@ -39,6 +40,7 @@ class DemoResult:
     test_results: pd.DataFrame
     heatmaps: heatmaps_step.HeatmapsOutcome
     clusters: cluster_step.ClusterOutcome
+    unsafe: assign_step.AssignOutcome
     workspace: Workspace
 
 
@@ -59,6 +61,7 @@ def run_demo(directory: Path, config: Config, *, settings: SimulationSettings | 
         heatmaps = heatmaps_step.run(ctx, force=force)
         clusters = cluster_step.run(ctx, force=force)
         export_step.run(ctx, force=force)
+        unsafe = assign_step.run(ctx, force=force)
     params = read_params(case, "TestSet")
     results = tested.test.merge(params[["image", "cause"]], on="image", how="left") if params is not None else tested.test
-    return DemoResult(case, model_path, trained, results, heatmaps, clusters, ctx.workspace)
+    return DemoResult(case, model_path, trained, results, heatmaps, clusters, unsafe, ctx.workspace)

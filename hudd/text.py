@@ -6,7 +6,7 @@ import pandas as pd
 
 from .predictions import accuracy_by
 
-__all__ = ["format_table", "results_summary", "hazard_ratio", "test_summary", "cluster_summary"]
+__all__ = ["format_table", "results_summary", "hazard_ratio", "test_summary", "cluster_summary", "retrain_summary"]
 
 
 def format_table(table: pd.DataFrame, *, floats: str = "{:.3f}") -> str:
@@ -66,4 +66,14 @@ def cluster_summary(summary: pd.DataFrame, clusters: pd.DataFrame, workspace) ->
         ordered = sorted(sizes.index, key=lambda c: int(c.rsplit("C", 1)[1]))
         lines.append(f"{prefix}selected layer {row.layer} ({row.alias}), k = {row.k}: " + ", ".join(f"{c} {sizes[c]}" for c in ordered))
     lines.append(f"clusters: {workspace.clusters_csv}; images, GIFs and contact sheets in {workspace.root / 'ClusterAnalysis'}")
+    return "\n".join(lines)
+
+
+def retrain_summary(metrics: pd.DataFrame, comparison: pd.DataFrame) -> str:
+    """Test accuracy per method (mean, sd, gain over the original, A12 and p of HUDD vs B1/B2), and on hazard images."""
+    lines = ["test accuracy", format_table(comparison, floats="{:.4f}")]
+    if "hazard" in metrics.columns:
+        from .steps.retrain import compare
+
+        lines += ["accuracy on images with an injected hazard", format_table(compare(metrics, "hazard"), floats="{:.4f}")]
     return "\n".join(lines)

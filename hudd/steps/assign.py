@@ -82,7 +82,7 @@ def run(ctx: Context, *, budget: int | None = None, force: bool = False) -> Assi
         cluster_of_row = np.array([names.index(label_of[image]) for image in index["image"]])
         order = np.argsort(cluster_of_row, kind="stable")
         starts = np.searchsorted(cluster_of_row[order], np.arange(len(names)))
-        reference = np.asarray(np.load(ws.heatmap(layer), mmap_mode="r")[order], dtype=np.float32).reshape(len(order), -1)
+        reference = np.asarray(np.load(ws.heatmap(layer), mmap_mode="r")[order], dtype=np.float64).reshape(len(order), -1)
         explainer = Explainer(ctx.model.module, composite=ctx.config.lrp_rule, layers=[layer], device=ctx.device)
         linkage = np.empty((len(listing), len(names)))
         predictions = np.empty(len(listing), np.int64)

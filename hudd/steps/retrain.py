@@ -1,0 +1,197 @@
+"""Steps 6-7, ``hudd retrain``: fine-tune on the training set plus the balanced, labelled unsafe set,
+and compare with the paper's baselines (RQ2).
+
+- reads ``UnsafeSet/labels.csv`` (filled in by an engineer, or pre-filled by ``hudd assign``);
+  a missing, extra or unknown label stops with a message naming the rows;
+- HUDD: the labelled unsafe set bootstrapped so every cluster has ``max_i |U_Ci|`` images;
+- B1 / B2 (same labelling budget, needs a labelled improvement set): a random subset of the
+  improvement set as large as the unsafe set; B1 keeps its images the model misclassifies, B2 all
+  of them; each bootstrapped to the size of HUDD's balanced set;
+- every method fine-tunes a copy of the original weights on TrainingSet + its extra images with
+  the one training loop (SGD, lr 1e-3, momentum 0.9, weight decay 5e-4 by default), ``runs``
+  times with seeds ``seed, seed + 1, ...``;
+- writes ``Retrain/metrics.csv`` (run, method, seed, accuracy, per class, per root-cause cluster's
+  test images, on hazard images and per cause when ``params.csv`` exists) and the first HUDD
+  model to ``DNNModels/<model>-hudd.pt`` (the input model file is never touched).
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Subset
+
+from .. import __version__
+from ..data import ImageDataset, SplitListing, read_params
+from ..errors import HuddError
+from ..models import save_checkpoint
+from ..predictions import predict
+from ..progress import echo
+from ..retraining import bootstrap_balance, bootstrap_to, reduced_improvement_set
+from ..stats import a12, mann_whitney_p
+from ..training import TrainSettings, fit
+from ..workspace import file_hash, write_csv
+from .common import Context, run_step
+
+__all__ = ["RetrainOutcome", "run", "read_labels", "compare", "VERSION"]
+
+VERSION = 1
+
+
+@dataclass
+class RetrainOutcome:
+    """``metrics.csv`` (one row per run and method) and its comparison table."""
+
+    ran: bool
+    metrics: pd.DataFrame
+    comparison: pd.DataFrame
+
+
+def _rows(lines: np.ndarray) -> str:
+    shown = ", ".join(str(int(i) + 2) for i in lines[:8])
+    return shown + (", ..." if len(lines) > 8 else "")
+
+
+def read_labels(ctx: Context) -> pd.DataFrame:
+    """``labels.csv`` checked against ``unsafe.csv`` and the model's classes; adds the class index ``target``."""
+    ws = ctx.workspace
+    if not ws.labels_csv.is_file() or not ws.unsafe_csv.is_file():
+        raise HuddError(f"{ws.labels_csv}: missing; run `hudd assign {ctx.case.root}` first, then label the images it lists")
+    labels = pd.read_csv(ws.labels_csv, keep_default_na=False, dtype=str)
+    unsafe = pd.read_csv(ws.unsafe_csv, keep_default_na=False)
+    if not {"image", "label"} <= set(labels.columns):
+        raise HuddError(f"{ws.labels_csv}: needs the columns image and label; found {', '.join(labels.columns)}")
+    extra = np.flatnonzero(~labels["image"].isin(set(unsafe["image"])) | labels["image"].duplicated())
+    if len(extra):
+        raise HuddError(f"{ws.labels_csv}: rows {_rows(extra)} are not (or again) images of the unsafe set in {ws.unsafe_csv.name}; remove them")
+    absent = sorted(set(unsafe["image"]) - set(labels["image"]))
+    if absent:
+        raise HuddError(f"{ws.labels_csv}: {len(absent)} unsafe images have no row (first: {absent[0]}); add them with their label")
+    blank = np.flatnonzero(labels["label"].str.strip() == "")
+    classes = ctx.model.spec.classes
+    if len(blank):
+        raise HuddError(f"{ws.labels_csv}: rows {_rows(blank)} have no label; fill in one of {', '.join(classes)}")
+    unknown = np.flatnonzero(~labels["label"].str.strip().isin(classes))
+    if len(unknown):
+        raise HuddError(f"{ws.labels_csv}: rows {_rows(unknown)} have a label the model does not know "
+                        f"({labels['label'].iloc[unknown[0]]!r}); use one of {', '.join(classes)}")
+    table = labels[["image", "label"]].merge(unsafe[["image", "cluster"]], on="image")
+    table["target"] = [classes.index(label.strip()) for label in table["label"]]
+    return table
+
+
+def _evaluate(ctx: Context, model: torch.nn.Module, test: ImageDataset, groups: dict[str, np.ndarray]) -> dict:
+    outputs = predict(model, test, batch_size=ctx.config.batch_size, device=ctx.device, desc="evaluate")
+    correct = outputs.argmax(1) == test.listing.targets
+    row = {"accuracy": float(correct.mean())}
+    for name, members in groups.items():
+        row[name] = float(correct[members].mean()) if len(members) else float("nan")
+    return row
+
+
+def _test_groups(ctx: Context, test: SplitListing) -> dict[str, np.ndarray]:
+    """Test-image index sets per class, per root-cause cluster, on hazards and per cause."""
+    ids = pd.Series(range(len(test)), index=list(test.ids))
+    groups = {f"class_{c}": np.flatnonzero(test.targets == k) for k, c in enumerate(ctx.model.spec.classes)}
+    clusters = pd.read_csv(ctx.workspace.clusters_csv)
+    for name, members in clusters.groupby("cluster", sort=False)["image"]:
+        groups[f"cluster_{name}"] = ids.reindex(members).dropna().to_numpy(np.int64)
+    params = read_params(ctx.case, "TestSet")
+    if params is not None and "cause" in params.columns:
+        cause = params.set_index("image")["cause"].reindex(list(test.ids))
+        groups["hazard"] = np.flatnonzero((cause != "none").to_numpy())
+        for name in sorted(cause.dropna().unique()):
+            groups[f"cause_{name}"] = np.flatnonzero((cause == name).to_numpy())
+    return groups
+
+
+def compare(metrics: pd.DataFrame, column: str = "accuracy") -> pd.DataFrame:
+    """method, runs, mean, sd, gain over the original; for HUDD, A12 and Mann-Whitney p against B1 and B2."""
+    original = float(metrics.loc[metrics["method"] == "original", column].mean())
+    hudd = metrics.loc[metrics["method"] == "hudd", column].to_numpy()
+    rows = []
+    for method, values in metrics.groupby("method", sort=False)[column]:
+        row = {"method": method, "runs": len(values), "mean": values.mean(), "sd": values.std(ddof=1) if len(values) > 1 else 0.0,
+               "gain": values.mean() - original}
+        for baseline in ("B1", "B2"):
+            other = metrics.loc[metrics["method"] == baseline, column].to_numpy()
+            row[f"A12_vs_{baseline}"] = a12(hudd, other) if method == "hudd" and len(other) else float("nan")
+            row[f"p_vs_{baseline}"] = mann_whitney_p(hudd, other) if method == "hudd" and len(other) else float("nan")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def run(ctx: Context, *, force: bool = False) -> RetrainOutcome:
+    """Run (or skip, when current) the retraining; see the module docstring."""
+    ws = ctx.workspace
+    labels = read_labels(ctx)
+    config = ctx.config
+    train = ctx.listing("TrainingSet")
+    improve = ctx.listing("ImprovementSet", unlabelled_ok=True)
+    test = ctx.listing("TestSet")
+    baselines = config.baselines and improve.labelled
+    if config.baselines and not improve.labelled:
+        echo("retrain: the improvement set is unlabelled, so the baselines B1 and B2 (which need labels) are skipped")
+    keys = ("retrain_epochs", "retrain_lr", "momentum", "weight_decay", "batch_size", "seed", "runs", "baselines")
+    inputs = {"assign": ws.step_entry("assign")["fingerprint"], "labels": file_hash(ws.labels_csv), "model": ctx.model_hash,
+              "TrainingSet": ctx.listing_hash(train), "TestSet": ctx.listing_hash(test)}
+    output_model = ctx.case.models / f"{ctx.model.path.stem}-hudd.pt"
+
+    def compute(fingerprint: str, resume: bool):
+        # one pool (training set, then improvement set with the engineers' labels) so images decode once
+        improve_targets = improve.targets.copy()
+        position = {image: len(train) + i for i, image in enumerate(improve.ids)}
+        for image, target in zip(labels["image"], labels["target"]):
+            improve_targets[position[image] - len(train)] = target
+        pool = SplitListing("pool", "classification", train.ids + improve.ids, np.concatenate([train.targets, improve_targets]),
+                            classes=train.classes)
+        pool_data = ImageDataset(ctx.case, pool, ctx.model.spec, model_name=ctx.model_name)
+        test_data = ImageDataset(ctx.case, test, ctx.model.spec, model_name=ctx.model_name)
+        groups = _test_groups(ctx, test)
+        unsafe_rows = np.array([position[image] for image in labels["image"]])
+        original_improve = None
+        rows = [{"run": 0, "method": "original", "seed": -1, **_evaluate(ctx, ctx.model.module, test_data, groups)}]
+        settings = TrainSettings(epochs=config.retrain_epochs, lr=config.retrain_lr, optimizer="sgd", momentum=config.momentum,
+                                 weight_decay=config.weight_decay, batch_size=config.batch_size, schedule="constant")
+        for run_index in range(config.runs):
+            seed = config.seed + run_index
+            rng = np.random.default_rng([seed, 7])
+            balanced = unsafe_rows[bootstrap_balance(labels["cluster"].to_numpy(), rng)]
+            extras = {"hudd": balanced}
+            if baselines:
+                if original_improve is None:
+                    improve_data = ImageDataset(ctx.case, improve, ctx.model.spec, model_name=ctx.model_name)
+                    original_improve = predict(ctx.model.module, improve_data, batch_size=config.batch_size, device=ctx.device,
+                                               desc="predict ImprovementSet").argmax(1)
+                reduced = reduced_improvement_set(len(improve), len(labels), rng)
+                wrong = reduced[original_improve[reduced] != improve.targets[reduced]]
+                extras["B1"] = len(train) + wrong[bootstrap_to(len(wrong), len(balanced), rng)]
+                extras["B2"] = len(train) + reduced[bootstrap_to(len(reduced), len(balanced), rng)]
+            for method, extra in extras.items():
+                torch.manual_seed(seed)
+                model = copy.deepcopy(ctx.model.module)
+                data = Subset(pool_data, np.concatenate([np.arange(len(train)), extra]).tolist())
+                fit(model, data, None, task="classification", settings=TrainSettings(**{**settings.__dict__, "seed": seed}),
+                    device=ctx.device, desc=f"retrain {method} run {run_index + 1}/{config.runs}")
+                rows.append({"run": run_index + 1, "method": method, "seed": seed, "n_extra": len(extra),
+                             **_evaluate(ctx, model, test_data, groups)})
+                if method == "hudd" and run_index == 0:
+                    meta = {**ctx.model.meta, "hudd_version": __version__, "retrained_from": ctx.model.path.name,
+                            "retrained": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                            "unsafe_images": len(labels), "balanced_images": len(balanced), "seed": seed,
+                            "epochs": config.retrain_epochs}
+                    save_checkpoint(output_model, model.cpu(), ctx.model.spec, meta)
+        metrics = pd.DataFrame(rows)
+        write_csv(ws.metrics_csv, metrics)
+        write_csv(ws.retrain_dir / "comparison.csv", compare(metrics))
+        return [ws.metrics_csv, ws.retrain_dir / "comparison.csv"]
+
+    ran = run_step(ctx, "retrain", VERSION, config={key: getattr(config, key) for key in keys} | {"device": ctx.device.type},
+                   inputs=inputs, compute=compute, force=force)
+    metrics = pd.read_csv(ws.metrics_csv)
+    return RetrainOutcome(ran, metrics, compare(metrics))
