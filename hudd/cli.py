@@ -272,7 +272,7 @@ def demo(directory, force, **kwargs):
     """Run the whole story on simulated eyes in DIRECTORY (default ./demo-case)."""
     from .config import load_config
     from .demo import run_demo
-    from .text import cluster_summary, results_summary
+    from .text import cluster_summary, results_summary, retrain_summary
 
     Path(directory).mkdir(parents=True, exist_ok=True)
     config = load_config(Path(directory), kwargs)
@@ -286,6 +286,7 @@ def demo(directory, force, **kwargs):
     wrong = int((unsafe["label"] != unsafe["prediction"]).sum()) if (unsafe["label"] != "").all() else None
     click.echo(f"unsafe set: {len(unsafe)} improvement images selected for labelling"
                + (f" ({wrong} of them misclassified by the model)" if wrong is not None else "") + f" in {result.workspace.unsafe_dir}")
+    click.echo(retrain_summary(result.retrained.metrics, result.retrained.comparison))
 
 
 def main() -> None:
