@@ -108,3 +108,31 @@ def test_retrain_before_assign_says_what_to_run(trained_case: Path, tmp_path: Pa
     shutil.copytree(trained_case, case)
     result = run_cli("retrain", str(case))
     assert result.exit_code == 2 and "run `hudd assign" in result.stderr
+
+
+def test_keypoint_model_assign_and_retrain_end_to_end(tmp_path: Path):
+    """kpnet: each face element assigns its own clusters; labels.csv carries coordinates; retraining runs."""
+    from hudd.sim import SimulationSettings, simulate_case
+
+    simulate_case(tmp_path, SimulationSettings(task="landmarks", n_train=12, n_test=16, n_improve=10, size=32))
+    assert run_cli("train", str(tmp_path), "--epochs", "1", "--batch-size", "6").exit_code == 0
+    for command in (["test"], ["heatmaps"], ["cluster"], ["assign", "--budget", "4"]):
+        result = run_cli(command[0], str(tmp_path), *command[1:])
+        assert result.exit_code == 0, result.output
+    labels = pd.read_csv(tmp_path / "HUDD/UnsafeSet/labels.csv")
+    assert len(labels) == 4 and labels["image"].is_unique
+    assert list(labels.columns[:4]) == ["image", "cluster", "upper_lid_0_x", "upper_lid_0_y"]
+    truth = pd.read_csv(tmp_path / "DataSets/ImprovementSet/keypoints.csv").set_index("image")
+    first = labels.iloc[0]
+    assert first["iris_centre_x"] == pytest.approx(truth.loc[first["image"].split("/", 1)[1], "iris_centre_x"], abs=1e-3)
+    assert (labels["cluster"].str.contains("-C")).all(), "clusters of face elements"
+    result = run_cli("retrain", str(tmp_path), "--epochs", "1")
+    assert result.exit_code == 0, result.output
+    metrics = pd.read_csv(tmp_path / "HUDD/Retrain/metrics.csv")
+    assert metrics["method"].tolist() == ["original", "hudd", "B1", "B2"]
+    assert metrics["mean_error_px"].notna().all()
+    broken = labels.astype({"iris_centre_y": object})
+    broken.loc[1, "iris_centre_y"] = "left"
+    broken.to_csv(tmp_path / "HUDD/UnsafeSet/labels.csv", index=False)
+    result = run_cli("retrain", str(tmp_path), "--model", "kpnet.pt", "--epochs", "1", "--force")
+    assert result.exit_code == 2 and "rows 3 have a coordinate that is not a number" in result.stderr

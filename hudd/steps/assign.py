@@ -9,8 +9,14 @@ assignment of Fig. 10 fills them (:mod:`hudd.assignment`).
 
 Outputs: ``UnsafeSet/C<i>/`` (the selected images, hard links), ``UnsafeSet/unsafe.csv`` (image,
 cluster, rank, distance, prediction, label when known) and ``UnsafeSet/labels.csv``, the sheet an
-engineer fills in (image, cluster, label), pre-filled when the improvement set is labelled.
-Classification models only for now.
+engineer fills in (image, cluster, then the class, or ``<keypoint>_x, <keypoint>_y`` for keypoint
+models), pre-filled when the improvement set is labelled.
+
+Keypoint models: each face element (keypoint group) has its own clusters and selected layer. An
+improvement image's relevance for a face element explains the element's keypoint whose predicted
+map peak is lowest (the worst keypoint needs labels). Face elements are assigned one after the
+other, largest total quota first, since their distances live in different layers; an image goes
+to at most one cluster.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import torch
 
 from ..assignment import quotas, ranked_assignment, single_linkage
 from ..data import ImageDataset, make_loader
@@ -27,6 +34,7 @@ from ..distance import distance_blocks
 from ..errors import HuddError
 from ..export.clusters import link_images
 from ..lrp import Explainer
+from ..models import decode_keypoints
 from ..predictions import check_finite
 from ..progress import progress
 from ..workspace import save_npy, write_csv
@@ -47,22 +55,40 @@ class AssignOutcome:
     clusters: pd.DataFrame
 
 
-def _clusters(ctx: Context) -> tuple[str, pd.DataFrame]:
+def _clusters(ctx: Context) -> pd.DataFrame:
     ws = ctx.workspace
     entry = ws.step_entry("cluster")
     if not entry or not entry.get("done") or not ws.clusters_csv.is_file():
         raise HuddError(f"{ws.clusters_csv}: no root-cause clusters yet; run `hudd cluster {ctx.case.root}` first")
-    if ctx.model.spec.task != "classification":
-        raise HuddError(f"{ctx.model_name}: hudd assign supports classification models so far; keypoint models are not supported yet")
-    clusters = pd.read_csv(ws.clusters_csv)
-    return str(clusters["layer"].iloc[0]), clusters
+    return pd.read_csv(ws.clusters_csv)
+
+
+def _face_element(cluster: str) -> str:
+    """``upper_lid-C3`` -> ``upper_lid``; ``C3`` -> ``""`` (classification: one group)."""
+    return cluster.rsplit("-C", 1)[0] if "-C" in cluster else ""
+
+
+def _weakest_keypoint(maps: torch.Tensor, members: list[int]) -> torch.Tensor:
+    """Per image, the keypoint of ``members`` whose map peak is lowest: the one the model is least sure
+    of, standing in for the worst keypoint, which needs labels."""
+    peaks = maps[:, members].flatten(2).amax(dim=2)
+    return torch.as_tensor(members, device=maps.device)[peaks.argmin(dim=1)]
+
+
+def _label_columns(ctx: Context, listing) -> pd.DataFrame:
+    """The label columns of labels.csv: the class, or ``<keypoint>_x, <keypoint>_y`` (blank when unknown)."""
+    spec = ctx.model.spec
+    if spec.task == "classification":
+        return pd.DataFrame({"label": np.array(spec.classes, dtype=object)[listing.targets] if listing.labelled else [""] * len(listing)})
+    coords = listing.targets.reshape(len(listing), -1)
+    return pd.DataFrame(coords, columns=[f"{name}_{axis}" for name in spec.keypoints for axis in ("x", "y")])
 
 
 def run(ctx: Context, *, budget: int | None = None, force: bool = False) -> AssignOutcome:
     """Run (or skip, when current) the assignment; see the module docstring."""
     ws = ctx.workspace
-    layer, clusters = _clusters(ctx)
-    names = sorted(clusters["cluster"].unique(), key=lambda c: int(c.rsplit("C", 1)[1]))
+    clusters = _clusters(ctx)
+    names = sorted(clusters["cluster"].unique(), key=lambda c: (_face_element(c), int(c.rsplit("C", 1)[1])))
     sizes = clusters["cluster"].value_counts().reindex(names).to_numpy()
     test = pd.read_csv(ws.test_result)
     if budget is not None and budget <= 0:
@@ -75,37 +101,65 @@ def run(ctx: Context, *, budget: int | None = None, force: bool = False) -> Assi
     dataset = ImageDataset(ctx.case, listing, ctx.model.spec, model_name=ctx.model_name, cache=False)
     config = {"sf": ctx.config.sf, "budget": budget, "lrp_rule": ctx.config.lrp_rule, "device": ctx.device.type}
     inputs = {"cluster": ws.step_entry("cluster")["fingerprint"], "model": ctx.model_hash, "ImprovementSet": ctx.listing_hash(listing)}
+    spec = ctx.model.spec
 
     def compute(fingerprint: str, resume: bool):
         index = pd.read_csv(ws.heatmap_index)
         label_of = dict(zip(clusters["image"], clusters["cluster"]))
-        cluster_of_row = np.array([names.index(label_of[image]) for image in index["image"]])
-        order = np.argsort(cluster_of_row, kind="stable")
-        starts = np.searchsorted(cluster_of_row[order], np.arange(len(names)))
-        reference = np.asarray(np.load(ws.heatmap(layer), mmap_mode="r")[order], dtype=np.float64).reshape(len(order), -1)
-        explainer = Explainer(ctx.model.module, composite=ctx.config.lrp_rule, layers=[layer], device=ctx.device)
-        linkage = np.empty((len(listing), len(names)))
-        predictions = np.empty(len(listing), np.int64)
+        layer_of = dict(zip(clusters["cluster"], clusters["layer"]))
+        groups = []  # (face element, layer, cluster columns, reference heatmaps sorted by cluster, cluster starts, explainer)
+        for element in dict.fromkeys(_face_element(name) for name in names):
+            columns = [i for i, name in enumerate(names) if _face_element(name) == element]
+            layer = layer_of[names[columns[0]]]
+            rows = np.array([i for i, image in enumerate(index["image"]) if _face_element(label_of[image]) == element])
+            cluster_of_row = np.array([names.index(label_of[index["image"][r]]) for r in rows])
+            order = np.argsort(cluster_of_row, kind="stable")
+            starts = np.searchsorted(cluster_of_row[order], columns)
+            reference = np.asarray(np.load(ws.heatmap(layer), mmap_mode="r")[rows[order]], dtype=np.float64).reshape(len(rows), -1)
+            explainer = Explainer(ctx.model.module, composite=ctx.config.lrp_rule, layers=[layer], device=ctx.device)
+            members = spec.keypoint_groups.get(element, list(range(len(spec.keypoints)))) if spec.task == "keypoints" else None
+            groups.append((element, layer, columns, reference, starts, explainer, members))
+        linkage = np.full((len(listing), len(names)), np.inf)
+        predicted = []
         row = 0
         for images, _, idx in progress(make_loader(dataset, batch_size=ctx.config.batch_size), desc="assign", unit="batch"):
-            outputs, relevance = explainer.relevance(images)
+            with torch.no_grad():
+                outputs = groups[0][5].model(images.to(ctx.device))
             check_finite(outputs, dataset, idx)
-            heat = channel_heatmap(relevance[layer]).double().cpu().numpy().reshape(len(images), -1)
-            for _, _, block in distance_blocks(heat, reference, device=ctx.device, block_rows=len(heat)):
-                linkage[row:row + len(images)] = single_linkage(block, starts)
-            predictions[row:row + len(images)] = outputs.argmax(1).cpu().numpy()
+            predicted.append(outputs.argmax(1).cpu().numpy() if spec.task == "classification" else decode_keypoints(outputs).cpu().numpy())
+            for element, layer, columns, reference, starts, explainer, members in groups:
+                target = None if members is None else _weakest_keypoint(outputs, members)
+                _, relevance = explainer.relevance(images, target)
+                heat = channel_heatmap(relevance[layer]).double().cpu().numpy().reshape(len(images), -1)
+                for _, _, block in distance_blocks(heat, reference, device=ctx.device, block_rows=len(heat)):
+                    linkage[row:row + len(images), columns] = single_linkage(block, starts)
             row += len(images)
-        chosen, rank, distance = ranked_assignment(linkage, quota)
-        classes = np.array(ctx.model.spec.classes, dtype=object)
+        chosen = np.full(len(listing), -1, np.int64)
+        rank = np.zeros(len(listing), np.int64)
+        distance = np.full(len(listing), np.nan)
+        # face elements live in different layers, so their distances are not comparable: each is assigned
+        # on its own, largest total quota first, and an image goes to at most one cluster
+        for element, _, columns, *_ in sorted(groups, key=lambda g: -quota[g[2]].sum()):
+            free = np.flatnonzero(chosen < 0)
+            c, r, d = ranked_assignment(linkage[np.ix_(free, columns)], quota[columns])
+            taken = c >= 0
+            chosen[free[taken]] = np.array(columns)[c[taken]]
+            rank[free[taken]], distance[free[taken]] = r[taken], d[taken]
+        predicted = np.concatenate(predicted) if predicted else np.zeros(0)
         table = pd.DataFrame({"image": list(listing.ids), "cluster": [names[c] if c >= 0 else "" for c in chosen],
-                              "rank": rank, "distance": np.round(distance, 6), "prediction": classes[predictions]})
-        table["label"] = classes[listing.targets] if listing.labelled else ""
+                              "rank": rank, "distance": np.round(distance, 6)})
+        if spec.task == "classification":
+            table["prediction"] = np.array(spec.classes, dtype=object)[predicted.astype(np.int64)] if len(predicted) else []
+        else:
+            table["error_px"] = np.round(np.linalg.norm(predicted - listing.targets, axis=-1).mean(axis=1), 4) if len(predicted) else []
+        labels = _label_columns(ctx, listing)
+        table = pd.concat([table, labels], axis=1)
         unsafe = table[chosen >= 0].sort_values(["cluster", "distance", "image"], key=_cluster_key).reset_index(drop=True)
         if ws.unsafe_dir.exists():
             shutil.rmtree(ws.unsafe_dir)
         save_npy(ws.single_linkage_npy, linkage)
         write_csv(ws.unsafe_csv, unsafe)
-        write_csv(ws.labels_csv, unsafe[["image", "cluster", "label"]])
+        write_csv(ws.labels_csv, unsafe[["image", "cluster", *labels.columns]])
         for name in names:
             link_images(ctx.case.datasets, unsafe.loc[unsafe["cluster"] == name, "image"], ws.unsafe_cluster_dir(name))
         return [ws.unsafe_dir]
@@ -117,5 +171,7 @@ def run(ctx: Context, *, budget: int | None = None, force: bool = False) -> Assi
 
 
 def _cluster_key(column: pd.Series) -> pd.Series:
-    """Sort C2 before C10."""
-    return column.str.rsplit("C", n=1).str[1].astype(int) if column.name == "cluster" else column
+    """Sort by face element, then C2 before C10."""
+    if column.name != "cluster":
+        return column
+    return column.map(lambda c: f"{_face_element(c)}\0{int(c.rsplit('C', 1)[1]):09d}")

@@ -57,38 +57,62 @@ def _rows(lines: np.ndarray) -> str:
     return shown + (", ..." if len(lines) > 8 else "")
 
 
-def read_labels(ctx: Context) -> pd.DataFrame:
-    """``labels.csv`` checked against ``unsafe.csv`` and the model's classes; adds the class index ``target``."""
+def read_labels(ctx: Context) -> tuple[pd.DataFrame, np.ndarray]:
+    """``labels.csv`` checked against ``unsafe.csv`` and the model's outputs.
+
+    Returns the table (image, cluster) and the targets: class indices ``(n,)``, or keypoint
+    coordinates ``(n, K, 2)`` from the ``<keypoint>_x, <keypoint>_y`` columns.
+    """
     ws = ctx.workspace
     if not ws.labels_csv.is_file() or not ws.unsafe_csv.is_file():
         raise HuddError(f"{ws.labels_csv}: missing; run `hudd assign {ctx.case.root}` first, then label the images it lists")
     labels = pd.read_csv(ws.labels_csv, keep_default_na=False, dtype=str)
     unsafe = pd.read_csv(ws.unsafe_csv, keep_default_na=False)
-    if not {"image", "label"} <= set(labels.columns):
-        raise HuddError(f"{ws.labels_csv}: needs the columns image and label; found {', '.join(labels.columns)}")
+    spec = ctx.model.spec
+    wanted = ["label"] if spec.task == "classification" else [f"{name}_{axis}" for name in spec.keypoints for axis in ("x", "y")]
+    if not {"image", *wanted} <= set(labels.columns):
+        raise HuddError(f"{ws.labels_csv}: needs the columns image, {', '.join(wanted[:4])}{', ...' if len(wanted) > 4 else ''}; "
+                        f"found {', '.join(labels.columns)}")
     extra = np.flatnonzero(~labels["image"].isin(set(unsafe["image"])) | labels["image"].duplicated())
     if len(extra):
         raise HuddError(f"{ws.labels_csv}: rows {_rows(extra)} are not (or again) images of the unsafe set in {ws.unsafe_csv.name}; remove them")
     absent = sorted(set(unsafe["image"]) - set(labels["image"]))
     if absent:
         raise HuddError(f"{ws.labels_csv}: {len(absent)} unsafe images have no row (first: {absent[0]}); add them with their label")
-    blank = np.flatnonzero(labels["label"].str.strip() == "")
-    classes = ctx.model.spec.classes
+    values = labels[wanted].apply(lambda column: column.str.strip())
+    blank = np.flatnonzero((values == "").any(axis=1))
     if len(blank):
-        raise HuddError(f"{ws.labels_csv}: rows {_rows(blank)} have no label; fill in one of {', '.join(classes)}")
-    unknown = np.flatnonzero(~labels["label"].str.strip().isin(classes))
-    if len(unknown):
-        raise HuddError(f"{ws.labels_csv}: rows {_rows(unknown)} have a label the model does not know "
-                        f"({labels['label'].iloc[unknown[0]]!r}); use one of {', '.join(classes)}")
-    table = labels[["image", "label"]].merge(unsafe[["image", "cluster"]], on="image")
-    table["target"] = [classes.index(label.strip()) for label in table["label"]]
-    return table
+        what = f"one of {', '.join(spec.classes)}" if spec.task == "classification" else "the keypoints' pixel coordinates"
+        raise HuddError(f"{ws.labels_csv}: rows {_rows(blank)} have no label; fill in {what}")
+    if spec.task == "classification":
+        unknown = np.flatnonzero(~values["label"].isin(spec.classes))
+        if len(unknown):
+            raise HuddError(f"{ws.labels_csv}: rows {_rows(unknown)} have a label the model does not know "
+                            f"({values['label'].iloc[unknown[0]]!r}); use one of {', '.join(spec.classes)}")
+        targets = np.array([spec.classes.index(label) for label in values["label"]], dtype=np.int64)
+    else:
+        coords = values.apply(pd.to_numeric, errors="coerce").to_numpy(np.float32)
+        bad = np.flatnonzero(~np.isfinite(coords).all(axis=1))
+        if len(bad):
+            raise HuddError(f"{ws.labels_csv}: rows {_rows(bad)} have a coordinate that is not a number; fix them")
+        targets = coords.reshape(len(labels), len(spec.keypoints), 2)
+    table = labels[["image"]].merge(unsafe[["image", "cluster"]], on="image", how="left")
+    return table, targets
+
+
+def _correct(ctx: Context, outputs: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Per image: the prediction is right (classification) or within ``error_px`` on average (keypoints)."""
+    if ctx.model.spec.task == "classification":
+        return outputs.argmax(1) == targets
+    return np.linalg.norm(outputs - targets, axis=-1).mean(axis=1) <= ctx.config.error_px
 
 
 def _evaluate(ctx: Context, model: torch.nn.Module, test: ImageDataset, groups: dict[str, np.ndarray]) -> dict:
     outputs = predict(model, test, batch_size=ctx.config.batch_size, device=ctx.device, desc="evaluate")
-    correct = outputs.argmax(1) == test.listing.targets
+    correct = _correct(ctx, outputs, test.listing.targets)
     row = {"accuracy": float(correct.mean())}
+    if ctx.model.spec.task == "keypoints":
+        row["mean_error_px"] = float(np.linalg.norm(outputs - test.listing.targets, axis=-1).mean())
     for name, members in groups.items():
         row[name] = float(correct[members].mean()) if len(members) else float("nan")
     return row
@@ -97,7 +121,8 @@ def _evaluate(ctx: Context, model: torch.nn.Module, test: ImageDataset, groups: 
 def _test_groups(ctx: Context, test: SplitListing) -> dict[str, np.ndarray]:
     """Test-image index sets per class, per root-cause cluster, on hazards and per cause."""
     ids = pd.Series(range(len(test)), index=list(test.ids))
-    groups = {f"class_{c}": np.flatnonzero(test.targets == k) for k, c in enumerate(ctx.model.spec.classes)}
+    groups = {f"class_{c}": np.flatnonzero(test.targets == k) for k, c in enumerate(ctx.model.spec.classes)} \
+        if ctx.model.spec.task == "classification" else {}
     clusters = pd.read_csv(ctx.workspace.clusters_csv)
     for name, members in clusters.groupby("cluster", sort=False)["image"]:
         groups[f"cluster_{name}"] = ids.reindex(members).dropna().to_numpy(np.int64)
@@ -129,7 +154,7 @@ def compare(metrics: pd.DataFrame, column: str = "accuracy") -> pd.DataFrame:
 def run(ctx: Context, *, force: bool = False) -> RetrainOutcome:
     """Run (or skip, when current) the retraining; see the module docstring."""
     ws = ctx.workspace
-    labels = read_labels(ctx)
+    labels, label_targets = read_labels(ctx)
     config = ctx.config
     train = ctx.listing("TrainingSet")
     improve = ctx.listing("ImprovementSet", unlabelled_ok=True)
@@ -146,10 +171,10 @@ def run(ctx: Context, *, force: bool = False) -> RetrainOutcome:
         # one pool (training set, then improvement set with the engineers' labels) so images decode once
         improve_targets = improve.targets.copy()
         position = {image: len(train) + i for i, image in enumerate(improve.ids)}
-        for image, target in zip(labels["image"], labels["target"]):
+        for image, target in zip(labels["image"], label_targets):
             improve_targets[position[image] - len(train)] = target
-        pool = SplitListing("pool", "classification", train.ids + improve.ids, np.concatenate([train.targets, improve_targets]),
-                            classes=train.classes)
+        pool = SplitListing("pool", train.task, train.ids + improve.ids, np.concatenate([train.targets, improve_targets]),
+                            classes=train.classes, keypoints=train.keypoints)
         pool_data = ImageDataset(ctx.case, pool, ctx.model.spec, model_name=ctx.model_name)
         test_data = ImageDataset(ctx.case, test, ctx.model.spec, model_name=ctx.model_name)
         groups = _test_groups(ctx, test)
@@ -167,16 +192,16 @@ def run(ctx: Context, *, force: bool = False) -> RetrainOutcome:
                 if original_improve is None:
                     improve_data = ImageDataset(ctx.case, improve, ctx.model.spec, model_name=ctx.model_name)
                     original_improve = predict(ctx.model.module, improve_data, batch_size=config.batch_size, device=ctx.device,
-                                               desc="predict ImprovementSet").argmax(1)
+                                               desc="predict ImprovementSet")
                 reduced = reduced_improvement_set(len(improve), len(labels), rng)
-                wrong = reduced[original_improve[reduced] != improve.targets[reduced]]
+                wrong = reduced[~_correct(ctx, original_improve[reduced], improve.targets[reduced])]
                 extras["B1"] = len(train) + wrong[bootstrap_to(len(wrong), len(balanced), rng)]
                 extras["B2"] = len(train) + reduced[bootstrap_to(len(reduced), len(balanced), rng)]
             for method, extra in extras.items():
                 torch.manual_seed(seed)
                 model = copy.deepcopy(ctx.model.module)
                 data = Subset(pool_data, np.concatenate([np.arange(len(train)), extra]).tolist())
-                fit(model, data, None, task="classification", settings=TrainSettings(**{**settings.__dict__, "seed": seed}),
+                fit(model, data, None, task=train.task, settings=TrainSettings(**{**settings.__dict__, "seed": seed}),
                     device=ctx.device, desc=f"retrain {method} run {run_index + 1}/{config.runs}")
                 rows.append({"run": run_index + 1, "method": method, "seed": seed, "n_extra": len(extra),
                              **_evaluate(ctx, model, test_data, groups)})
