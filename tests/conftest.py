@@ -34,3 +34,14 @@ def trained_case(tmp_path_factory, tiny_case) -> Path:
 def run_cli(*args: str):
     """Invoke the CLI in-process; returns click's Result (exit_code, stdout, stderr)."""
     return CliRunner().invoke(cli, ["--quiet", *args])
+
+
+def one_line_error(result, *fragments: str) -> str:
+    """Assert a CLI result is exit 2 with one ``hudd: error:`` line on stderr containing every fragment."""
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("hudd: error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+    assert "Traceback" not in result.output
+    return lines[0]

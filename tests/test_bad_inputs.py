@@ -7,7 +7,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import one_line_error, run_cli
 
 
 @pytest.fixture
@@ -17,74 +17,64 @@ def case(tmp_path: Path, tiny_case: Path) -> Path:
     return target
 
 
-def _one_line_error(result, *fragments: str) -> str:
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("hudd: error: ")
-    for fragment in fragments:
-        assert fragment in lines[0]
-    assert "Traceback" not in result.output
-    return lines[0]
-
 
 def test_missing_set_folder(case: Path):
     shutil.rmtree(case / "DataSets/TrainingSet")
-    _one_line_error(run_cli("train", str(case)), str(case / "DataSets/TrainingSet"), "folder missing")
+    one_line_error(run_cli("train", str(case)), str(case / "DataSets/TrainingSet"), "folder missing")
 
 
 def test_missing_case_folder(tmp_path: Path):
-    _one_line_error(run_cli("train", str(tmp_path / "nowhere")), str(tmp_path / "nowhere"), "case folder missing")
+    one_line_error(run_cli("train", str(tmp_path / "nowhere")), str(tmp_path / "nowhere"), "case folder missing")
 
 
 def test_empty_class_folder(case: Path):
     (case / "DataSets/TrainingSet/Sideways").mkdir()
-    _one_line_error(run_cli("train", str(case)), "DataSets/TrainingSet/Sideways", "has no images")
+    one_line_error(run_cli("train", str(case)), "DataSets/TrainingSet/Sideways", "has no images")
 
 
 def test_corrupt_image(case: Path):
     victim = sorted((case / "DataSets/TrainingSet/TopLeft").iterdir())[3]
     victim.write_bytes(victim.read_bytes()[:40])
-    _one_line_error(run_cli("train", str(case), "--epochs", "1"), str(victim), "cannot read image")
+    one_line_error(run_cli("train", str(case), "--epochs", "1"), str(victim), "cannot read image")
 
 
 def test_non_image_file(case: Path):
     (case / "DataSets/TrainingSet/TopLeft/notes.txt").write_text("labels checked by Ann")
-    _one_line_error(run_cli("train", str(case)), "TopLeft/notes.txt", "not an image")
+    one_line_error(run_cli("train", str(case)), "TopLeft/notes.txt", "not an image")
 
 
 def test_text_file_named_png(case: Path):
     fake = case / "DataSets/TrainingSet/TopLeft/zzz.png"
     fake.write_text("not really a png")
-    _one_line_error(run_cli("train", str(case), "--epochs", "1"), str(fake), "cannot read image")
+    one_line_error(run_cli("train", str(case), "--epochs", "1"), str(fake), "cannot read image")
 
 
 def test_image_of_the_wrong_size(case: Path):
     odd = case / "DataSets/TrainingSet/TopLeft/zzz.png"
     iio.imwrite(odd, np.zeros((48, 48), np.uint8))
-    _one_line_error(run_cli("train", str(case), "--epochs", "1"), str(odd), "image is 48x48 grayscale", "expects 32x32 grayscale")
+    one_line_error(run_cli("train", str(case), "--epochs", "1"), str(odd), "image is 48x48 grayscale", "expects 32x32 grayscale")
 
 
 def test_image_of_the_wrong_mode(case: Path):
     rgb = case / "DataSets/TrainingSet/TopLeft/zzz.png"
     iio.imwrite(rgb, np.zeros((32, 32, 3), np.uint8))
-    _one_line_error(run_cli("train", str(case), "--epochs", "1"), str(rgb), "image is 32x32 RGB", "expects 32x32 grayscale")
+    one_line_error(run_cli("train", str(case), "--epochs", "1"), str(rgb), "image is 32x32 RGB", "expects 32x32 grayscale")
 
 
 def test_test_image_that_does_not_fit_the_model(case: Path):
     rgb = case / "DataSets/TestSet/TopLeft/zzz.png"
     iio.imwrite(rgb, np.zeros((32, 32, 3), np.uint8))
-    _one_line_error(run_cli("train", str(case), "--epochs", "1"), str(rgb), "image is 32x32 RGB", "alexnet-small.pt expects 32x32 grayscale")
+    one_line_error(run_cli("train", str(case), "--epochs", "1"), str(rgb), "image is 32x32 RGB", "alexnet-small.pt expects 32x32 grayscale")
     assert (case / "DNNModels/alexnet-small.pt").is_file(), "the trained model is kept"
 
 
 def test_unknown_arch(case: Path):
-    _one_line_error(run_cli("train", str(case), "--arch", "resnet9"), "--arch resnet9", "known: alexnet, alexnet-small, kpnet")
+    one_line_error(run_cli("train", str(case), "--arch", "resnet9"), "--arch resnet9", "known: alexnet, alexnet-small, kpnet")
 
 
 def test_unknown_class_in_test_set_stops_before_training(case: Path):
     shutil.copytree(case / "DataSets/TestSet/TopLeft", case / "DataSets/TestSet/Upwards")
-    _one_line_error(run_cli("train", str(case)), "DataSets/TestSet/Upwards", "unknown to the model")
+    one_line_error(run_cli("train", str(case)), "DataSets/TestSet/Upwards", "unknown to the model")
     assert not (case / "DNNModels/alexnet-small.pt").exists()
 
 

@@ -14,7 +14,7 @@ import torch
 from hudd.data import Case, ImageDataset, list_split
 from hudd.lrp import Explainer
 from hudd.models import load_model, save_checkpoint
-from tests.conftest import run_cli
+from tests.conftest import one_line_error, run_cli
 
 
 @pytest.fixture
@@ -108,30 +108,23 @@ def test_heatmaps_resume_after_a_crash_and_end_byte_identical(case: Path, tmp_pa
     assert _digests(case / "HUDD/Heatmaps") == _digests(reference / "HUDD/Heatmaps")
 
 
-def _one_line_error(result, *fragments):
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("hudd: error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0]
-
 
 def test_no_error_inducing_image_is_nothing_to_analyse(case: Path):
     assert run_cli("test", str(case)).exit_code == 0
     results = pd.read_csv(case / "HUDD/testResult.csv")
     results["correct"] = True
     results.to_csv(case / "HUDD/testResult.csv", index=False)
-    _one_line_error(run_cli("heatmaps", str(case)), "testResult.csv", "makes no error", "nothing to analyse")
+    one_line_error(run_cli("heatmaps", str(case)), "testResult.csv", "makes no error", "nothing to analyse")
     assert (case / "HUDD/testResult.csv").is_file() and (case / "HUDD/trainResult.csv").is_file()
 
 
 def test_heatmaps_before_test_says_what_to_run(case: Path):
-    _one_line_error(run_cli("heatmaps", str(case)), "testResult.csv: missing", "hudd test")
+    one_line_error(run_cli("heatmaps", str(case)), "testResult.csv: missing", "hudd test")
 
 
 def test_unknown_layer_lists_valid_layers(case: Path):
     assert run_cli("test", str(case)).exit_code == 0
-    _one_line_error(run_cli("heatmaps", str(case), "--layers", "features.1"), "unknown layer 'features.1'", "valid layers: features.0, features.3")
+    one_line_error(run_cli("heatmaps", str(case), "--layers", "features.1"), "unknown layer 'features.1'", "valid layers: features.0, features.3")
 
 
 def test_nan_output_names_the_image(case: Path):
@@ -139,23 +132,23 @@ def test_nan_output_names_the_image(case: Path):
     with torch.no_grad():
         loaded.module.classifier[6].bias[0] = float("nan")
     save_checkpoint(case / "DNNModels/alexnet-small.pt", loaded.module, loaded.spec, loaded.meta)
-    _one_line_error(run_cli("test", str(case)), "DataSets/TrainingSet/", "is NaN or infinite", "alexnet-small.pt")
+    one_line_error(run_cli("test", str(case)), "DataSets/TrainingSet/", "is NaN or infinite", "alexnet-small.pt")
 
 
 def test_model_and_data_that_do_not_fit(case: Path):
     rgb = case / "DataSets/TestSet/TopLeft/zzz.png"
     iio.imwrite(rgb, np.zeros((32, 32, 3), np.uint8))
-    _one_line_error(run_cli("test", str(case)), str(rgb), "image is 32x32 RGB", "alexnet-small.pt expects 32x32 grayscale")
+    one_line_error(run_cli("test", str(case)), str(rgb), "image is 32x32 RGB", "alexnet-small.pt expects 32x32 grayscale")
     rgb.unlink()
     shutil.copytree(case / "DataSets/TestSet/TopLeft", case / "DataSets/TestSet/Upwards")
-    _one_line_error(run_cli("test", str(case)), "DataSets/TestSet/Upwards", "unknown to alexnet-small.pt")
+    one_line_error(run_cli("test", str(case)), "DataSets/TestSet/Upwards", "unknown to alexnet-small.pt")
 
 
 def test_second_command_on_a_busy_workspace_exits_2(case: Path):
     from hudd.workspace import Workspace
 
     with Workspace(case / "HUDD").locked("hudd heatmaps"):
-        _one_line_error(run_cli("test", str(case)), "workspace is in use by pid", "hudd heatmaps")
+        one_line_error(run_cli("test", str(case)), "workspace is in use by pid", "hudd heatmaps")
 
 
 def test_keypoint_case_end_to_end(tmp_path: Path):
