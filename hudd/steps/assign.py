@@ -123,16 +123,19 @@ def run(ctx: Context, *, budget: int | None = None, force: bool = False) -> Assi
         predicted = []
         row = 0
         for images, _, idx in progress(make_loader(dataset, batch_size=ctx.config.batch_size), desc="assign", unit="batch"):
-            with torch.no_grad():
-                outputs = groups[0][5].model(images.to(ctx.device))
-            check_finite(outputs, dataset, idx)
-            predicted.append(outputs.argmax(1).cpu().numpy() if spec.task == "classification" else decode_keypoints(outputs).cpu().numpy())
+            outputs = None
+            if spec.task == "keypoints":  # the keypoint to explain depends on the maps: look at them first
+                with torch.no_grad():
+                    outputs = groups[0][5].model(images.to(ctx.device))
             for element, layer, columns, reference, starts, explainer, members in groups:
                 target = None if members is None else _weakest_keypoint(outputs, members)
-                _, relevance = explainer.relevance(images, target)
+                explained, relevance = explainer.relevance(images, target)
+                outputs = explained if outputs is None else outputs
                 heat = channel_heatmap(relevance[layer]).double().cpu().numpy().reshape(len(images), -1)
                 for _, _, block in distance_blocks(heat, reference, device=ctx.device, block_rows=len(heat)):
                     linkage[row:row + len(images), columns] = single_linkage(block, starts)
+            check_finite(outputs, dataset, idx)
+            predicted.append(outputs.argmax(1).cpu().numpy() if spec.task == "classification" else decode_keypoints(outputs).cpu().numpy())
             row += len(images)
         chosen = np.full(len(listing), -1, np.int64)
         rank = np.zeros(len(listing), np.int64)
