@@ -8,6 +8,7 @@ per-channel mean and std of the training images become the checkpoint's normalis
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ from .data import Case, ImageDataset, image_shape, list_split, read_params
 from .device import resolve_device
 from .errors import HuddError
 from .models import ModelSpec, get_model, list_models, save_checkpoint
-from .predictions import accuracy_by, predict, score
+from .predictions import predict, score
 from .progress import echo, progress
 from .training import TrainSettings, fit
 
@@ -99,7 +100,7 @@ def train_baseline(case: Case, config: Config, *, arch: str | None = None, name:
         list_split(case, "TestSet", spec=provisional, model_name=f"the model being trained ({path.name})")
     raw = ImageDataset(case, listing, provisional, model_name=f"the first TrainingSet image's format ({provisional.describe_input()})")
     mean, std = _channel_stats(raw)
-    spec = ModelSpec(**{**provisional.__dict__, "mean": mean, "std": std})
+    spec = dataclasses.replace(provisional, mean=mean, std=std)
     dataset = raw.with_spec(spec, model_name=f"{name}")
     order = np.random.default_rng(config.seed).permutation(len(dataset))
     n_val = int(round(config.val_fraction * len(dataset))) if len(dataset) >= 10 else 0

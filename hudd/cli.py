@@ -43,8 +43,6 @@ def _case(path: str) -> Path:
 
 def _config_options(*names: str):
     """Add the command-line flags of these config keys (``batch_size`` -> ``--batch-size``)."""
-    from .config import Config  # noqa: F401  (the keys below are Config fields)
-
     flags = {
         "device": click.option("--device", default=None, help="auto, cpu or cuda (default: auto)."),
         "batch_size": click.option("--batch-size", "batch_size", type=int, default=None, help="Images per batch."),

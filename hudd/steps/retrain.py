@@ -18,6 +18,7 @@ and compare with the paper's baselines (RQ2).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime as _dt
 from dataclasses import dataclass
 
@@ -201,7 +202,7 @@ def run(ctx: Context, *, force: bool = False) -> RetrainOutcome:
                 torch.manual_seed(seed)
                 model = copy.deepcopy(ctx.model.module)
                 data = Subset(pool_data, np.concatenate([np.arange(len(train)), extra]).tolist())
-                fit(model, data, None, task=train.task, settings=TrainSettings(**{**settings.__dict__, "seed": seed}),
+                fit(model, data, None, task=train.task, settings=dataclasses.replace(settings, seed=seed),
                     device=ctx.device, desc=f"retrain {method} run {run_index + 1}/{config.runs}")
                 rows.append({"run": run_index + 1, "method": method, "seed": seed, "n_extra": len(extra),
                              **_evaluate(ctx, model, test_data, groups)})
