@@ -7,6 +7,7 @@ exit status 2 (with the traceback only under ``--debug``).
 from __future__ import annotations
 
 import contextlib
+import errno
 import sys
 from pathlib import Path
 
@@ -18,8 +19,11 @@ from .errors import HuddError
 __all__ = ["cli", "main"]
 
 
+_STORAGE_ERRORS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT}
+
+
 class _Group(click.Group):
-    """Turns HuddError into one line on stderr and exit status 2."""
+    """Turns HuddError, and an OSError about a file (disk full, read-only), into one line on stderr and exit status 2."""
 
     def invoke(self, ctx: click.Context):
         try:
@@ -28,6 +32,13 @@ class _Group(click.Group):
             if ctx.params.get("debug"):
                 raise
             click.echo(f"hudd: error: {exc}", err=True)
+            ctx.exit(2)
+        except OSError as exc:
+            if ctx.params.get("debug") or not (exc.filename or exc.errno in _STORAGE_ERRORS):
+                raise
+            where = f"{exc.filename}: " if exc.filename else ""
+            click.echo(f"hudd: error: {where}{exc.strerror}; free space or fix permissions, then run the command again "
+                       f"(finished steps are kept)", err=True)
             ctx.exit(2)
         except KeyboardInterrupt:
             click.echo("hudd: interrupted; finished steps are kept, run the command again to resume", err=True)
@@ -52,9 +63,14 @@ def _config_options(*names: str):
         "workspace": click.option("--workspace", default=None, help="Workspace folder (default <case>/HUDD)."),
     }
 
+    return _options(tuple(flags[name] for name in names))
+
+
+def _options(options: tuple):
+    """Apply click options in the order given (the first is listed first in --help)."""
     def decorate(fn):
-        for name in reversed(names):
-            fn = flags[name](fn)
+        for option in reversed(options):
+            fn = option(fn)
         return fn
 
     return decorate
@@ -197,10 +213,22 @@ def cluster(case, model, trust_model, arch, force, **kwargs):
         click.echo(cluster_summary(outcome.summary, outcome.clusters, ctx.workspace))
 
 
+_SELECTION_OPTIONS = (
+    click.option("--sf", type=float, default=None, help="Selection factor of equation 7 (default 0.3)."),
+    click.option("--budget", type=int, default=None, help="Label exactly this many images, split like the quotas."),
+)
+_RETRAIN_OPTIONS = (
+    click.option("--epochs", "retrain_epochs", type=int, default=None, help="Fine-tuning epochs (default 10)."),
+    click.option("--runs", type=int, default=None, help="Repeat every method with this many seeds (default 1; the paper used 10)."),
+    click.option("--baselines/--no-baselines", default=None, help="Also train the paper's baselines B1 and B2 (default: yes)."),
+    click.option("--seed", type=int, default=None, help="First seed (default 0)."),
+    *_SELECTION_OPTIONS,
+)
+
+
 @cli.command()
 @click.argument("case")
-@click.option("--sf", type=float, default=None, help="Selection factor of equation 7 (default 0.3).")
-@click.option("--budget", type=int, default=None, help="Label exactly this many images, split like the quotas.")
+@_options(_SELECTION_OPTIONS)
 @_step_options
 def assign(case, model, trust_model, arch, force, budget, **kwargs):
     """Step 4: select improvement-set images per root-cause cluster (ranked single linkage, quotas)."""
@@ -216,20 +244,65 @@ def assign(case, model, trust_model, arch, force, budget, **kwargs):
 
 @cli.command()
 @click.argument("case")
-@click.option("--epochs", "retrain_epochs", type=int, default=None, help="Fine-tuning epochs (default 10).")
-@click.option("--runs", type=int, default=None, help="Repeat every method with this many seeds (default 1; the paper used 10).")
-@click.option("--baselines/--no-baselines", default=None, help="Also train the paper's baselines B1 and B2 (default: yes).")
-@click.option("--seed", type=int, default=None, help="First seed (default 0).")
+@_options(_RETRAIN_OPTIONS)
 @_step_options
-def retrain(case, model, trust_model, arch, force, **kwargs):
-    """Steps 6-7: fine-tune on training set + balanced labelled unsafe set; compare with baselines B1, B2."""
-    from .steps import retrain as retrain_step
+def retrain(case, model, trust_model, arch, force, budget, **kwargs):
+    """Steps 4-7: select the unsafe set (hudd assign), stop if it needs labels, fine-tune, compare with B1/B2, report."""
+    from .pipeline import retrain as retrain_pipeline
     from .text import retrain_summary
 
     with _step_context(case, "retrain", model, trust_model, arch, kwargs) as ctx:
-        outcome = retrain_step.run(ctx, force=force)
-        click.echo(retrain_summary(outcome.metrics, outcome.comparison))
+        reselect = budget is not None or kwargs.get("sf") is not None
+        outcome = retrain_pipeline(ctx, budget=budget, reselect=reselect, force=force)
+        click.echo(retrain_summary(outcome.retrained.metrics, outcome.retrained.comparison))
         click.echo(f"retrained model: {ctx.case.models / (ctx.model.path.stem + '-hudd.pt')}; metrics: {ctx.workspace.metrics_csv}")
+        click.echo(f"report: {outcome.report}")
+
+
+@cli.command()
+@click.argument("case")
+@click.option("--k-min", "k_min", type=int, default=None, help="Smallest number of clusters tried (default 2).")
+@click.option("--k-max", "k_max", type=int, default=None, help="Largest number of clusters tried (default 500, at most errors/2).")
+@_EXPORT_OPTION
+@_step_options
+def analyze(case, model, trust_model, arch, force, **kwargs):
+    """Steps 0-2: test, heatmaps, clusters, export and report; finished steps are skipped, a killed run resumes."""
+    from .pipeline import analyze as analyze_pipeline
+    from .text import cluster_summary, test_summary
+
+    with _step_context(case, "analyze", model, trust_model, arch, kwargs) as ctx:
+        outcome = analyze_pipeline(ctx, force=force)
+        click.echo(test_summary(outcome.tested.train, outcome.tested.test, ctx.model.spec.task))
+        click.echo(cluster_summary(outcome.clusters.summary, outcome.clusters.clusters, ctx.workspace))
+        click.echo(f"report: {outcome.report}")
+
+
+@cli.command()
+@click.argument("case")
+@_model_options
+@_config_options("workspace")
+def evaluate(case, model, trust_model, arch, **kwargs):
+    """Score the clusters against the simulator's injected causes: purity, coverage, RR (HUDD/evaluation.csv)."""
+    from .steps import evaluate as evaluate_step
+    from .text import evaluation_summary
+
+    with _step_context(case, "evaluate", model, trust_model, arch, kwargs) as ctx:
+        evaluation = evaluate_step.run(ctx)
+        click.echo(evaluation_summary(evaluation))
+        click.echo(f"written: {ctx.workspace.evaluation_csv}")
+        click.echo(evaluation.line())
+
+
+@cli.command()
+@click.argument("case")
+@_model_options
+@_config_options("workspace")
+def report(case, model, trust_model, arch, **kwargs):
+    """Write HUDD/report.html from what the workspace holds (any stage)."""
+    from .steps import report as report_step
+
+    with _step_context(case, "report", model, trust_model, arch, kwargs) as ctx:
+        click.echo(f"report: {report_step.run(ctx)}")
 
 
 @cli.command("export")
@@ -270,21 +343,25 @@ def demo(directory, force, **kwargs):
     """Run the whole story on simulated eyes in DIRECTORY (default ./demo-case)."""
     from .config import load_config
     from .demo import run_demo
-    from .text import cluster_summary, results_summary, retrain_summary
+    from .text import cluster_summary, evaluation_summary, results_summary, retrain_summary
 
     Path(directory).mkdir(parents=True, exist_ok=True)
     config = load_config(Path(directory), kwargs)
     result = run_demo(Path(directory), config, force=force)
+    analysis, retraining = result.analysis, result.retraining
     click.echo(f"demo case: {result.case.root} (model {result.model_path.name}, {'trained now' if result.trained else 'reused'})")
     click.echo(results_summary(result.test_results, "classification"))
-    click.echo(f"heatmaps: {result.heatmaps.n_images} error-inducing images x {len(result.heatmaps.layers)} layers "
-               f"({', '.join(result.heatmaps.layers['alias'])})")
-    click.echo(cluster_summary(result.clusters.summary, result.clusters.clusters, result.workspace))
-    unsafe = result.unsafe.unsafe
+    click.echo(f"heatmaps: {analysis.heatmaps.n_images} error-inducing images x {len(analysis.heatmaps.layers)} layers "
+               f"({', '.join(analysis.heatmaps.layers['alias'])})")
+    click.echo(cluster_summary(analysis.clusters.summary, analysis.clusters.clusters, result.workspace))
+    unsafe = retraining.unsafe.unsafe
     wrong = int((unsafe["label"] != unsafe["prediction"]).sum()) if (unsafe["label"] != "").all() else None
     click.echo(f"unsafe set: {len(unsafe)} improvement images selected for labelling"
                + (f" ({wrong} of them misclassified by the model)" if wrong is not None else "") + f" in {result.workspace.unsafe_dir}")
-    click.echo(retrain_summary(result.retrained.metrics, result.retrained.comparison))
+    click.echo(retrain_summary(retraining.retrained.metrics, retraining.retrained.comparison))
+    click.echo(evaluation_summary(result.evaluation))
+    click.echo(f"report: {result.report}")
+    click.echo(result.evaluation.line())
 
 
 def main() -> None:

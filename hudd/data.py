@@ -210,6 +210,7 @@ def list_split(case: Case, split: str, *, spec: ModelSpec | None = None, task: s
         keypoint CSV that does not match the images.
     """
     set_dir = case.split_dir(split)
+    _require_dir(case.datasets, "a case folder holds DataSets/ with TrainingSet/, TestSet/ and ImprovementSet/ (see DataSets/README.md)")
     _require_dir(set_dir, f"create it with the {split} images (see DataSets/README.md)")
     task = spec.task if spec is not None else (task or detect_task(case, split))
     if task == "classification":

@@ -1,9 +1,10 @@
 """``hudd demo``: the whole story on simulated eyes, end to end.
 
-Simulate the gaze case, train ``alexnet-small``, then run every HUDD step that exists so far
-(test, heatmaps, cluster, export, assign, and retrain with the baselines B1 and B2: 3 runs of 2
-fine-tuning epochs each) and print a short summary. Idempotent: data with the same simulation
-settings, an existing model and current steps are reused (``--force`` redoes everything).
+Simulate the gaze case, train ``alexnet-small``, then ``hudd analyze`` (test, heatmaps, cluster,
+export), ``hudd retrain`` (assign; retrain with the baselines B1 and B2: 3 runs of 2 fine-tuning
+epochs each), ``hudd evaluate`` and the report, and print a short summary. Idempotent: data with
+the same simulation settings, an existing model and current steps are reused (``--force`` redoes
+everything).
 """
 
 from __future__ import annotations
@@ -19,12 +20,10 @@ from .config import Config
 from .data import Case, read_params
 from .progress import echo
 from .sim import SimulationSettings, simulate_case
-from .steps import assign as assign_step
-from .steps import retrain as retrain_step
-from .steps import cluster as cluster_step
-from .steps import export as export_step
-from .steps import heatmaps as heatmaps_step
-from .steps import test as test_step
+from .evaluation import Evaluation
+from .pipeline import AnalyzeOutcome, RetrainPipelineOutcome, analyze, retrain
+from .steps import evaluate as evaluate_step
+from .steps import report as report_step
 from .steps.common import open_context
 from .workspace import Workspace
 
@@ -43,10 +42,10 @@ class DemoResult:
     model_path: Path
     trained: bool
     test_results: pd.DataFrame
-    heatmaps: heatmaps_step.HeatmapsOutcome
-    clusters: cluster_step.ClusterOutcome
-    unsafe: assign_step.AssignOutcome
-    retrained: retrain_step.RetrainOutcome
+    analysis: AnalyzeOutcome
+    retraining: RetrainPipelineOutcome
+    evaluation: Evaluation
+    report: Path
     workspace: Workspace
 
 
@@ -63,13 +62,12 @@ def run_demo(directory: Path, config: Config, *, settings: SimulationSettings | 
     else:
         echo(f"train: reused {model_path}")
     with open_context(case.root, config, command="hudd demo", model=DEMO_MODEL) as ctx:
-        tested = test_step.run(ctx, force=force)
-        heatmaps = heatmaps_step.run(ctx, force=force)
-        clusters = cluster_step.run(ctx, force=force)
-        export_step.run(ctx, force=force)
-        unsafe = assign_step.run(ctx, force=force)
+        analysis = analyze(ctx, force=force)
         demo_retraining = dataclasses.replace(ctx.config, runs=DEMO_RUNS, retrain_epochs=DEMO_RETRAIN_EPOCHS)
-        retrained = retrain_step.run(dataclasses.replace(ctx, config=demo_retraining), force=force)
+        retraining = retrain(dataclasses.replace(ctx, config=demo_retraining), force=force)
+        evaluation = evaluate_step.run(ctx)
+        report = report_step.run(ctx)
     params = read_params(case, "TestSet")
-    results = tested.test.merge(params[["image", "cause"]], on="image", how="left") if params is not None else tested.test
-    return DemoResult(case, model_path, trained, results, heatmaps, clusters, unsafe, retrained, ctx.workspace)
+    tested = analysis.tested.test
+    results = tested.merge(params[["image", "cause"]], on="image", how="left") if params is not None else tested
+    return DemoResult(case, model_path, trained, results, analysis, retraining, evaluation, report, ctx.workspace)

@@ -6,7 +6,7 @@ import pandas as pd
 
 from .predictions import accuracy_by
 
-__all__ = ["format_table", "results_summary", "hazard_ratio", "test_summary", "cluster_summary", "retrain_summary"]
+__all__ = ["format_table", "results_summary", "hazard_ratio", "test_summary", "cluster_summary", "retrain_summary", "evaluation_summary"]
 
 
 def format_table(table: pd.DataFrame, *, floats: str = "{:.3f}") -> str:
@@ -77,3 +77,15 @@ def retrain_summary(metrics: pd.DataFrame, comparison: pd.DataFrame) -> str:
 
         lines += ["accuracy on images with an injected hazard", format_table(compare(metrics, "hazard"), floats="{:.4f}")]
     return "\n".join(lines)
+
+
+def evaluation_summary(evaluation) -> str:
+    """Per cluster: size, dominant cause, purity and the two parameters it agrees on most (highest RR)."""
+    table = evaluation.table
+    rr = table[[c for c in table.columns if c.startswith("rr_")]]
+    top = [", ".join(f"{name[3:]} {value:.2f}" for name, value in row.dropna().sort_values(ascending=False).head(2).items())
+           for _, row in rr.iterrows()]
+    shown = table[["cluster", "size", "dominant_cause", "purity"]].assign(highest_rr=top)
+    causes = ", ".join(evaluation.causes) or "none"
+    covered = ", ".join(evaluation.covered) or "none"
+    return "\n".join([format_table(shown, floats="{:.2f}"), f"injected causes among the errors: {causes}; covered: {covered}"])

@@ -7,8 +7,9 @@ No other module builds a path into the workspace. Layout (``<case>/HUDD/`` by de
     Heatmaps/<layer>.npy     (n_error_images, N, M) relevance; rows indexed by Heatmaps/images.csv
     ClusterAnalysis/<layer>/ distances.npy, distances.xlsx, wicd.csv, wicd.png, clusters.csv, C<i>/, C<i>.gif
     clusters.csv, summary.csv
-    UnsafeSet/C<i>/, unsafe.csv, labels.csv
-    Retrain/metrics.csv
+    UnsafeSet/C<i>/, unsafe.csv, quotas.csv, labels.csv
+    Retrain/metrics.csv, Retrain/comparison.csv
+    evaluation.csv           clusters scored against the simulator's injected causes
     report.html
 
 Writes go to a temporary name in the target folder and are renamed into place with
@@ -49,7 +50,10 @@ def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it to ``path``, on error delete it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:  # name the file being written, not the temporary one
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
     os.close(fd)
     tmp = Path(tmp)
     try:
@@ -220,6 +224,10 @@ class Workspace:
         return self.unsafe_dir / "unsafe.csv"
 
     @property
+    def quotas_csv(self) -> Path:
+        return self.unsafe_dir / "quotas.csv"
+
+    @property
     def labels_csv(self) -> Path:
         return self.unsafe_dir / "labels.csv"
 
@@ -234,6 +242,15 @@ class Workspace:
     @property
     def metrics_csv(self) -> Path:
         return self.retrain_dir / "metrics.csv"
+
+    @property
+    def labels_backup(self) -> Path:
+        """A copy of ``labels.csv`` taken before ``hudd assign`` reruns, so no label typed in is lost."""
+        return self.root / "labels-backup.csv"
+
+    @property
+    def evaluation_csv(self) -> Path:
+        return self.root / "evaluation.csv"
 
     @property
     def report_html(self) -> Path:
@@ -274,28 +291,38 @@ class Workspace:
         return bool(entry) and not entry.get("done") and entry.get("fingerprint") == fingerprint
 
     def start_step(self, step: str, fingerprint: str | None = None) -> None:
-        """Mark ``step`` not done (started with ``fingerprint``) and delete the outputs it recorded,
-        so stale files never look current."""
+        """Mark ``step`` not done (started with ``fingerprint``), so its old outputs never look current.
+
+        The old outputs stay on disk while the step runs, so a run stopped by bad input loses nothing
+        already computed; :meth:`finish_step` deletes those the new run did not write again.
+        """
         data = self.read_manifest()
         entry = data["steps"].get(step) or {}
-        for rel in entry.get("outputs", []):
+        previous = entry.get("outputs", []) if entry.get("done") else entry.get("previous_outputs", [])
+        data["steps"][step] = {"done": False, "started": _now(), "fingerprint": fingerprint, "previous_outputs": list(previous)}
+        self._write_manifest(data)
+
+    def finish_step(self, step: str, fingerprint: str, *, inputs: Mapping[str, str], outputs: Iterable[Path],
+                    config: Mapping[str, Any] | None = None) -> None:
+        """Record ``step`` done with its input fingerprint, inputs, the settings it ran with and its outputs
+        (paths inside the workspace)."""
+        data = self.read_manifest()
+        entry = data["steps"].get(step) or {}
+        outputs = sorted(str(Path(p).resolve().relative_to(self.root.resolve())) for p in outputs)
+        for rel in entry.get("previous_outputs", []):
+            if any(rel == out or out.startswith(f"{rel}/") or rel.startswith(f"{out}/") for out in outputs):
+                continue
             target = self.root / rel
-            if target.is_dir():
+            if target.is_dir() and not target.is_symlink():
                 shutil.rmtree(target)
             else:
                 target.unlink(missing_ok=True)
-        data["steps"][step] = {"done": False, "started": _now(), "fingerprint": fingerprint}
-        self._write_manifest(data)
-
-    def finish_step(self, step: str, fingerprint: str, *, inputs: Mapping[str, str], outputs: Iterable[Path]) -> None:
-        """Record ``step`` done with its input fingerprint, inputs and outputs (paths inside the workspace)."""
-        data = self.read_manifest()
-        entry = data["steps"].get(step) or {}
         data["steps"][step] = {
             "done": True,
             "fingerprint": fingerprint,
             "inputs": dict(inputs),
-            "outputs": sorted(str(Path(p).resolve().relative_to(self.root.resolve())) for p in outputs),
+            "config": dict(config or {}),
+            "outputs": outputs,
             "versions": _versions(),
             "started": entry.get("started", _now()),
             "finished": _now(),
@@ -310,8 +337,11 @@ class Workspace:
         The lock is an ``flock`` on ``.lock``: the kernel releases it when the process dies, even
         by SIGKILL, so a killed run never blocks the next one.
         """
-        self.root.mkdir(parents=True, exist_ok=True)
-        fh = open(self.lock_path, "a+", encoding="utf-8")
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fh = open(self.lock_path, "a+", encoding="utf-8")
+        except OSError as exc:
+            raise HuddError(f"{self.root}: cannot write to the workspace ({exc.strerror}); make it writable or choose another --workspace") from None
         try:
             try:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)

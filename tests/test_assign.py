@@ -128,7 +128,7 @@ def test_assign_before_cluster_says_what_to_run(trained_case: Path, tmp_path: Pa
     case = tmp_path / "case"
     shutil.copytree(trained_case, case)
     result = run_cli("assign", str(case))
-    assert result.exit_code == 2 and "run `hudd cluster" in result.stderr
+    assert result.exit_code == 2 and "run `hudd analyze" in result.stderr
 
 
 def test_empty_improvement_set_is_a_clear_error(clustered: Path):

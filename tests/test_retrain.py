@@ -103,11 +103,11 @@ def test_bad_labels_name_the_rows_and_keep_everything(assigned: Path, edit, mess
     assert not (assigned / "DNNModels/alexnet-small-hudd.pt").exists()
 
 
-def test_retrain_before_assign_says_what_to_run(trained_case: Path, tmp_path: Path):
+def test_retrain_before_analyze_says_what_to_run(trained_case: Path, tmp_path: Path):
     case = tmp_path / "case"
     shutil.copytree(trained_case, case)
     result = run_cli("retrain", str(case))
-    assert result.exit_code == 2 and "run `hudd assign" in result.stderr
+    assert result.exit_code == 2 and "run `hudd analyze" in result.stderr
 
 
 def test_keypoint_model_assign_and_retrain_end_to_end(tmp_path: Path):

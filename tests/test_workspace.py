@@ -63,14 +63,20 @@ def test_missing_output_or_corrupt_manifest_means_not_done(tmp_path: Path, capsy
     assert "unreadable" in capsys.readouterr().err
 
 
-def test_start_step_clears_old_outputs(tmp_path: Path):
+def test_start_step_keeps_old_outputs_until_the_step_finishes_then_clears_the_stale_ones(tmp_path: Path):
     ws = Workspace(tmp_path / "HUDD")
     model = tmp_path / "model.pt"
     model.write_bytes(b"w")
-    _done(ws, model)
-    ws.start_step("test")
-    assert not ws.test_result.exists()
+    fp = _done(ws, model)
+    ws.start_step("test", "new fingerprint")
+    assert ws.test_result.is_file(), "a run stopped by bad input loses nothing already computed"
     assert json.loads(ws.manifest_path.read_text())["steps"]["test"]["done"] is False
+    assert not ws.is_current("test", fp), "the old outputs never look current"
+    ws.start_step("test", "newer fingerprint")  # stopped again: the old outputs are still remembered
+    write_text(ws.train_result, "image,correct\n")
+    ws.finish_step("test", "newer fingerprint", inputs={}, outputs=[ws.train_result])
+    assert not ws.test_result.exists(), "an old output the new run did not write again is deleted"
+    assert ws.train_result.is_file() and ws.is_current("test", "newer fingerprint")
 
 
 def test_listing_hash_sees_added_and_resized_files(tmp_path: Path):

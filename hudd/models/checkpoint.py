@@ -114,6 +114,9 @@ def save_checkpoint(path: Path, module: nn.Module, spec: ModelSpec, meta: dict) 
 def find_model_file(models_dir: Path, name: str | None) -> Path:
     """The model file to use: ``name`` inside ``models_dir``, or the only model file there.
 
+    ``<stem>-hudd.pt`` files that ``hudd retrain`` wrote beside their original ``<stem>.pt`` do not
+    count as a choice, so the commands after a retraining still find the analysed model.
+
     Raises
     ------
     HuddError
@@ -131,6 +134,8 @@ def find_model_file(models_dir: Path, name: str | None) -> Path:
     if not models_dir.is_dir():
         raise HuddError(f"{models_dir}: folder missing; create it and put the model there (or run hudd train)")
     found = sorted(p for p in models_dir.iterdir() if p.is_file() and p.suffix in MODEL_SUFFIXES)
+    names = {p.name for p in found}
+    found = [p for p in found if not (p.stem.endswith("-hudd") and f"{p.stem[:-5]}{p.suffix}" in names)] or found
     if not found:
         raise HuddError(f"{models_dir}: no model file (*.pt, *.pth); run hudd train or copy the model there")
     if len(found) > 1:
@@ -156,6 +161,30 @@ def _load_payload(path: Path, trust_model: bool):
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:
         raise HuddError(f"{path}: cannot unpickle the model ({type(exc).__name__}: {exc}); load it where its code is importable") from exc
+
+
+def _build(spec: ModelSpec, path: Path) -> nn.Module:
+    """The untrained architecture of ``spec``; one that cannot take this data is a HuddError naming ``path``."""
+    try:
+        return build_model(spec)
+    except (ValueError, TypeError) as exc:  # e.g. alexnet on 32 px images, kpnet on class folders
+        raise HuddError(f"{path}: architecture {spec.arch} cannot take {spec.describe_input()} {spec.task} images "
+                        f"({exc}); check --arch and the data set") from None
+
+
+def _check_module(module: nn.Module, spec: ModelSpec, path: Path) -> None:
+    """One forward pass of a blank image: a pickled module must take the data's images and give one output
+    per class (or keypoint map), else every prediction would be wrong or crash mid-step."""
+    try:
+        with torch.no_grad():
+            outputs = module.eval()(torch.zeros(1, spec.channels, spec.height, spec.width))
+    except RuntimeError as exc:
+        raise HuddError(f"{path}: the model does not take the data set's {spec.describe_input()} images "
+                        f"({str(exc).splitlines()[0]}); use the model made for this data") from None
+    found = outputs.shape[1] if isinstance(outputs, torch.Tensor) and outputs.dim() >= 2 else None
+    if found != spec.n_outputs:
+        what = f"{spec.n_outputs} classes" if spec.task == "classification" else f"{spec.n_outputs} keypoints"
+        raise HuddError(f"{path}: the model gives {found} outputs per image, the data set has {what}; use the model made for this data")
 
 
 def _load_state(module: nn.Module, state: dict, path: Path, arch: str) -> None:
@@ -187,7 +216,7 @@ def load_model(path: Path, *, trust_model: bool = False, arch: str | None = None
         spec = ModelSpec.from_dict(payload["spec"])
         if spec.arch not in list_models():
             raise HuddError(f"{path}: architecture {spec.arch!r} is unknown to this hudd; known: {', '.join(list_models())}")
-        module = build_model(spec)
+        module = _build(spec, path)
         _load_state(module, payload["state_dict"], path, spec.arch)
         meta = dict(payload.get("meta", {}))
     elif isinstance(payload, nn.Module):
@@ -195,6 +224,7 @@ def load_model(path: Path, *, trust_model: bool = False, arch: str | None = None
             raise HuddError(f"{path}: a pickled model carries no input spec; run the command on a case folder")
         module = payload
         spec = spec_from_data(type(module).__name__)
+        _check_module(module, spec, path)
         meta = {"source": "pickled module"}
     elif isinstance(payload, dict) and payload and all(isinstance(v, torch.Tensor) for v in payload.values()):
         if arch is None:
@@ -204,7 +234,7 @@ def load_model(path: Path, *, trust_model: bool = False, arch: str | None = None
         if spec_from_data is None:
             raise HuddError(f"{path}: a bare state_dict carries no input spec; run the command on a case folder")
         spec = spec_from_data(arch)
-        module = build_model(spec)
+        module = _build(spec, path)
         _load_state(module, payload, path, arch)
         meta = {"source": "state_dict"}
     else:

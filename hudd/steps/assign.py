@@ -8,9 +8,11 @@ only its single-linkage distance to each cluster is kept (``UnsafeSet/single_lin
 assignment of Fig. 10 fills them (:mod:`hudd.assignment`).
 
 Outputs: ``UnsafeSet/C<i>/`` (the selected images, hard links), ``UnsafeSet/unsafe.csv`` (image,
-cluster, rank, distance, prediction, label when known) and ``UnsafeSet/labels.csv``, the sheet an
+cluster, rank, distance, prediction, label when known), ``UnsafeSet/quotas.csv`` (cluster, size,
+quota, selected) and ``UnsafeSet/labels.csv``, the sheet an
 engineer fills in (image, cluster, then the class, or ``<keypoint>_x, <keypoint>_y`` for keypoint
-models), pre-filled when the improvement set is labelled.
+models), pre-filled when the improvement set is labelled. Labels typed into an earlier
+``labels.csv`` are kept when assign reruns (it is copied to ``labels-backup.csv`` first).
 
 Keypoint models: each face element (keypoint group) has its own clusters and selected layer. An
 improvement image's relevance for a face element explains the element's keypoint whose predicted
@@ -43,7 +45,7 @@ from .heatmaps import channel_heatmap
 
 __all__ = ["AssignOutcome", "run", "VERSION"]
 
-VERSION = 1
+VERSION = 2  # 2: quotas.csv
 
 
 @dataclass
@@ -59,7 +61,7 @@ def _clusters(ctx: Context) -> pd.DataFrame:
     ws = ctx.workspace
     entry = ws.step_entry("cluster")
     if not entry or not entry.get("done") or not ws.clusters_csv.is_file():
-        raise HuddError(f"{ws.clusters_csv}: no root-cause clusters yet; run `hudd cluster {ctx.case.root}` first")
+        raise HuddError(f"{ws.clusters_csv}: no root-cause clusters yet; run `hudd analyze {ctx.case.root}` first")
     return pd.read_csv(ws.clusters_csv)
 
 
@@ -82,6 +84,22 @@ def _label_columns(ctx: Context, listing) -> pd.DataFrame:
         return pd.DataFrame({"label": np.array(spec.classes, dtype=object)[listing.targets] if listing.labelled else [""] * len(listing)})
     coords = listing.targets.reshape(len(listing), -1)
     return pd.DataFrame(coords, columns=[f"{name}_{axis}" for name in spec.keypoints for axis in ("x", "y")])
+
+
+def _keep_typed_labels(ctx: Context, labels: pd.DataFrame) -> pd.DataFrame:
+    """Labels of an earlier ``labels.csv`` (its backup) win over blanks and pre-filled ones, so labels
+    typed in or corrected by an engineer survive a rerun for the images selected again."""
+    backup = ctx.workspace.labels_backup
+    if not backup.is_file():
+        return labels
+    typed = pd.read_csv(backup, keep_default_na=False, dtype=str).drop_duplicates("image").set_index("image")
+    labels = labels.copy()
+    for column in labels.columns.drop(["image", "cluster"]):
+        if column not in typed.columns:
+            continue
+        earlier = labels["image"].map(typed[column]).fillna("").astype(str).str.strip()
+        labels[column] = labels[column].astype(object).where(earlier == "", earlier)
+    return labels
 
 
 def run(ctx: Context, *, budget: int | None = None, force: bool = False) -> AssignOutcome:
@@ -162,15 +180,17 @@ def run(ctx: Context, *, budget: int | None = None, force: bool = False) -> Assi
             shutil.rmtree(ws.unsafe_dir)
         save_npy(ws.single_linkage_npy, linkage)
         write_csv(ws.unsafe_csv, unsafe)
-        write_csv(ws.labels_csv, unsafe[["image", "cluster", *labels.columns]])
+        selected = unsafe["cluster"].value_counts().reindex(names, fill_value=0).to_numpy()
+        write_csv(ws.quotas_csv, pd.DataFrame({"cluster": names, "size": sizes, "quota": quota, "selected": selected}))
+        write_csv(ws.labels_csv, _keep_typed_labels(ctx, unsafe[["image", "cluster", *labels.columns]]))
         for name in names:
             link_images(ctx.case.datasets, unsafe.loc[unsafe["cluster"] == name, "image"], ws.unsafe_cluster_dir(name))
         return [ws.unsafe_dir]
 
+    if ws.labels_csv.is_file():
+        shutil.copyfile(ws.labels_csv, ws.labels_backup)
     ran = run_step(ctx, "assign", VERSION, config=config, inputs=inputs, compute=compute, force=force)
-    unsafe = pd.read_csv(ws.unsafe_csv, keep_default_na=False)
-    selected = unsafe["cluster"].value_counts().reindex(names, fill_value=0).to_numpy()
-    return AssignOutcome(ran, unsafe, pd.DataFrame({"cluster": names, "size": sizes, "quota": quota, "selected": selected}))
+    return AssignOutcome(ran, pd.read_csv(ws.unsafe_csv, keep_default_na=False), pd.read_csv(ws.quotas_csv))
 
 
 def _cluster_key(column: pd.Series) -> pd.Series:

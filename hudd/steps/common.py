@@ -81,5 +81,5 @@ def run_step(ctx: Context, step: str, version: int, *, config: Mapping, inputs: 
     if not resume:
         ws.start_step(step, fp)
     outputs = compute(fp, resume)
-    ws.finish_step(step, fp, inputs=inputs, outputs=outputs)
+    ws.finish_step(step, fp, inputs=inputs, outputs=outputs, config=config)
     return True

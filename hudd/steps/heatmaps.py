@@ -54,6 +54,9 @@ def error_rows(ctx: Context) -> pd.DataFrame:
     path = ctx.workspace.test_result
     if not path.is_file():
         raise HuddError(f"{path}: missing; run `hudd test {ctx.case.root}` first")
+    entry = ctx.workspace.step_entry("test")
+    if entry is not None and not entry.get("done"):
+        raise HuddError(f"{path}: out of date (the last `hudd test` stopped before it finished); run `hudd test {ctx.case.root}` first")
     results = pd.read_csv(path)
     errors = results[~results["correct"].astype(bool)]
     if errors.empty:

@@ -1,0 +1,105 @@
+"""The two pipelines an engineer runs: ``hudd analyze`` and ``hudd retrain``.
+
+- analyze = test -> heatmaps -> cluster -> export -> report;
+- retrain = assign -> (labels needed?) -> retrain -> report.
+
+Each step decides for itself whether it is current (:func:`hudd.steps.common.run_step`): its
+fingerprint holds the config keys it reads, its input files' hashes and the fingerprint of the step
+before it, so a changed model, data set listing or config value reruns that step and the ones after
+it, and nothing else. A run killed at any point resumes: finished steps are skipped, the heatmaps
+continue from their last flushed batch, other steps restart cleanly (their outputs are only renamed
+into place when written in full). ``force`` reruns every step of the pipeline.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from .errors import HuddError
+from .steps import assign as assign_step
+from .steps import cluster as cluster_step
+from .steps import export as export_step
+from .steps import heatmaps as heatmaps_step
+from .steps import report as report_step
+from .steps import retrain as retrain_step
+from .steps import test as test_step
+from .steps.common import Context
+
+__all__ = ["AnalyzeOutcome", "RetrainPipelineOutcome", "analyze", "retrain", "ANALYZE_STEPS", "RETRAIN_STEPS"]
+
+ANALYZE_STEPS = ("test", "heatmaps", "cluster", "export", "report")
+RETRAIN_STEPS = ("assign", "retrain", "report")
+
+
+@dataclass
+class AnalyzeOutcome:
+    """What ``hudd analyze`` produced."""
+
+    tested: test_step.TestOutcome
+    heatmaps: heatmaps_step.HeatmapsOutcome
+    clusters: cluster_step.ClusterOutcome
+    report: Path
+
+
+@dataclass
+class RetrainPipelineOutcome:
+    """What ``hudd retrain`` produced."""
+
+    unsafe: assign_step.AssignOutcome
+    retrained: retrain_step.RetrainOutcome
+    report: Path
+
+
+def analyze(ctx: Context, *, force: bool = False) -> AnalyzeOutcome:
+    """Test the model, explain and cluster its errors, export the clusters, write the report."""
+    tested = test_step.run(ctx, force=force)
+    heatmaps = heatmaps_step.run(ctx, force=force)
+    clusters = cluster_step.run(ctx, force=force)
+    export_step.run(ctx, force=force)
+    return AnalyzeOutcome(tested, heatmaps, clusters, report_step.run(ctx))
+
+
+def unlabelled_count(ctx: Context) -> int:
+    """Rows of ``labels.csv`` whose label columns are all blank (images still to be labelled).
+
+    Zero when the sheet lacks its label columns: :func:`hudd.steps.retrain.read_labels` names those.
+    """
+    labels = pd.read_csv(ctx.workspace.labels_csv, keep_default_na=False, dtype=str)
+    values = labels.drop(columns=[c for c in ("image", "cluster") if c in labels.columns])
+    if values.columns.empty:
+        return 0
+    return int((values.apply(lambda column: column.str.strip()) == "").all(axis=1).sum())
+
+
+def _previous_selection(ctx: Context, budget: int | None) -> tuple[Context, int | None]:
+    """The ``sf`` and ``--budget`` the last finished ``hudd assign`` ran with, so that ``hudd retrain``
+    keeps the unsafe set an engineer labelled instead of selecting anew with the defaults."""
+    entry = ctx.workspace.step_entry("assign") or {}
+    previous = entry.get("config") or {}
+    if not entry.get("done") or "sf" not in previous:
+        return ctx, budget
+    config = dataclasses.replace(ctx.config, sf=previous["sf"])
+    return dataclasses.replace(ctx, config=config), previous.get("budget")
+
+
+def retrain(ctx: Context, *, budget: int | None = None, reselect: bool = True, force: bool = False) -> RetrainPipelineOutcome:
+    """Select the unsafe set, stop if it needs labels, fine-tune and compare, write the report.
+
+    ``reselect=False`` (the CLI without ``--sf`` or ``--budget``) keeps the selection settings of the
+    last ``hudd assign``: its unsafe set stays as it is unless the model, clusters or improvement set
+    changed (or ``force``), and then it is selected again the same way.
+    """
+    selecting, budget = (ctx, budget) if reselect else _previous_selection(ctx, budget)
+    unsafe = assign_step.run(selecting, budget=budget, force=force)
+    missing = unlabelled_count(ctx)
+    if missing and missing == len(unsafe.unsafe):  # nothing labelled yet; a partly filled sheet gets read_labels' row numbers
+        report_step.run(ctx)
+        ws = ctx.workspace
+        raise HuddError(f"{ws.labels_csv}: {missing} of {len(unsafe.unsafe)} selected images have no label yet; label them "
+                        f"(the images are in {ws.unsafe_dir}/C<i>/) and run `hudd retrain {ctx.case.root}` again")
+    retrained = retrain_step.run(ctx, force=force)
+    return RetrainPipelineOutcome(unsafe, retrained, report_step.run(ctx))

@@ -1,0 +1,160 @@
+"""hudd analyze / hudd retrain / hudd evaluate through the CLI: skipping, rerunning what changed,
+resuming after SIGKILL byte-identical, stopping for labels."""
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.conftest import one_line_error, run_cli
+
+
+@pytest.fixture
+def case(tmp_path: Path, trained_case: Path) -> Path:
+    target = tmp_path / "case"
+    shutil.copytree(trained_case, target)
+    return target
+
+
+def _finished(case: Path) -> dict[str, str]:
+    """When each step finished, from the manifest."""
+    steps = json.loads((case / "HUDD/manifest.json").read_text())["steps"]
+    return {name: entry.get("finished") for name, entry in steps.items()}
+
+
+def _tables(workspace: Path) -> dict[str, str]:
+    """SHA-256 of every CSV and NPY file under the workspace (the artifacts that must be byte-equal)."""
+    return {str(p.relative_to(workspace)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(workspace.rglob("*")) if p.suffix in (".csv", ".npy") and p.is_file()}
+
+
+def test_analyze_runs_every_step_then_skips_them_and_reruns_only_what_a_change_touches(case: Path):
+    result = run_cli("analyze", str(case), "--batch-size", "16")
+    assert result.exit_code == 0, result.output
+    ws = case / "HUDD"
+    for path in ("testResult.csv", "Heatmaps/images.csv", "summary.csv", "clusters.csv", "report.html"):
+        assert (ws / path).is_file(), path
+    assert "selected layer" in result.output and "report:" in result.output
+    first = _finished(case)
+    assert set(first) >= {"test", "heatmaps", "cluster", "export"}
+
+    time.sleep(1.1)  # manifest times have a resolution of one second
+    assert run_cli("analyze", str(case), "--batch-size", "16").exit_code == 0
+    assert _finished(case) == first, "nothing changed, so no step reran"
+
+    time.sleep(1.1)
+    assert run_cli("analyze", str(case), "--batch-size", "16", "--k-max", "3").exit_code == 0
+    second = _finished(case)
+    assert second["test"] == first["test"] and second["heatmaps"] == first["heatmaps"]
+    assert second["cluster"] != first["cluster"] and second["export"] != first["export"]
+    assert pd.read_csv(ws / "summary.csv")["k"].max() <= 3
+
+
+_KILLABLE_HUDD = """
+import sys, time
+from hudd.lrp import Explainer
+from hudd.steps import cluster
+relevance, unit = Explainer.relevance, cluster._cluster_unit
+def slow_relevance(self, images, target=None):
+    time.sleep(0.3)
+    return relevance(self, images, target)
+def slow_unit(*args, **kwargs):
+    time.sleep(0.6)
+    return unit(*args, **kwargs)
+Explainer.relevance = slow_relevance
+cluster._cluster_unit = slow_unit
+from hudd.cli import cli
+cli(sys.argv[1:], prog_name="hudd")
+"""
+
+
+def _heatmaps_half_done(ws: Path) -> bool:
+    try:
+        return json.loads((ws / "Heatmaps/progress.json").read_text())["rows_done"] >= 8
+    except (FileNotFoundError, ValueError, KeyError):
+        return False
+
+
+def _clustering_half_done(ws: Path) -> bool:
+    return any((ws / "ClusterAnalysis").glob("*/clusters.csv"))
+
+
+@pytest.mark.parametrize("moment", [_heatmaps_half_done, _clustering_half_done], ids=["mid-heatmaps", "mid-cluster"])
+def test_analyze_killed_with_sigkill_resumes_to_byte_identical_artifacts(case: Path, tmp_path: Path, moment):
+    reference = tmp_path / "reference"
+    shutil.copytree(case, reference)
+    assert run_cli("analyze", str(reference), "--batch-size", "4").exit_code == 0
+
+    ws = case / "HUDD"
+    proc = subprocess.Popen([sys.executable, "-c", _KILLABLE_HUDD, "--quiet", "analyze", str(case), "--batch-size", "4"])
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None and not moment(ws):
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run was killed, not finished"
+    step = "heatmaps" if moment is _heatmaps_half_done else "cluster"
+    assert not json.loads((ws / "manifest.json").read_text())["steps"][step]["done"]
+
+    result = run_cli("analyze", str(case), "--batch-size", "4")
+    assert result.exit_code == 0, result.output
+    assert _tables(ws) == _tables(reference / "HUDD")
+
+
+def test_retrain_stops_when_labels_are_needed_and_keeps_labels_typed_in(case: Path):
+    assert run_cli("analyze", str(case)).exit_code == 0
+    ws = case / "HUDD"
+    # an engineer's unlabelled improvement set: the labels of assign's sheet are blank
+    assert run_cli("assign", str(case)).exit_code == 0
+    labels = pd.read_csv(ws / "UnsafeSet/labels.csv", keep_default_na=False)
+    truth = labels["label"].copy()
+    labels["label"] = ""
+    labels.to_csv(ws / "UnsafeSet/labels.csv", index=False)
+    line = one_line_error(run_cli("retrain", str(case), "--epochs", "1"), str(ws / "UnsafeSet/labels.csv"),
+                          f"{len(labels)} of {len(labels)} selected images have no label yet", "run `hudd retrain")
+    assert "UnsafeSet" in line
+    assert (ws / "report.html").is_file(), "the report shows the unsafe set to label"
+
+    labels.loc[0, "label"] = truth[0]
+    labels.to_csv(ws / "UnsafeSet/labels.csv", index=False)
+    assert run_cli("assign", str(case), "--force").exit_code == 0, "a rerun of assign ..."
+    again = pd.read_csv(ws / "UnsafeSet/labels.csv", keep_default_na=False)
+    assert again.loc[again["image"] == labels.loc[0, "image"], "label"].tolist() == [truth[0]], "... keeps the label typed in"
+
+    filled = again.merge(pd.DataFrame({"image": labels["image"], "truth": truth}), on="image")
+    filled["label"] = filled["truth"]
+    filled.drop(columns="truth").to_csv(ws / "UnsafeSet/labels.csv", index=False)
+    result = run_cli("retrain", str(case), "--epochs", "1", "--no-baselines")
+    assert result.exit_code == 0, result.output
+    assert (case / "DNNModels/alexnet-small-hudd.pt").is_file()
+    assert set(pd.read_csv(ws / "Retrain/metrics.csv")["method"]) == {"original", "hudd"}
+    assert run_cli("report", str(case)).exit_code == 0, "the retrained model beside the original is not an ambiguity"
+
+
+def test_evaluate_scores_the_clusters_against_the_injected_causes(case: Path):
+    assert run_cli("analyze", str(case)).exit_code == 0
+    result = run_cli("evaluate", str(case))
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(case / "HUDD/evaluation.csv")
+    clusters = pd.read_csv(case / "HUDD/clusters.csv")
+    assert sorted(table["cluster"]) == sorted(clusters["cluster"].unique())
+    assert table["size"].sum() == len(clusters)
+    last = result.output.strip().splitlines()[-1]
+    purity = (table["purity"] * table["size"]).sum() / table["size"].sum()
+    assert last.startswith(f"purity={purity:.2f} coverage=") and last.endswith(f"clusters={len(table)}")
+
+
+def test_evaluate_without_ground_truth_says_what_it_needs(case: Path):
+    assert run_cli("analyze", str(case)).exit_code == 0
+    (case / "DataSets/TestSet/params.csv").unlink()
+    one_line_error(run_cli("evaluate", str(case)), "DataSets/TestSet/params.csv", "missing", "injected cause")
