@@ -279,14 +279,19 @@ def analyze(case, model, trust_model, arch, force, **kwargs):
 
 @cli.command()
 @click.argument("case")
+@click.option("--compare", is_flag=True, help="Also score every clustering present side by side (HUDD/clusterings.csv).")
 @_model_options
 @_config_options("workspace")
-def evaluate(case, model, trust_model, arch, **kwargs):
+def evaluate(case, model, trust_model, arch, compare, **kwargs):
     """Score the clusters against the simulator's injected causes: purity, coverage, RR (HUDD/evaluation.csv)."""
     from .steps import evaluate as evaluate_step
-    from .text import evaluation_summary
+    from .text import evaluation_summary, format_table
 
     with _step_context(case, "evaluate", model, trust_model, arch, kwargs) as ctx:
+        if compare:
+            table = evaluate_step.compare(ctx)
+            click.echo(format_table(table.drop(columns=["covered"]), floats="{:.2f}"))
+            click.echo(f"written: {ctx.workspace.clusterings_csv}")
         evaluation = evaluate_step.run(ctx)
         click.echo(evaluation_summary(evaluation))
         click.echo(f"written: {ctx.workspace.evaluation_csv}")

@@ -13,7 +13,7 @@ Over all clusters: **purity** = images of their cluster's dominant cause / all c
 (weighted purity); **coverage** = injected causes (other than ``none``, among the clustered images)
 that dominate at least one cluster of at least :data:`MIN_COVERING_SIZE` images with purity at
 least :data:`MIN_COVERING_PURITY`. A singleton is trivially pure, so it does not count as finding
-a cause.
+a cause; nor does the ``noise`` group of a density-based clustering (points it left unclustered).
 """
 
 from __future__ import annotations
@@ -24,11 +24,12 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["Evaluation", "evaluate_clusters", "variance_ratio", "parameter_columns", "is_circular",
-           "MIN_COVERING_SIZE", "MIN_COVERING_PURITY"]
+           "MIN_COVERING_SIZE", "MIN_COVERING_PURITY", "NOISE"]
 
 MIN_COVERING_SIZE = 3
 MIN_COVERING_PURITY = 0.5
 NOMINAL = "none"
+NOISE = "noise"
 
 
 def is_circular(parameter: str) -> bool:
@@ -106,6 +107,6 @@ def evaluate_clusters(clusters: pd.DataFrame, params: pd.DataFrame) -> Evaluatio
         rows.append(row)
     table = pd.DataFrame(rows)
     purity = float((table["purity"] * table["size"]).sum() / table["size"].sum()) if len(table) else float("nan")
-    covering = table[(table["size"] >= MIN_COVERING_SIZE) & (table["purity"] >= MIN_COVERING_PURITY)]
+    covering = table[(table["size"] >= MIN_COVERING_SIZE) & (table["purity"] >= MIN_COVERING_PURITY) & (table["cluster"] != NOISE)]
     covered = sorted(set(covering["dominant_cause"]) & set(causes))
     return Evaluation(table=table, purity=purity, covered=covered, causes=causes)

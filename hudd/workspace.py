@@ -10,6 +10,7 @@ No other module builds a path into the workspace. Layout (``<case>/HUDD/`` by de
     UnsafeSet/C<i>/, unsafe.csv, quotas.csv, labels.csv
     Retrain/metrics.csv, Retrain/comparison.csv
     evaluation.csv           clusters scored against the simulator's injected causes
+    clusterings.csv          every clustering scored side by side (evaluate --compare)
     report.html
 
 Writes go to a temporary name in the target folder and are renamed into place with
@@ -251,6 +252,11 @@ class Workspace:
     @property
     def evaluation_csv(self) -> Path:
         return self.root / "evaluation.csv"
+
+    @property
+    def clusterings_csv(self) -> Path:
+        """Every clustering in the workspace scored side by side (``hudd evaluate --compare``)."""
+        return self.root / "clusterings.csv"
 
     @property
     def report_html(self) -> Path:

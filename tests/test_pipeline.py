@@ -153,6 +153,15 @@ def test_evaluate_scores_the_clusters_against_the_injected_causes(case: Path):
     purity = (table["purity"] * table["size"]).sum() / table["size"].sum()
     assert last.startswith(f"purity={purity:.2f} coverage=") and last.endswith(f"clusters={len(table)}")
 
+    assert run_cli("evaluate", str(case), "--compare").exit_code == 0
+    compared = pd.read_csv(case / "HUDD/clusterings.csv")
+    layers = pd.read_csv(case / "HUDD/summary.csv")
+    assert compared["method"].tolist() == ["hudd"] + ["hudd-layer"] * len(layers)
+    assert compared["purity"].iloc[0] == pytest.approx(purity, abs=1e-4)
+    assert (compared["images"] == len(clusters)).all() and compared["seconds"].iloc[0] >= 0
+    assert run_cli("report", str(case)).exit_code == 0
+    assert "Clusterings compared" in (case / "HUDD/report.html").read_text()
+
 
 def test_evaluate_without_ground_truth_says_what_it_needs(case: Path):
     assert run_cli("analyze", str(case)).exit_code == 0

@@ -53,6 +53,7 @@ class ReportInputs:
     clusters: pd.DataFrame | None = None
     unsafe: pd.DataFrame | None = None
     quotas: pd.DataFrame | None = None
+    clusterings: pd.DataFrame | None = None
     metrics: pd.DataFrame | None = None
     comparison: pd.DataFrame | None = None
     params: pd.DataFrame | None = None
@@ -119,6 +120,7 @@ def read_inputs(ctx) -> ReportInputs:
     data.clusters = _csv(ws.clusters_csv, problems)
     data.unsafe = _csv(ws.unsafe_csv, problems, **strings)
     data.quotas = _csv(ws.quotas_csv, problems, **strings)
+    data.clusterings = _csv(ws.clusterings_csv, problems, **strings)
     data.metrics = _csv(ws.metrics_csv, problems)
     data.comparison = _csv(ws.retrain_dir / "comparison.csv", problems)
     try:

@@ -2,37 +2,99 @@
 
 Reads ``clusters.csv`` and ``DataSets/TestSet/params.csv`` (which needs a ``cause`` column) and
 writes ``evaluation.csv``: one row per cluster with its size, dominant cause, purity, the count of
-each cause and the variance ratio RR of each parameter (see :mod:`hudd.evaluation`). Cheap, so it
-always reruns.
+each cause and the variance ratio RR of each parameter (see :mod:`hudd.evaluation`).
+
+``--compare`` (:func:`compare`) scores every clustering the workspace holds side by side and writes
+``clusterings.csv``: HUDD's selected clusters, each layer's clusters, and the black-box pipeline's
+(``ClusterAnalysis/blackbox/``), with the wall time of the steps that made them (from the manifest:
+heatmaps + cluster for HUDD, the black-box step for black-box). Cheap, so it always reruns.
 """
 
 from __future__ import annotations
+
+import datetime as _dt
 
 import pandas as pd
 
 from ..data import read_params
 from ..errors import HuddError
-from ..evaluation import Evaluation, evaluate_clusters
+from ..evaluation import NOISE, Evaluation, evaluate_clusters
 from ..workspace import write_csv
+from .cluster import unit_name
 from .common import Context
 
-__all__ = ["run"]
+__all__ = ["run", "compare", "BLACKBOX"]
+
+BLACKBOX = "blackbox"  # the black-box pipeline's ClusterAnalysis sub-folder and step name
 
 
-def run(ctx: Context) -> Evaluation:
-    """Evaluate the clusters of ``clusters.csv``; write and return the scores."""
-    ws = ctx.workspace
+def _ground_truth(ctx: Context) -> pd.DataFrame:
     params_path = ctx.case.split_dir("TestSet") / "params.csv"
     params = read_params(ctx.case, "TestSet")
     if params is None or "cause" not in params.columns:
         raise HuddError(f"{params_path}: {'missing' if params is None else 'has no cause column'}; hudd evaluate needs the "
                         f"injected cause of every test image (hudd simulate writes it)")
+    return params
+
+
+def _score(ctx: Context, clusters: pd.DataFrame, params: pd.DataFrame) -> Evaluation:
+    try:
+        return evaluate_clusters(clusters, params)
+    except KeyError as exc:
+        raise HuddError(f"{ctx.case.split_dir('TestSet') / 'params.csv'}: has no row for the clustered image {exc.args[0]}; "
+                        f"regenerate it or rerun the analysis") from None
+
+
+def run(ctx: Context) -> Evaluation:
+    """Evaluate the clusters of ``clusters.csv``; write and return the scores."""
+    ws = ctx.workspace
+    params = _ground_truth(ctx)
     if not ws.clusters_csv.is_file():
         raise HuddError(f"{ws.clusters_csv}: missing; run `hudd analyze {ctx.case.root}` first")
-    clusters = pd.read_csv(ws.clusters_csv)
-    try:
-        evaluation = evaluate_clusters(clusters, params)
-    except KeyError as exc:
-        raise HuddError(f"{params_path}: has no row for the clustered image {exc.args[0]}; regenerate it or rerun the analysis") from None
+    evaluation = _score(ctx, pd.read_csv(ws.clusters_csv), params)
     write_csv(ws.evaluation_csv, evaluation.table)
     return evaluation
+
+
+def _seconds(ctx: Context, *steps: str) -> float:
+    """Wall time the manifest records for ``steps`` (NaN when one is not done)."""
+    total = 0.0
+    for step in steps:
+        entry = ctx.workspace.step_entry(step) or {}
+        if not entry.get("done") or "started" not in entry or "finished" not in entry:
+            return float("nan")
+        started, finished = (_dt.datetime.fromisoformat(entry[key]) for key in ("started", "finished"))
+        total += (finished - started).total_seconds()
+    return total
+
+
+def _row(method: str, unit: str, evaluation: Evaluation, seconds: float) -> dict:
+    table = evaluation.table
+    noise = int(table.loc[table["cluster"] == NOISE, "size"].sum())
+    small = int(table.loc[(table["size"] < 3) & (table["cluster"] != NOISE), "size"].sum())
+    return {"method": method, "unit": unit, "clusters": int((table["cluster"] != NOISE).sum()), "images": int(table["size"].sum()),
+            "purity": round(evaluation.purity, 4), "coverage": evaluation.coverage, "covered": " ".join(evaluation.covered),
+            "noise": noise, "in_small_clusters": small, "seconds": seconds}
+
+
+def compare(ctx: Context) -> pd.DataFrame:
+    """Score every clustering present (see the module docstring); write and return ``clusterings.csv``."""
+    ws = ctx.workspace
+    params = _ground_truth(ctx)
+    rows = []
+    if ws.clusters_csv.is_file():
+        hudd_seconds = _seconds(ctx, "heatmaps", "cluster")
+        rows.append(_row("hudd", "selected", _score(ctx, pd.read_csv(ws.clusters_csv), params), hudd_seconds))
+        summary = pd.read_csv(ws.summary_csv, keep_default_na=False)
+        for layer in summary.itertuples():
+            unit = unit_name(layer.group, layer.layer)
+            rows.append(_row("hudd-layer", f"{unit} ({layer.alias})", _score(ctx, pd.read_csv(ws.layer_clusters_csv(unit)), params),
+                             float("nan")))
+    blackbox = ws.layer_clusters_csv(BLACKBOX)
+    if blackbox.is_file():
+        rows.append(_row(BLACKBOX, "selected", _score(ctx, pd.read_csv(blackbox), params), _seconds(ctx, BLACKBOX)))
+    if not rows:
+        raise HuddError(f"{ws.clusters_csv}: no clustering to compare; run `hudd analyze {ctx.case.root}` first")
+    table = pd.DataFrame(rows)
+    write_csv(ws.clusterings_csv, table)
+    return table
