@@ -193,13 +193,16 @@ def heatmaps(case, model, trust_model, arch, layers, force, **kwargs):
 
 _EXPORT_OPTION = click.option("--export", "export", type=click.Choice(["selected", "all"]), default=None,
                               help="Export the selected layer's clusters (default) or every layer's.")
+_CLUSTER_OPTIONS = (
+    click.option("--k-min", "k_min", type=int, default=None, help="Smallest number of clusters tried (default 2)."),
+    click.option("--k-max", "k_max", type=int, default=None, help="Largest number of clusters tried (default 500, at most errors/2)."),
+    _EXPORT_OPTION,
+)
 
 
 @cli.command()
 @click.argument("case")
-@click.option("--k-min", "k_min", type=int, default=None, help="Smallest number of clusters tried (default 2).")
-@click.option("--k-max", "k_max", type=int, default=None, help="Largest number of clusters tried (default 500, at most errors/2).")
-@_EXPORT_OPTION
+@_options(_CLUSTER_OPTIONS)
 @_step_options
 def cluster(case, model, trust_model, arch, force, **kwargs):
     """Step 1b: per layer HAC (Ward) + WICD knee, select the best layer, export its clusters."""
@@ -261,9 +264,7 @@ def retrain(case, model, trust_model, arch, force, budget, **kwargs):
 
 @cli.command()
 @click.argument("case")
-@click.option("--k-min", "k_min", type=int, default=None, help="Smallest number of clusters tried (default 2).")
-@click.option("--k-max", "k_max", type=int, default=None, help="Largest number of clusters tried (default 500, at most errors/2).")
-@_EXPORT_OPTION
+@_options(_CLUSTER_OPTIONS)
 @_step_options
 def analyze(case, model, trust_model, arch, force, **kwargs):
     """Steps 0-2: test, heatmaps, clusters, export and report; finished steps are skipped, a killed run resumes."""

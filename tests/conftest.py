@@ -31,6 +31,21 @@ def trained_case(tmp_path_factory, tiny_case) -> Path:
     return case
 
 
+def copy_case(source: Path, tmp_path: Path) -> Path:
+    """A writable copy of a session case at ``tmp_path/case``."""
+    import shutil
+
+    target = tmp_path / "case"
+    shutil.copytree(source, target)
+    return target
+
+
+@pytest.fixture
+def case(tmp_path: Path, trained_case: Path) -> Path:
+    """A writable copy of the trained tiny case."""
+    return copy_case(trained_case, tmp_path)
+
+
 def run_cli(*args: str):
     """Invoke the CLI in-process; returns click's Result (exit_code, stdout, stderr)."""
     return CliRunner().invoke(cli, ["--quiet", *args])

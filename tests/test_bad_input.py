@@ -23,7 +23,7 @@ import pandas as pd
 import pytest
 import torch
 
-from tests.conftest import one_line_error, run_cli
+from tests.conftest import copy_case, one_line_error, run_cli
 
 MODEL = "DNNModels/alexnet-small.pt"
 _BOOKKEEPING = {"manifest.json", ".lock", "labels-backup.csv", "report.html"}
@@ -45,17 +45,13 @@ def analyzed(tmp_path_factory, trained_case: Path) -> Path:
 @pytest.fixture
 def case(tmp_path: Path, analyzed: Path) -> Path:
     """A copy of the analysed case that a test may break."""
-    target = tmp_path / "case"
-    shutil.copytree(analyzed, target)
-    return target
+    return copy_case(analyzed, tmp_path)
 
 
 @pytest.fixture
 def bare_case(tmp_path: Path, tiny_case: Path) -> Path:
     """A copy of the tiny case without a model (for ``hudd train``)."""
-    target = tmp_path / "case"
-    shutil.copytree(tiny_case, target)
-    return target
+    return copy_case(tiny_case, tmp_path)
 
 
 def _artifacts(case: Path) -> dict[str, str]:

@@ -17,13 +17,6 @@ import pytest
 from tests.conftest import one_line_error, run_cli
 
 
-@pytest.fixture
-def case(tmp_path: Path, trained_case: Path) -> Path:
-    target = tmp_path / "case"
-    shutil.copytree(trained_case, target)
-    return target
-
-
 def _finished(case: Path) -> dict[str, str]:
     """When each step finished, from the manifest."""
     steps = json.loads((case / "HUDD/manifest.json").read_text())["steps"]

@@ -8,20 +8,12 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 import pandas as pd
-import pytest
 import torch
 
 from hudd.data import Case, ImageDataset, list_split
 from hudd.lrp import Explainer
 from hudd.models import load_model, save_checkpoint
 from tests.conftest import one_line_error, run_cli
-
-
-@pytest.fixture
-def case(tmp_path: Path, trained_case: Path) -> Path:
-    target = tmp_path / "case"
-    shutil.copytree(trained_case, target)
-    return target
 
 
 def _digests(folder: Path) -> dict[str, str]:
