@@ -200,17 +200,46 @@ _CLUSTER_OPTIONS = (
 )
 
 
+_BLACKBOX_OPTIONS = (
+    click.option("--pipeline", type=click.Choice(["hudd", "blackbox"]), default="hudd", show_default=True,
+                 help="hudd: heatmaps per layer (the paper); blackbox: features + UMAP/PCA + DBSCAN/HDBSCAN (SAFE-style), "
+                      "into ClusterAnalysis/blackbox/."),
+    click.option("--extractor", default="model", show_default=True,
+                 help="blackbox: 'model' (its penultimate layer) or a torchvision backbone name with --weights."),
+    click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                 help="blackbox: state_dict file of the --extractor backbone (nothing is downloaded)."),
+    click.option("--clusterer", type=click.Choice(["dbscan", "hdbscan"]), default="dbscan", show_default=True, help="blackbox only."),
+    click.option("--reducer", type=click.Choice(["auto", "umap", "pca"]), default="auto", show_default=True,
+                 help="blackbox only; auto = UMAP when umap-learn is installed (hudd[umap]), else PCA."),
+)
+
+
 @cli.command()
 @click.argument("case")
 @_options(_CLUSTER_OPTIONS)
+@_options(_BLACKBOX_OPTIONS)
 @_step_options
-def cluster(case, model, trust_model, arch, force, **kwargs):
-    """Step 1b: per layer HAC (Ward) + WICD knee, select the best layer, export its clusters."""
+def cluster(case, model, trust_model, arch, force, pipeline, extractor, weights, clusterer, reducer, **kwargs):
+    """Step 1b: per layer HAC (Ward) + WICD knee, select the best layer, export its clusters (or --pipeline blackbox)."""
     from .steps import cluster as cluster_step
     from .steps import export as export_step
-    from .text import cluster_summary
+    from .text import cluster_summary, format_table
 
     with _step_context(case, "cluster", model, trust_model, arch, kwargs) as ctx:
+        if pipeline == "blackbox":
+            from .clustering import cluster_order
+            from .steps import blackbox as blackbox_step
+
+            outcome = blackbox_step.run(ctx, extractor=extractor, weights=weights, clusterer=clusterer, reducer=reducer, force=force)
+            summary = outcome.summary.fillna({"weights": "", "note": ""})
+            row = summary.iloc[0]
+            click.echo(format_table(summary.drop(columns=["note"]), floats="{:.2f}"))
+            if row["note"]:
+                click.echo(f"note: {row['note']}")
+            sizes = outcome.clusters["cluster"].value_counts()
+            click.echo(", ".join(f"{name} {sizes[name]}" for name in sorted(sizes.index, key=cluster_order)))
+            click.echo(f"clusters, GIFs and contact sheets in {ctx.workspace.cluster_dir(blackbox_step.UNIT)}")
+            return
         outcome = cluster_step.run(ctx, force=force)
         export_step.run(ctx, force=force)
         click.echo(cluster_summary(outcome.summary, outcome.clusters, ctx.workspace))

@@ -23,7 +23,7 @@ from kneed import KneeLocator
 from scipy.cluster.hierarchy import leaves_list, linkage
 from scipy.spatial.distance import squareform
 
-__all__ = ["ward_linkage", "wicd_curve", "cut", "derivative", "choose_k", "k_range"]
+__all__ = ["ward_linkage", "wicd_curve", "cut", "derivative", "choose_k", "k_range", "cluster_order"]
 
 
 def ward_linkage(distances: np.ndarray) -> np.ndarray:
@@ -150,3 +150,10 @@ def choose_k(ks: np.ndarray, wicd: np.ndarray) -> tuple[int, str]:
     if len(ks) >= 3:
         return int(ks[1 + int(np.argmax(np.diff(wicd, 2)))]), "max-curvature"
     return int(ks[0]), "smallest-k"
+
+
+def cluster_order(name: str) -> tuple:
+    """Sort key of cluster ids: by face element (``upper_lid-C3``), then C2 before C10, a density-based
+    clustering's ``noise`` group last."""
+    prefix, _, number = str(name).rpartition("C")
+    return (prefix.removesuffix("-"), 0, int(number), "") if number.isdigit() else (str(name), 1, 0, str(name))

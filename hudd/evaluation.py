@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from .clustering import cluster_order
+
 __all__ = ["Evaluation", "evaluate_clusters", "variance_ratio", "parameter_columns", "is_circular",
            "MIN_COVERING_SIZE", "MIN_COVERING_PURITY", "NOISE"]
 
@@ -76,15 +78,6 @@ class Evaluation:
         return f"purity={self.purity:.2f} coverage={self.coverage} clusters={len(self.table)}"
 
 
-def _cluster_order(names: pd.Series) -> list[str]:
-    """Clusters in natural order (C2 before C10; keypoint groups first by name)."""
-    def key(name: str):
-        prefix, _, number = name.rpartition("C")
-        return (prefix, int(number) if number.isdigit() else 0, name)
-
-    return sorted(names.unique(), key=key)
-
-
 def evaluate_clusters(clusters: pd.DataFrame, params: pd.DataFrame) -> Evaluation:
     """Score ``clusters`` (image, cluster) against ``params`` (image, cause, parameters of every test image)."""
     truth = params.set_index("image")
@@ -96,7 +89,7 @@ def evaluate_clusters(clusters: pd.DataFrame, params: pd.DataFrame) -> Evaluatio
     all_causes = sorted(merged["cause"].unique())
     numeric = parameter_columns(params)
     rows = []
-    for name in _cluster_order(merged["cluster"]):
+    for name in sorted(merged["cluster"].unique(), key=cluster_order):
         members = merged[merged["cluster"] == name]
         counts = members["cause"].value_counts()
         top = counts.max()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from .clustering import cluster_order
 from .predictions import accuracy_by
 
 __all__ = ["format_table", "results_summary", "hazard_ratio", "test_summary", "cluster_summary", "retrain_summary", "evaluation_summary"]
@@ -63,7 +64,7 @@ def cluster_summary(summary: pd.DataFrame, clusters: pd.DataFrame, workspace) ->
         if row.group:
             members = members[members["cluster"].str.startswith(f"{row.group}-")]
         sizes = members["cluster"].value_counts()
-        ordered = sorted(sizes.index, key=lambda c: int(c.rsplit("C", 1)[1]))
+        ordered = sorted(sizes.index, key=cluster_order)
         lines.append(f"{prefix}selected layer {row.layer} ({row.alias}), k = {row.k}: " + ", ".join(f"{c} {sizes[c]}" for c in ordered))
     lines.append(f"clusters: {workspace.clusters_csv}; images, GIFs and contact sheets in {workspace.root / 'ClusterAnalysis'}")
     return "\n".join(lines)

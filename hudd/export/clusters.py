@@ -24,6 +24,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from ..clustering import cluster_order
 from ..data import read_image
 from ..workspace import Workspace, atomic_path
 from .plots import save_figure
@@ -94,7 +95,7 @@ def export_unit(ws: Workspace, unit: str, datasets: Path, clusters: pd.DataFrame
     """Export every cluster of one layer (``clusters``: image, cluster); ``describe`` maps an image to
     its class (or worst keypoint) for the titles. Returns the paths written."""
     written = []
-    for name in sorted(clusters["cluster"].unique(), key=lambda c: int(c.rsplit("C", 1)[1])):
+    for name in sorted(clusters["cluster"].unique(), key=cluster_order):
         members = clusters.loc[clusters["cluster"] == name, "image"].tolist()
         folder = ws.cluster_images_dir(unit, name)
         if folder.exists():

@@ -12,7 +12,8 @@ from ..steps.cluster import unit_name
 from .figures import parameter_figure
 from .html import esc, image, link, note, not_run, section, table
 from .inputs import ReportInputs
-from .scores import Scores, cluster_key, score_clusters
+from ..clustering import cluster_order
+from .scores import Scores, score_clusters
 from .unsafe import thumbnails, unsafe_table
 
 __all__ = ["clusters_section", "face_element"]
@@ -120,7 +121,7 @@ def clusters_section(data: ReportInputs) -> str:
     if data.clusters is None:
         return section("clusters", title, not_run(data.first_missing("test", "heatmaps", "cluster")))
     clusters = data.clusters
-    names = sorted(clusters["cluster"].unique(), key=cluster_key)
+    names = sorted(clusters["cluster"].unique(), key=cluster_order)
     alias = {}
     if data.summary is not None:
         alias = {(str(r.group), r.layer): r.alias for r in data.summary.itertuples()}

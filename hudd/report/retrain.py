@@ -9,7 +9,7 @@ import pandas as pd
 from ..steps.retrain import compare
 from .html import code, esc, note, not_run, section, table
 from .inputs import ReportInputs
-from .scores import cluster_key
+from ..clustering import cluster_order
 
 __all__ = ["retrain_section", "mean_sd_table"]
 
@@ -27,7 +27,7 @@ def _measure_key(column: str) -> tuple:
     """accuracy and summary measures first, then class_*, cluster_* (C2 before C10), cause_*, n_extra last."""
     kind = column.split("_", 1)[0] if column.startswith(("class_", "cluster_", "cause_")) else ""
     order = {"": 0, "class": 1, "cluster": 2, "cause": 3}[kind]
-    return (column == "n_extra", order, cluster_key(column.split("_", 1)[1]) if kind == "cluster" else (), column)
+    return (column == "n_extra", order, cluster_order(column.split("_", 1)[1]) if kind == "cluster" else (), column)
 
 
 def mean_sd_table(metrics: pd.DataFrame) -> pd.DataFrame:

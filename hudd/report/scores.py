@@ -10,15 +10,10 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from ..clustering import cluster_order
 from ..evaluation import Evaluation, evaluate_clusters, is_circular, parameter_columns, variance_ratio
 
-__all__ = ["Scores", "score_clusters", "cluster_key"]
-
-
-def cluster_key(name: str) -> tuple:
-    """Natural order of cluster names: by face element, then C2 before C10."""
-    prefix, _, number = str(name).rpartition("C")
-    return (prefix, int(number) if number.isdigit() else 0, str(name))
+__all__ = ["Scores", "score_clusters"]
 
 
 @dataclass
@@ -50,7 +45,7 @@ def score_clusters(clusters: pd.DataFrame, params: pd.DataFrame) -> Scores:
         raise KeyError(missing.iloc[0])
     merged = clusters[["image", "cluster"]].join(truth[parameters], on="image")
     rows = []
-    for name in sorted(merged["cluster"].unique(), key=cluster_key):
+    for name in sorted(merged["cluster"].unique(), key=cluster_order):
         members = merged[merged["cluster"] == name]
         row = {"cluster": name, "size": len(members)}
         row.update({f"rr_{p}": variance_ratio(members[p].to_numpy(), truth[p].to_numpy(), circular=is_circular(p)) for p in parameters})

@@ -12,7 +12,7 @@ import pandas as pd
 
 from .html import esc, image, link, note, not_run, section, table
 from .inputs import ReportInputs
-from .scores import cluster_key
+from ..clustering import cluster_order
 
 __all__ = ["unsafe_table", "unsafe_section", "thumbnails", "THUMBNAILS"]
 
@@ -24,7 +24,7 @@ def unsafe_table(data: ReportInputs) -> pd.DataFrame | None:
     if data.unsafe is None or data.clusters is None:
         return None
     unsafe = data.unsafe
-    names = sorted(data.clusters["cluster"].unique(), key=cluster_key)
+    names = sorted(data.clusters["cluster"].unique(), key=cluster_order)
     sizes = data.clusters["cluster"].value_counts().reindex(names).to_numpy()
     frame = pd.DataFrame({"cluster": names, "size": sizes})
     if data.quotas is not None:

@@ -31,6 +31,7 @@ import pandas as pd
 import torch
 
 from ..assignment import quotas, ranked_assignment, single_linkage
+from ..clustering import cluster_order
 from ..data import ImageDataset, make_loader
 from ..distance import distance_blocks
 from ..errors import HuddError
@@ -106,7 +107,7 @@ def run(ctx: Context, *, budget: int | None = None, force: bool = False) -> Assi
     """Run (or skip, when current) the assignment; see the module docstring."""
     ws = ctx.workspace
     clusters = _clusters(ctx)
-    names = sorted(clusters["cluster"].unique(), key=lambda c: (_face_element(c), int(c.rsplit("C", 1)[1])))
+    names = sorted(clusters["cluster"].unique(), key=cluster_order)
     sizes = clusters["cluster"].value_counts().reindex(names).to_numpy()
     test = pd.read_csv(ws.test_result)
     if budget is not None and budget <= 0:
@@ -197,4 +198,4 @@ def _cluster_key(column: pd.Series) -> pd.Series:
     """Sort by face element, then C2 before C10."""
     if column.name != "cluster":
         return column
-    return column.map(lambda c: f"{_face_element(c)}\0{int(c.rsplit('C', 1)[1]):09d}")
+    return column.map(cluster_order)

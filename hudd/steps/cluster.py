@@ -35,7 +35,8 @@ from .common import Context, run_step
 
 __all__ = ["ClusterOutcome", "run", "VERSION", "cluster_name", "unit_name"]
 
-VERSION = 1
+VERSION = 2  # 2: leaves ClusterAnalysis/blackbox/ alone
+BLACKBOX_UNIT = "blackbox"  # hudd.steps.blackbox writes there
 
 
 @dataclass
@@ -110,8 +111,9 @@ def run(ctx: Context, *, force: bool = False) -> ClusterOutcome:
     inputs = {"heatmaps": entry["fingerprint"]}
 
     def compute(fingerprint: str, resume: bool):
-        if (ws.root / "ClusterAnalysis").exists():
-            shutil.rmtree(ws.root / "ClusterAnalysis")
+        for stale in ws.cluster_dir(".").iterdir() if ws.cluster_dir(".").is_dir() else ():
+            if stale.name != BLACKBOX_UNIT:  # the black-box pipeline's clusters are not this step's
+                shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
         groups = _groups(ctx, index)
         rows = []
         for layer, alias in progress(list(zip(layers["layer"], layers["alias"])), desc="cluster", unit="layer"):
@@ -138,7 +140,7 @@ def run(ctx: Context, *, force: bool = False) -> ClusterOutcome:
         write_csv(ws.clusters_csv, clusters)
         if (summary["knee_method"].isin(["single-image", "too-few-images"])).any():
             echo("cluster: fewer than 4 error-inducing images in a group: one cluster, no k to choose")
-        return [ws.summary_csv, ws.clusters_csv, ws.root / "ClusterAnalysis"]
+        return [ws.summary_csv, ws.clusters_csv, *(ws.cluster_dir(unit_name(r.group, r.layer)) for r in summary.itertuples())]
 
     ran = run_step(ctx, "cluster", VERSION, config=config, inputs=inputs, compute=compute, force=force)
     return ClusterOutcome(ran, pd.read_csv(ws.summary_csv, keep_default_na=False), pd.read_csv(ws.clusters_csv))

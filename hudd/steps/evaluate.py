@@ -20,12 +20,10 @@ from ..data import read_params
 from ..errors import HuddError
 from ..evaluation import NOISE, Evaluation, evaluate_clusters
 from ..workspace import write_csv
-from .cluster import unit_name
+from .cluster import BLACKBOX_UNIT, unit_name
 from .common import Context
 
-__all__ = ["run", "compare", "BLACKBOX"]
-
-BLACKBOX = "blackbox"  # the black-box pipeline's ClusterAnalysis sub-folder and step name
+__all__ = ["run", "compare"]
 
 
 def _ground_truth(ctx: Context) -> pd.DataFrame:
@@ -90,9 +88,9 @@ def compare(ctx: Context) -> pd.DataFrame:
             unit = unit_name(layer.group, layer.layer)
             rows.append(_row("hudd-layer", f"{unit} ({layer.alias})", _score(ctx, pd.read_csv(ws.layer_clusters_csv(unit)), params),
                              float("nan")))
-    blackbox = ws.layer_clusters_csv(BLACKBOX)
+    blackbox = ws.layer_clusters_csv(BLACKBOX_UNIT)
     if blackbox.is_file():
-        rows.append(_row(BLACKBOX, "selected", _score(ctx, pd.read_csv(blackbox), params), _seconds(ctx, BLACKBOX)))
+        rows.append(_row(BLACKBOX_UNIT, "selected", _score(ctx, pd.read_csv(blackbox), params), _seconds(ctx, BLACKBOX_UNIT)))
     if not rows:
         raise HuddError(f"{ws.clusters_csv}: no clustering to compare; run `hudd analyze {ctx.case.root}` first")
     table = pd.DataFrame(rows)

@@ -1,0 +1,237 @@
+"""Feature vectors of images for the black-box pipeline: a network's penultimate layer, batch by batch.
+
+Notation: ``n`` images, ``d`` features. A :class:`FeatureExtractor` is a network, the layer whose
+*input* is the feature vector, and how the images are prepared for the network:
+
+- ``model`` (:func:`model_extractor`): the case's own model, fed exactly as in ``hudd test``;
+  the feature layer is its last ``nn.Linear`` (the classifier's input, the penultimate layer), or
+  for models without one (KPNet) its last convolution;
+- a torchvision backbone by name (:func:`backbone_extractor`: ``resnet18``, ``mobilenet_v3_small``,
+  ``efficientnet_b0``, ...), built with ``weights=None`` and loaded from a weights file the user
+  supplies (hudd downloads nothing); its last ``nn.Linear`` gives the pooled penultimate features.
+  Images are scaled to [0, 1], grayscale repeated to 3 channels, resized (bilinear, no crop, so
+  nothing at the border is lost) to the backbone's input size and normalised with its mean/std,
+  both read from torchvision's weights metadata (ImageNet's for every classification backbone).
+
+"Last" is the order of ``named_modules()``, which is the order of the forward pass in
+torchvision's and hudd's architectures. A 4-D feature input ``(n, C, H, W)`` is global-average
+pooled to ``(n, C)``. :func:`extract_features` runs any extractor on a data set; a new extractor
+(a pretrained EfficientNet-Lite0, say) is one more builder returning a :class:`FeatureExtractor`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torchvision
+
+from .data import ImageDataset, make_loader
+from .errors import HuddError
+from .predictions import check_finite
+from .progress import progress
+
+__all__ = ["FeatureExtractor", "feature_layer", "model_extractor", "backbone_extractor", "make_extractor",
+           "list_backbones", "extract_features", "MODEL"]
+
+MODEL = "model"  # the extractor name for the case's own model
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+_SHOWN_KEYS = 3  # keys named in a mismatch message, per kind
+
+
+@dataclasses.dataclass
+class FeatureExtractor:
+    """A network whose ``layer`` input is the feature vector, and how images are prepared for it.
+
+    ``size`` (height, width), ``mean`` and ``std`` are set for backbones that take [0, 1] RGB images
+    resized and normalised their own way; ``None`` feeds the images as the case's model takes them.
+    """
+
+    name: str
+    module: nn.Module
+    layer: str
+    size: tuple[int, int] | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    weights: Path | None = None
+
+    def prepare_dataset(self, dataset: ImageDataset) -> ImageDataset:
+        """The data set normalised as this extractor expects (pixels in [0, 1] for a backbone)."""
+        if self.mean is None:
+            return dataset
+        channels = dataset.spec.channels
+        if channels not in (1, 3):
+            raise HuddError(f"{dataset.path(0) if len(dataset) else dataset.case.datasets}: {dataset.spec.describe_input()} "
+                            f"images; the {self.name} backbone takes grayscale or RGB; use --extractor {MODEL}")
+        unit = dataclasses.replace(dataset.spec, mean=(0.0,) * channels, std=(1.0,) * channels)
+        return dataset.with_spec(unit, model_name=self.name)
+
+    def prepare_batch(self, images: torch.Tensor) -> torch.Tensor:
+        """A batch of the prepared data set as the network's input."""
+        if self.mean is None:
+            return images
+        if images.shape[1] == 1:
+            images = images.expand(-1, 3, -1, -1)
+        if tuple(images.shape[2:]) != self.size:
+            images = F.interpolate(images, size=self.size, mode="bilinear", align_corners=False, antialias=True)
+        mean = torch.tensor(self.mean, dtype=images.dtype, device=images.device)[:, None, None]
+        std = torch.tensor(self.std, dtype=images.dtype, device=images.device)[:, None, None]
+        return (images - mean) / std
+
+
+def feature_layer(module: nn.Module) -> str:
+    """Name of the layer whose input is the feature vector: the last Linear, else the last convolution.
+
+    Raises
+    ------
+    ValueError
+        The module has neither.
+    """
+    for kinds in ((nn.Linear,), (nn.modules.conv._ConvNd,)):
+        names = [name for name, sub in module.named_modules() if isinstance(sub, kinds)]
+        if names:
+            return names[-1]
+    raise ValueError(f"{type(module).__name__} has no Linear or convolution layer to take features from")
+
+
+def model_extractor(module: nn.Module) -> FeatureExtractor:
+    """The case's model, its penultimate layer (see :func:`feature_layer`)."""
+    try:
+        return FeatureExtractor(MODEL, module, feature_layer(module))
+    except ValueError as exc:
+        raise HuddError(f"--extractor {MODEL}: {exc}; choose a torchvision backbone with --extractor NAME --weights FILE") from None
+
+
+def list_backbones() -> list[str]:
+    """The torchvision classification backbones that can be named as an extractor."""
+    return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def _read_state(path: Path) -> dict:
+    """A state_dict from ``path`` (``torch.load(weights_only=True)``; a ``{"state_dict": ...}`` wrapper is opened)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise HuddError(f"{path}: no such weights file; pass an existing --weights FILE") from None
+    except Exception as exc:  # torch raises many types for a file that is not a checkpoint
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise HuddError(f"{path}: cannot read as PyTorch weights ({reason}); save the backbone's state_dict with torch.save") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise HuddError(f"{path}: not a state_dict (a dict of tensors); save the backbone with torch.save(model.state_dict(), FILE)")
+    return state
+
+
+def _keys(keys: list[str]) -> str:
+    return ", ".join(keys[:_SHOWN_KEYS]) + (f" and {len(keys) - _SHOWN_KEYS} more" if len(keys) > _SHOWN_KEYS else "")
+
+
+def _mismatch(expected: dict, found: dict) -> str:
+    """What keeps ``found`` from loading strictly into a module with state ``expected`` ('' when it fits)."""
+    problems = []
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    shapes = [k for k in expected if k in found and tuple(found[k].shape) != tuple(expected[k].shape)]
+    if missing:
+        problems.append(f"missing {_keys(missing)}")
+    if unexpected:
+        problems.append(f"unexpected {_keys(unexpected)}")
+    if shapes:
+        key = shapes[0]
+        problems.append(f"{key} is {list(found[key].shape)} in the file, {list(expected[key].shape)} in the backbone"
+                        + (f" (and {len(shapes) - 1} more shapes differ)" if len(shapes) > 1 else ""))
+    return "; ".join(problems)
+
+
+def _build_backbone(name: str, state: dict) -> nn.Module:
+    """Backbone ``name`` with ``weights=None``, its classifier sized as in ``state`` (a fine-tuned head loads too)."""
+    module = torchvision.models.get_model(name, weights=None)
+    head = state.get(f"{feature_layer(module)}.weight")
+    if head is not None and head.dim() == 2 and head.shape[0] != module.get_submodule(feature_layer(module)).out_features:
+        module = torchvision.models.get_model(name, weights=None, num_classes=int(head.shape[0]))
+    return module
+
+
+def _input_transform(name: str) -> tuple[tuple[int, int], tuple, tuple]:
+    """Input size, mean and std from torchvision's weights metadata (no download); ImageNet's 224 px by default."""
+    try:
+        preset = torchvision.models.get_model_weights(name).DEFAULT.transforms()
+        side = int(preset.crop_size[0])
+        return (side, side), tuple(preset.mean), tuple(preset.std)
+    except (ValueError, AttributeError, IndexError):
+        return (224, 224), _IMAGENET_MEAN, _IMAGENET_STD
+
+
+def backbone_extractor(name: str, weights: Path) -> FeatureExtractor:
+    """Torchvision backbone ``name`` loaded strictly from the state_dict in ``weights``.
+
+    Raises
+    ------
+    HuddError
+        Unknown backbone, unreadable file, or weights that do not fit (the message names the file and
+        the first missing, unexpected or mis-shaped keys).
+    """
+    known = list_backbones()
+    if name not in known:
+        examples = ", ".join(n for n in ("resnet18", "mobilenet_v3_small", "efficientnet_b0") if n in known)
+        raise HuddError(f"--extractor {name}: unknown; use {MODEL} or a torchvision backbone such as {examples} "
+                        f"({len(known)} known: torchvision.models.list_models())")
+    weights = Path(weights)
+    state = _read_state(weights)
+    module = _build_backbone(name, state)
+    problem = _mismatch(module.state_dict(), state)
+    if problem:
+        raise HuddError(f"{weights}: weights do not fit torchvision {name} ({problem}); "
+                        f"pass a state_dict saved from a {name}, or name its architecture with --extractor")
+    module.load_state_dict(state, strict=True)
+    size, mean, std = _input_transform(name)
+    return FeatureExtractor(name, module.eval(), feature_layer(module), size=size, mean=mean, std=std, weights=weights)
+
+
+def make_extractor(name: str, *, model: nn.Module, weights: Path | None = None) -> FeatureExtractor:
+    """``model`` (the case's model; no weights file) or a torchvision backbone (a weights file is required)."""
+    if name == MODEL:
+        if weights is not None:
+            raise HuddError(f"--weights {weights}: the weights of a torchvision backbone; name the backbone with --extractor "
+                            f"(e.g. resnet18), or leave --weights out to use the case's model")
+        return model_extractor(model)
+    if weights is None:
+        raise HuddError(f"--extractor {name}: needs --weights FILE (a state_dict of torchvision's {name}); "
+                        "hudd downloads nothing")
+    return backbone_extractor(name, weights)
+
+
+@torch.no_grad()
+def extract_features(extractor: FeatureExtractor, dataset: ImageDataset, *, batch_size: int, device: torch.device) -> np.ndarray:
+    """``(n, d)`` float32 features of every image of ``dataset``, in order, computed on ``device`` in batches.
+
+    Memory is bounded by ``batch_size`` (plus the ``(n, d)`` result). The module is put in eval
+    mode and on ``device``; its parameters are not changed.
+
+    Raises
+    ------
+    HuddError
+        The features of an image are NaN or infinite (the message names the first one).
+    """
+    module = extractor.module.to(device).eval()
+    prepared = extractor.prepare_dataset(dataset)
+    captured = []
+    handle = module.get_submodule(extractor.layer).register_forward_pre_hook(lambda _, inputs: captured.append(inputs[0]))
+    chunks = []
+    try:
+        for images, _, index in progress(make_loader(prepared, batch_size=batch_size), desc="features", unit="batch"):
+            captured.clear()
+            module(extractor.prepare_batch(images.to(device, non_blocking=True)))
+            features = captured[-1]
+            features = features.mean(dim=(2, 3)) if features.dim() == 4 else features.flatten(1)
+            check_finite(features, prepared, index)
+            chunks.append(features.float().cpu().numpy())
+    finally:
+        handle.remove()
+    return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
