@@ -173,3 +173,17 @@ def test_step_writes_every_output_and_is_deterministic(trained_case, tmp_path, n
         assert (folder / name).is_dir() and (folder / f"{name}.gif").is_file() and (folder / f"{name}.png").is_file()
         assert len(list((folder / name).iterdir())) == int((clusters["cluster"] == name).sum())
     assert not (case / "HUDD" / "clusters.csv").exists() and not (case / "HUDD" / "summary.csv").exists()
+
+
+def test_cli_runs_beside_hudds_clusters_and_evaluate_compares_both(case, no_umap):
+    assert run_cli("analyze", str(case)).exit_code == 0
+    hudd_clusters = (case / "HUDD/clusters.csv").read_bytes()
+    result = run_cli("cluster", str(case), "--pipeline", "blackbox")
+    assert result.exit_code == 0, result.output
+    assert "note: umap-learn is not installed" in result.output and "ClusterAnalysis/blackbox" in result.output
+    assert (case / "HUDD/clusters.csv").read_bytes() == hudd_clusters
+    assert run_cli("cluster", str(case), "--force").exit_code == 0
+    assert (case / "HUDD/ClusterAnalysis/blackbox/clusters.csv").is_file(), "rerunning HUDD's clustering keeps the black-box one"
+    assert run_cli("evaluate", str(case), "--compare").exit_code == 0
+    compared = pd.read_csv(case / "HUDD/clusterings.csv")
+    assert compared["method"].iloc[-1] == "blackbox" and compared["images"].iloc[-1] == compared["images"].iloc[0]
