@@ -231,7 +231,7 @@ def cluster(case, model, trust_model, arch, force, pipeline, extractor, weights,
             from .steps import blackbox as blackbox_step
 
             outcome = blackbox_step.run(ctx, extractor=extractor, weights=weights, clusterer=clusterer, reducer=reducer, force=force)
-            summary = outcome.summary.fillna({"weights": "", "note": ""})
+            summary = outcome.summary
             row = summary.iloc[0]
             click.echo(format_table(summary.drop(columns=["note"]), floats="{:.2f}"))
             if row["note"]:

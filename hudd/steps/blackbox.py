@@ -195,5 +195,5 @@ def run(ctx: Context, *, extractor: str = MODEL, weights: Path | None = None, cl
         return list(paths.values()) + written
 
     ran = run_step(ctx, UNIT, VERSION, config=config, inputs=inputs, compute=compute, force=force)
-    return BlackboxOutcome(ran, pd.read_csv(paths["blackbox.csv"]), pd.read_csv(paths["clusters.csv"]),
+    return BlackboxOutcome(ran, pd.read_csv(paths["blackbox.csv"], keep_default_na=False), pd.read_csv(paths["clusters.csv"]),
                            pd.read_csv(paths["grid.csv"]))
