@@ -255,6 +255,21 @@ _RETRAIN_OPTIONS = (
     click.option("--baselines/--no-baselines", default=None, help="Also train the paper's baselines B1 and B2 (default: yes)."),
     click.option("--seed", type=int, default=None, help="First seed (default 0)."),
     *_SELECTION_OPTIONS,
+    click.option("--treatment", type=click.Choice(["none", "doctor"]), default=None,
+                 help="Also fine-tune with Model Doctor's constraints: methods doctor and hudd+doctor (default none)."),
+    click.option("--spatial", "doctor_spatial", type=click.Choice(["auto", "on", "off"]), default=None,
+                 help="Model Doctor's space-wise constraint from DataSets/<Set>/masks/ (default auto: when the TrainingSet has masks)."),
+    click.option("--doctor-lambda", "doctor_lambda", type=float, default=None, help="Weight of Model Doctor's constraints (default 1)."),
+    click.option("--doctor-draws", "doctor_j_train", type=int, default=None,
+                 help="Noise draws per image in the treatment (default 10; 1-2 on a CPU)."),
+)
+_DOCTOR_OPTIONS = (
+    click.option("--layers", "doctor_layers", default=None, help="Comma-separated convolutional layers (default: the last two)."),
+    click.option("--per-class", "doctor_t", type=int, default=None, help="Most confident, correct training images per class (T, default 100)."),
+    click.option("--draws", "doctor_j", type=int, default=None, help="Noise draws per image (J, default 10)."),
+    click.option("--delta", "doctor_delta", type=float, default=None, help="Feature-map noise uniform in [-delta, delta] (default 0.1)."),
+    click.option("--v", "doctor_v", type=float, default=None, help="A channel is unrelated to a class below v times its largest (default 0.5)."),
+    click.option("--seed", type=int, default=None, help="Seed of the noise (default 0)."),
 )
 
 
@@ -338,6 +353,19 @@ def report(case, model, trust_model, arch, **kwargs):
 
     with _step_context(case, "report", model, trust_model, arch, kwargs) as ctx:
         click.echo(f"report: {report_step.run(ctx)}")
+
+
+@cli.command()
+@click.argument("case")
+@_options(_DOCTOR_OPTIONS)
+@_step_options
+def doctor(case, model, trust_model, arch, force, **kwargs):
+    """Model Doctor's diagnosis: per class, the gradient correlation of each channel of the deep conv layers; the channels behind each error."""
+    from .steps import doctor as doctor_step
+
+    with _step_context(case, "doctor", model, trust_model, arch, kwargs) as ctx:
+        outcome = doctor_step.run(ctx, force=force)
+        click.echo(doctor_step.summary(outcome, v=ctx.config.doctor_v, folder=ctx.workspace.doctor_dir))
 
 
 @cli.command("export")

@@ -54,6 +54,19 @@ class Config:
     sf: float = _key(0.3, lo=0.0, hi=1.0, doc="selection factor of the unsafe-set quota")
     error_px: float = _key(4.0, lo=0.0, doc="keypoint models: mean error (pixels) above which an image is an error")
     workspace: str = _key("HUDD", doc="workspace folder, relative to the case folder")
+    treatment: str = _key("none", choices=("none", "doctor"),
+                          doc="retrain: also fine-tune with Model Doctor's constraints (methods doctor and hudd+doctor)")
+    doctor_layers: tuple = _key((), doc="Model Doctor: convolutional layers to diagnose and constrain (empty: the last two)")
+    doctor_t: int = _key(100, lo=1, doc="Model Doctor: most confident, correct training images per class in the aggregates (T)")
+    doctor_j: int = _key(10, lo=1, doc="Model Doctor: noise draws per image in the diagnosis (J, equation 4)")
+    doctor_j_train: int = _key(10, lo=1, doc="Model Doctor: noise draws per image in the treatment (equation 5, averaged: "
+                                              "fewer is cheaper, with the same expected loss)")
+    doctor_delta: float = _key(0.1, lo=0.0, doc="Model Doctor: feature-map noise is uniform in [-delta, delta]")
+    doctor_v: float = _key(0.5, lo=0.0, hi=1.0, doc="Model Doctor: a channel is unrelated to a class when its aggregate is below "
+                                                    "v times the class's largest")
+    doctor_lambda: float = _key(1.0, lo=0.0, doc="Model Doctor: weight of the constraints against the cross-entropy")
+    doctor_spatial: str = _key("auto", choices=("auto", "on", "off"),
+                               doc="Model Doctor: space-wise constraint from DataSets/<Set>/masks/ (auto: when the TrainingSet has masks)")
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Config)}

@@ -12,7 +12,11 @@ or for keypoint regression::
                                           or a bare file name inside images/)
 
 An optional ``DataSets/<Set>/params.csv`` (image + simulator parameters + ``cause``) is read only
-by evaluation and reports, never by the model. Everywhere, an image is identified by its path
+by evaluation and reports, never by the model. Optional foreground masks (Model Doctor's space-wise
+constraint) mirror the images under ``DataSets/<Set>/masks/``: the mask of ``<Set>/<class>/0042.png``
+is ``<Set>/masks/<class>/0042.png`` (of ``<Set>/images/0042.png``, ``<Set>/masks/images/0042.png``), an
+8-bit grayscale PNG of the image's size, 255 (above 127) on the object and 0 elsewhere; ``masks/`` is
+never listed as a class or as images. Everywhere, an image is identified by its path
 relative to ``DataSets/`` (``TestSet/TopLeft/000123.png``). Pixels are scaled to [0, 1] and
 normalised with the model spec's per-channel mean and std; an image of another size or mode than
 the model expects is an error naming the file, never silently resized.
@@ -36,12 +40,13 @@ from .models.checkpoint import ModelSpec, describe_input
 
 __all__ = [
     "IMAGE_SUFFIXES", "SPLITS", "Case", "SplitListing", "list_split", "detect_task", "read_image", "ImageDataset",
-    "make_loader", "read_params", "image_shape", "keypoint_groups",
+    "make_loader", "read_params", "image_shape", "keypoint_groups", "MASKS_FOLDER", "mask_path", "read_mask", "read_masks", "has_masks",
 ]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 SPLITS = ("TrainingSet", "TestSet", "ImprovementSet")
 _SET_FILES = {"params.csv", "keypoints.csv", "labels.csv"}
+MASKS_FOLDER = "masks"
 _CACHE_LIMIT_BYTES = 2 << 30
 
 
@@ -110,7 +115,7 @@ def _list_unlabelled(case: Case, split: str, folder: Path, classes: tuple, keypo
 
 def _list_classification(case: Case, split: str, classes: tuple | None, model_name: str, unlabelled_ok: bool = False) -> SplitListing:
     set_dir = case.split_dir(split)
-    folders = sorted(p for p in set_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    folders = sorted(p for p in set_dir.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != MASKS_FOLDER)
     stray = sorted(p for p in set_dir.iterdir() if p.is_file() and p.name not in _SET_FILES and not p.name.startswith("."))
     if unlabelled_ok and stray and not folders and classes is not None:
         return _list_unlabelled(case, split, set_dir, classes, (), "classification")
@@ -253,6 +258,53 @@ def read_params(case: Case, split: str) -> pd.DataFrame | None:
         raise HuddError(f"{path}: has no 'image' column; fix or remove it")
     table["image"] = [f"{split}/{name}" for name in table["image"]]
     return table
+
+
+def mask_path(case: Case, image_id: str) -> Path:
+    """Where the foreground mask of ``image_id`` (relative to ``DataSets/``) lives: ``<Set>/masks/<rest>.png``."""
+    split, _, rest = str(image_id).partition("/")
+    return (case.datasets / split / MASKS_FOLDER / rest).with_suffix(".png")
+
+
+def has_masks(case: Case, split: str) -> bool:
+    """True when ``DataSets/<split>/masks/`` holds at least one PNG."""
+    folder = case.split_dir(split) / MASKS_FOLDER
+    return folder.is_dir() and any(p.is_file() for p in folder.rglob("*.png"))
+
+
+def read_mask(case: Case, image_id: str) -> np.ndarray | None:
+    """The foreground mask of ``image_id`` as bool ``(H, W)`` (True on the object), or None when it has none.
+
+    Raises
+    ------
+    HuddError
+        The mask file is unreadable (the message names it).
+    """
+    path = mask_path(case, image_id)
+    if not path.is_file():
+        return None
+    return read_image(path).max(axis=2) > 127
+
+
+def read_masks(case: Case, ids, *, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """The masks of ``ids``: bool ``(n, height, width)`` (all False where absent) and bool ``(n,)`` (present).
+
+    Raises
+    ------
+    HuddError
+        A mask is unreadable or not of its image's size.
+    """
+    masks = np.zeros((len(ids), height, width), bool)
+    present = np.zeros(len(ids), bool)
+    for i, image_id in enumerate(ids):
+        mask = read_mask(case, image_id)
+        if mask is None:
+            continue
+        if mask.shape != (height, width):
+            raise HuddError(f"{mask_path(case, image_id)}: mask is {mask.shape[1]}x{mask.shape[0]}, its image is {width}x{height}; "
+                            "write the mask at the image's size")
+        masks[i], present[i] = mask, True
+    return masks, present
 
 
 class ImageDataset(Dataset):

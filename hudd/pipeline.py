@@ -1,7 +1,7 @@
 """The two pipelines an engineer runs: ``hudd analyze`` and ``hudd retrain``.
 
 - analyze = test -> heatmaps -> cluster -> export -> report;
-- retrain = assign -> (labels needed?) -> retrain -> report.
+- retrain = assign -> (labels needed?) -> [doctor, with ``--treatment doctor``] -> retrain -> report.
 
 Each step decides for itself whether it is current (:func:`hudd.steps.common.run_step`): its
 fingerprint holds the config keys it reads, its input files' hashes and the fingerprint of the step
@@ -22,6 +22,7 @@ import pandas as pd
 from .errors import HuddError
 from .steps import assign as assign_step
 from .steps import cluster as cluster_step
+from .steps import doctor as doctor_step
 from .steps import export as export_step
 from .steps import heatmaps as heatmaps_step
 from .steps import report as report_step
@@ -101,5 +102,7 @@ def retrain(ctx: Context, *, budget: int | None = None, reselect: bool = True, f
         ws = ctx.workspace
         raise HuddError(f"{ws.labels_csv}: {missing} of {len(unsafe.unsafe)} selected images have no label yet; label them "
                         f"(the images are in {ws.unsafe_dir}/C<i>/) and run `hudd retrain {ctx.case.root}` again")
+    if ctx.config.treatment == "doctor":
+        doctor_step.run(ctx, force=force)
     retrained = retrain_step.run(ctx, force=force)
     return RetrainPipelineOutcome(unsafe, retrained, report_step.run(ctx))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
@@ -21,9 +22,15 @@ from .data import make_loader
 from .models import decode_keypoints
 from .progress import progress
 
-__all__ = ["TrainSettings", "History", "fit", "keypoint_target_maps"]
+__all__ = ["TrainSettings", "History", "ExtraLoss", "fit", "keypoint_target_maps"]
 
 _SIGMA_PX = 1.5
+
+ExtraLoss = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+"""``extra_loss(model, images, outputs, targets, indices) -> scalar``: a term added to the training loss
+(a treatment such as :class:`hudd.doctor.DoctorConstraint`). Arguments are on the device: the batch's
+normalised images ``(B, C, H, W)``, the model's outputs for them (float16 under CUDA autocast), the
+targets and the data set indices of the items. It runs outside autocast unless it enters it itself."""
 
 
 @dataclass(frozen=True)
@@ -105,7 +112,8 @@ def _validate(model, dataset, task, settings, device) -> float:
     return total / max(1, len(dataset))
 
 
-def fit(model: torch.nn.Module, train_set: Dataset, val_set: Dataset | None, *, task: str, settings: TrainSettings, device: torch.device, desc: str = "train") -> History:
+def fit(model: torch.nn.Module, train_set: Dataset, val_set: Dataset | None, *, task: str, settings: TrainSettings, device: torch.device,
+        desc: str = "train", extra_loss: ExtraLoss | None = None) -> History:
     """Train ``model`` in place and leave it with the weights of its best validation epoch.
 
     Parameters
@@ -117,6 +125,10 @@ def fit(model: torch.nn.Module, train_set: Dataset, val_set: Dataset | None, *, 
     task : {"classification", "keypoints"}
     settings : TrainSettings
     device : torch.device
+    extra_loss : callable, optional
+        A term added to every batch's loss (see :data:`ExtraLoss`); it is computed after the model's
+        forward pass, outside autocast, and its gradient goes through the same gradient scaler. The
+        recorded ``train_loss`` is the total. Without it, training is exactly the plain loop.
     """
     model.to(device)
     optimizer = _optimizer(model, settings)
@@ -130,11 +142,15 @@ def fit(model: torch.nn.Module, train_set: Dataset, val_set: Dataset | None, *, 
         model.train()
         loader = make_loader(train_set, batch_size=settings.batch_size, shuffle=True, seed=settings.seed * 100_003 + epoch)
         losses = []
-        for images, targets, _ in progress(loader, desc=f"epoch {epoch + 1}/{settings.epochs}", unit="batch"):
+        for images, targets, indices in progress(loader, desc=f"epoch {epoch + 1}/{settings.epochs}", unit="batch"):
             optimizer.zero_grad(set_to_none=True)
+            images = images.to(device, non_blocking=True)
+            targets = targets.to(device, non_blocking=True)
             with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
-                outputs = model(images.to(device, non_blocking=True))
-            loss = _loss(task, outputs, targets.to(device, non_blocking=True))
+                outputs = model(images)
+            loss = _loss(task, outputs, targets)
+            if extra_loss is not None:
+                loss = loss + extra_loss(model, images, outputs, targets, indices.to(device, non_blocking=True))
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()

@@ -245,6 +245,33 @@ class Workspace:
         return self.retrain_dir / "metrics.csv"
 
     @property
+    def doctor_dir(self) -> Path:
+        """Model Doctor's diagnosis (``hudd doctor``)."""
+        return self.root / "Doctor"
+
+    def doctor_npy(self, layer: str) -> Path:
+        """Raw class-by-channel aggregates of ``layer``, ``(n_classes, K)`` float32."""
+        return self.doctor_dir / f"{layer}.npy"
+
+    def doctor_csv(self, layer: str) -> Path:
+        return self.doctor_dir / f"{layer}.csv"
+
+    def doctor_png(self, layer: str) -> Path:
+        return self.doctor_dir / f"{layer}.png"
+
+    @property
+    def doctor_layers_csv(self) -> Path:
+        return self.doctor_dir / "layers.csv"
+
+    @property
+    def doctor_images_csv(self) -> Path:
+        return self.doctor_dir / "images.csv"
+
+    @property
+    def doctor_diagnosis_csv(self) -> Path:
+        return self.doctor_dir / "diagnosis.csv"
+
+    @property
     def labels_backup(self) -> Path:
         """A copy of ``labels.csv`` taken before ``hudd assign`` reruns, so no label typed in is lost."""
         return self.root / "labels-backup.csv"

@@ -108,7 +108,7 @@ def test_unlabelled_improvement_set_leaves_the_labels_blank(clustered: Path):
     for path in list(improve.glob("*/*.png")):
         path.rename(improve / f"{path.parent.name}-{path.name}")
     for folder in [p for p in improve.iterdir() if p.is_dir()]:
-        folder.rmdir()
+        shutil.rmtree(folder)
     result = run_cli("assign", str(clustered), "--budget", "5")
     assert result.exit_code == 0, result.output
     labels = pd.read_csv(clustered / "HUDD/UnsafeSet/labels.csv", keep_default_na=False)

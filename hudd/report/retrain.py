@@ -18,9 +18,11 @@ METHODS = {
     "hudd": "HUDD: training set + the balanced, labelled unsafe set",
     "B1": "baseline B1: as many random improvement images, those the model gets wrong, bootstrapped to the same size",
     "B2": "baseline B2: as many random improvement images, bootstrapped to the same size",
+    "doctor": "Model Doctor: training set only, with the gradient constraints on the deep layers (space-wise too when masks exist)",
+    "hudd+doctor": "HUDD + Model Doctor: training set + the balanced unsafe set, with the constraints",
 }
 _HEADERS = {"mean": "mean", "sd": "sd", "gain": "gain over original", "A12_vs_B1": "A12 vs B1", "p_vs_B1": "p vs B1",
-            "A12_vs_B2": "A12 vs B2", "p_vs_B2": "p vs B2"}
+            "A12_vs_B2": "A12 vs B2", "p_vs_B2": "p vs B2", "A12_vs_hudd": "A12 vs hudd", "p_vs_hudd": "p vs hudd"}
 
 
 def _measure_key(column: str) -> tuple:

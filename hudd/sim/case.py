@@ -3,8 +3,12 @@
 Classification tasks (``gaze``, ``openness``) use the image-folder layout ``<Set>/<Class>/<id>.png``;
 ``landmarks`` writes ``<Set>/images/<id>.png`` and ``<Set>/keypoints.csv``. Every set has a
 ``params.csv`` (image relative to the set folder, label, every simulator parameter, ``cause``).
-``DataSets/simulation.json`` records the settings, so a rerun with the same ones can be skipped.
-The same seed gives byte-identical files.
+Every image also gets a foreground mask (the opening between the lids, see
+:func:`hudd.sim.render.eye_masks`) at ``<Set>/masks/<same path as the image>``, 8-bit grayscale
+0/255, for Model Doctor's space-wise constraint. ``DataSets/simulation.json`` records the settings
+and the format of what was written (:data:`FORMAT`; 2 = with masks), so a rerun with the same ones
+can be skipped; a simulation of an older format with the same settings gets its masks added (its
+images stay as they are: they would come out byte-identical). The same seed gives byte-identical files.
 """
 
 from __future__ import annotations
@@ -18,16 +22,18 @@ import imageio.v3 as iio
 import numpy as np
 import pandas as pd
 
+from ..data import MASKS_FOLDER
 from ..errors import HuddError
-from ..progress import progress
+from ..progress import echo, progress
 from ..workspace import atomic_path, write_csv, write_text
 from .params import GAZE_CLASSES, OPENNESS_CLASSES, PARAMETERS, TASKS, gaze_class, openness_class, sample_parameters
-from .render import KEYPOINT_NAMES, eye_keypoints, render_eyes
+from .render import KEYPOINT_NAMES, eye_keypoints, eye_masks, render_eyes
 
-__all__ = ["SimulationSettings", "simulate_case", "SPLITS", "SIMULATION_RECORD"]
+__all__ = ["SimulationSettings", "simulate_case", "SPLITS", "SIMULATION_RECORD", "FORMAT"]
 
 SPLITS = ("TrainingSet", "TestSet", "ImprovementSet")
 SIMULATION_RECORD = "simulation.json"
+FORMAT = 2  # what a simulation writes: 1 = images, params.csv (and keypoints.csv); 2 = also masks/
 _CHUNK = 256  # images rendered per call; fixed so the noise stream does not depend on settings
 
 
@@ -73,7 +79,8 @@ def _write_png(path: Path, image: np.ndarray) -> None:
         iio.imwrite(tmp, image, extension=".png")
 
 
-def _simulate_split(root: Path, split: str, n: int, split_index: int, settings: SimulationSettings) -> None:
+def _plan(split: str, n: int, split_index: int, settings: SimulationSettings):
+    """The parameters, causes, labels and image paths (relative to the set folder) of one set."""
     hazard_rate = settings.hazard_rate_train if split == "TrainingSet" else settings.hazard_rate
     seeds = np.random.SeedSequence([settings.seed, split_index])
     param_rng = np.random.default_rng(seeds.spawn(1)[0])
@@ -84,9 +91,25 @@ def _simulate_split(root: Path, split: str, n: int, split_index: int, settings: 
         relpaths = [f"images/{i:0{width}d}.png" for i in range(n)]
     else:
         relpaths = [f"{label}/{i:0{width}d}.png" for i, label in enumerate(labels)]
+    return params, causes, labels, relpaths
+
+
+def _add_masks(root: Path, split: str, n: int, split_index: int, settings: SimulationSettings) -> None:
+    """Write only the masks of a set simulated before masks existed (its images stay untouched)."""
+    params, _, _, relpaths = _plan(split, n, split_index, settings)
+    for chunk in progress(range((n + _CHUNK - 1) // _CHUNK), desc=f"masks {split}", unit="batch"):
+        lo, hi = chunk * _CHUNK, min(n, (chunk + 1) * _CHUNK)
+        masks = eye_masks({k: v[lo:hi] for k, v in params.items()}, settings.size).astype(np.uint8) * np.uint8(255)
+        for i, mask in enumerate(masks):
+            _write_png(root / split / MASKS_FOLDER / relpaths[lo + i], mask)
+
+
+def _simulate_split(root: Path, split: str, n: int, split_index: int, settings: SimulationSettings) -> None:
+    params, causes, labels, relpaths = _plan(split, n, split_index, settings)
     set_dir = root / split
     for folder in sorted({str(Path(r).parent) for r in relpaths}):
         (set_dir / folder).mkdir(parents=True, exist_ok=True)
+        (set_dir / MASKS_FOLDER / folder).mkdir(parents=True, exist_ok=True)
     keypoints = []
     n_chunks = (n + _CHUNK - 1) // _CHUNK
     for chunk in progress(range(n_chunks), desc=f"simulate {split}", unit="batch"):
@@ -94,8 +117,10 @@ def _simulate_split(root: Path, split: str, n: int, split_index: int, settings: 
         chunk_params = {k: v[lo:hi] for k, v in params.items()}
         noise_rng = np.random.default_rng(np.random.SeedSequence([settings.seed, split_index, chunk, 1]))
         images = render_eyes(chunk_params, settings.size, noise_rng)
-        for i, image in enumerate(images):
+        masks = eye_masks(chunk_params, settings.size).astype(np.uint8) * np.uint8(255)
+        for i, (image, mask) in enumerate(zip(images, masks)):
             _write_png(set_dir / relpaths[lo + i], image)
+            _write_png(set_dir / MASKS_FOLDER / relpaths[lo + i], mask)
         if settings.task == "landmarks":
             keypoints.append(eye_keypoints(chunk_params, settings.size))
     table = pd.DataFrame({"image": relpaths, "label": labels})
@@ -114,22 +139,31 @@ def _simulate_split(root: Path, split: str, n: int, split_index: int, settings: 
 def simulate_case(case: Path, settings: SimulationSettings, *, force: bool = False) -> bool:
     """Write the simulated data sets of ``settings`` into ``case/DataSets``.
 
-    Returns False (and writes nothing) when the folder already holds a simulation with the same
-    settings. Existing sets with other settings, or not made by the simulator, are replaced only
-    with ``force``: the simulator never deletes a user's data on its own.
+    Returns True when it wrote the images. Returns False when the folder already holds a simulation
+    with the same settings: of :data:`FORMAT`, it writes nothing; of an older format (made before
+    masks), it adds the masks and leaves the images alone (what it would write is byte-identical).
+    Existing sets with other settings, or not made by the simulator, are replaced only with
+    ``force``: the simulator never deletes a user's data on its own.
     """
     settings.check()
     datasets = Path(case) / "DataSets"
     record = datasets / SIMULATION_RECORD
+    wanted = {**asdict(settings), "format": FORMAT}
     existing = [s for s in SPLITS if (datasets / s).exists()]
     if existing and not force:
         try:
-            same = json.loads(record.read_text()) == asdict(settings)
+            found = json.loads(record.read_text())
         except (OSError, ValueError):
-            same = False
-        if same:
+            found = None
+        if found == wanted:
             return False
-        raise HuddError(f"{datasets}: already holds {', '.join(existing)}; pass --force to replace them, or choose another case folder")
+        if not (isinstance(found, dict) and {**found, "format": FORMAT} == wanted and found.get("format", 1) < FORMAT):
+            raise HuddError(f"{datasets}: already holds {', '.join(existing)}; pass --force to replace them, or choose another case folder")
+        echo(f"simulate: {datasets} was simulated before masks existed; adding them (DataSets/<Set>/masks/), the images stay as they are")
+        for index, (split, n) in enumerate(settings.counts().items()):
+            _add_masks(datasets, split, n, index, settings)
+        write_text(record, json.dumps(wanted, indent=2, sort_keys=True) + "\n")
+        return False
     record.unlink(missing_ok=True)
     for split in existing:
         shutil.rmtree(datasets / split)
@@ -137,5 +171,5 @@ def simulate_case(case: Path, settings: SimulationSettings, *, force: bool = Fal
     for index, (split, n) in enumerate(settings.counts().items()):
         _simulate_split(datasets, split, n, index, settings)
     (Path(case) / "DNNModels").mkdir(parents=True, exist_ok=True)
-    write_text(record, json.dumps(asdict(settings), indent=2, sort_keys=True) + "\n")
+    write_text(record, json.dumps(wanted, indent=2, sort_keys=True) + "\n")
     return True

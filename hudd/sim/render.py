@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["render_eyes", "eye_keypoints", "KEYPOINT_NAMES", "KEYPOINT_GROUPS"]
+__all__ = ["render_eyes", "eye_masks", "eye_keypoints", "KEYPOINT_NAMES", "KEYPOINT_GROUPS"]
 
 _UPPER_T = np.linspace(-1.0, 1.0, 7)
 _LOWER_T = np.linspace(-2.0 / 3.0, 2.0 / 3.0, 5)
@@ -53,6 +53,41 @@ def _lids(g: dict[str, np.ndarray], t: np.ndarray, upper: bool) -> np.ndarray:
     return g["cy"] - g["hu"] * profile - 0.02 if upper else g["cy"] + g["hl"] * profile
 
 
+def _grid(size: int) -> tuple[np.ndarray, np.ndarray, np.float32]:
+    """Pixel-centre coordinates ``x`` (1, 1, size) and ``y`` (1, size, 1) in [-1, 1], and one pixel's width."""
+    coords = (np.arange(size, dtype=np.float32) + 0.5) / size * 2.0 - 1.0
+    return coords[None, None, :], coords[None, :, None], np.float32(2.0 / size)
+
+
+def _cover(signed_inside: np.ndarray, pix: np.float32) -> np.ndarray:
+    """Anti-aliased coverage in [0, 1] of a region given its signed distance inside (normalised units)."""
+    return np.clip(signed_inside / pix + 0.5, 0.0, 1.0)
+
+
+def _eye_opening(g: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, pix: np.float32) -> tuple[np.ndarray, ...]:
+    """Position along the eye ``t``, upper lid height, and the coverage of the opening between the lids."""
+    t = (x - g["cx"]) / g["a"]
+    y_up = _lids(g, t, upper=True)
+    y_low = _lids(g, t, upper=False)
+    inside_x = np.abs(t) < 1.0
+    return t, y_up, _cover(np.minimum(y - y_up, y_low - y), pix) * inside_x
+
+
+def eye_masks(params: dict[str, np.ndarray], size: int) -> np.ndarray:
+    """Foreground masks of the eyes :func:`render_eyes` draws: the opening between the lids (sclera, iris
+    and pupil as far as visible), where its anti-aliased coverage is at least one half.
+
+    Deterministic (no noise), so the masks line up with the images pixel for pixel.
+
+    Returns
+    -------
+    ndarray of bool, shape (B, size, size)
+    """
+    g = {k: _col(v) for k, v in _geometry(params).items()}
+    x, y, pix = _grid(size)
+    return _eye_opening(g, x, y, pix)[2] >= 0.5
+
+
 def render_eyes(params: dict[str, np.ndarray], size: int, rng: np.random.Generator) -> np.ndarray:
     """Render ``B`` grayscale eye images.
 
@@ -71,19 +106,12 @@ def render_eyes(params: dict[str, np.ndarray], size: int, rng: np.random.Generat
     """
     g = {k: _col(v) for k, v in _geometry(params).items()}
     p = {k: _col(v) for k, v in params.items()}
-    coords = (np.arange(size, dtype=np.float32) + 0.5) / size * 2.0 - 1.0
-    x = coords[None, None, :]
-    y = coords[None, :, None]
-    pix = np.float32(2.0 / size)
+    x, y, pix = _grid(size)
 
     def cover(signed_inside: np.ndarray) -> np.ndarray:
-        return np.clip(signed_inside / pix + 0.5, 0.0, 1.0)
+        return _cover(signed_inside, pix)
 
-    t = (x - g["cx"]) / g["a"]
-    y_up = _lids(g, t, upper=True)
-    y_low = _lids(g, t, upper=False)
-    inside_x = np.abs(t) < 1.0
-    eye = cover(np.minimum(y - y_up, y_low - y)) * inside_x
+    t, y_up, eye = _eye_opening(g, x, y, pix)
 
     r_iris = p["iris_size"] * g["sy"]
     q_iris = np.sqrt(((x - g["ix"]) / (r_iris * np.maximum(g["sx"], 0.3))) ** 2 + ((y - g["iy"]) / r_iris) ** 2)

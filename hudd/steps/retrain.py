@@ -10,6 +10,14 @@ and compare with the paper's baselines (RQ2).
 - every method fine-tunes a copy of the original weights on TrainingSet + its extra images with
   the one training loop (SGD, lr 1e-3, momentum 0.9, weight decay 5e-4 by default), ``runs``
   times with seeds ``seed, seed + 1, ...``;
+- with ``treatment = "doctor"`` (classifiers only), Model Doctor's treatment (:mod:`hudd.doctor`):
+  ``doctor`` fine-tunes on the training set alone, as the paper, and ``hudd+doctor`` on the training
+  set + HUDD's balanced unsafe set, both with the channel-wise constraint (equation 5) on the
+  diagnosed layers, plus the space-wise one (equation 6) when ``doctor_spatial`` is ``on``, or
+  ``auto`` and ``DataSets/TrainingSet/masks/`` holds masks (``on`` without masks stops with a message
+  saying where they go). The class aggregates come from ``hudd doctor``'s outputs: this step runs
+  :func:`hudd.steps.doctor.run` first (it skips itself when current) and takes its fingerprint
+  as an input. Same seeds as the other methods;
 - writes ``Retrain/metrics.csv`` (run, method, seed, accuracy, per class, per root-cause cluster's
   test images, on hazard images and per cause when ``params.csv`` exists) and the first HUDD
   model to ``DNNModels/<model>-hudd.pt`` (the input model file is never touched).
@@ -28,7 +36,8 @@ import torch
 from torch.utils.data import Subset
 
 from .. import __version__
-from ..data import ImageDataset, SplitListing, read_params
+from ..data import MASKS_FOLDER, ImageDataset, SplitListing, has_masks, mask_path, read_masks, read_params
+from ..doctor import DoctorConstraint, background_masks, dilation_px
 from ..errors import HuddError
 from ..models import save_checkpoint
 from ..predictions import predict
@@ -36,12 +45,16 @@ from ..progress import echo
 from ..retraining import bootstrap_balance, bootstrap_to, reduced_improvement_set
 from ..stats import a12, mann_whitney_p
 from ..training import TrainSettings, fit
-from ..workspace import file_hash, write_csv
+from ..workspace import file_hash, listing_hash, write_csv
+from . import doctor as doctor_step
 from .common import Context, run_step
 
-__all__ = ["RetrainOutcome", "run", "read_labels", "compare", "VERSION"]
+__all__ = ["RetrainOutcome", "run", "read_labels", "compare", "VERSION", "DOCTOR_METHODS", "DOCTOR_KEYS"]
 
 VERSION = 1
+BASELINES = ("B1", "B2")
+DOCTOR_METHODS = ("doctor", "hudd+doctor")
+DOCTOR_KEYS = ("treatment", "doctor_j_train", "doctor_delta", "doctor_v", "doctor_lambda", "doctor_spatial")
 
 
 @dataclass
@@ -137,26 +150,59 @@ def _test_groups(ctx: Context, test: SplitListing) -> dict[str, np.ndarray]:
 
 
 def compare(metrics: pd.DataFrame, column: str = "accuracy") -> pd.DataFrame:
-    """method, runs, mean, sd, gain over the original; for HUDD, A12 and Mann-Whitney p against B1 and B2."""
+    """method, runs, mean, sd, gain over the original; A12 and Mann-Whitney p of each retraining method
+    (HUDD, and Model Doctor's when present) against B1 and B2, and of Model Doctor's against HUDD
+    (columns ``A12_vs_hudd``, ``p_vs_hudd``, only when a Model Doctor method ran)."""
     original = float(metrics.loc[metrics["method"] == "original", column].mean())
-    hudd = metrics.loc[metrics["method"] == "hudd", column].to_numpy()
+    methods = set(metrics["method"])
+    references = list(BASELINES) + (["hudd"] if methods & set(DOCTOR_METHODS) and "hudd" in methods else [])
     rows = []
     for method, values in metrics.groupby("method", sort=False)[column]:
         row = {"method": method, "runs": len(values), "mean": values.mean(), "sd": values.std(ddof=1) if len(values) > 1 else 0.0,
                "gain": values.mean() - original}
-        for baseline in ("B1", "B2"):
-            other = metrics.loc[metrics["method"] == baseline, column].to_numpy()
-            row[f"A12_vs_{baseline}"] = a12(hudd, other) if method == "hudd" and len(other) else float("nan")
-            row[f"p_vs_{baseline}"] = mann_whitney_p(hudd, other) if method == "hudd" and len(other) else float("nan")
+        for reference in references:
+            other = metrics.loc[metrics["method"] == reference, column].to_numpy()
+            compared = len(other) and (method in DOCTOR_METHODS if reference == "hudd" else method not in ("original", *BASELINES))
+            row[f"A12_vs_{reference}"] = a12(values.to_numpy(), other) if compared else float("nan")
+            row[f"p_vs_{reference}"] = mann_whitney_p(values.to_numpy(), other) if compared else float("nan")
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _spatial(ctx: Context) -> bool:
+    """Whether the treatment adds the space-wise constraint (``doctor_spatial``: auto, on or off)."""
+    mode = ctx.config.doctor_spatial
+    if mode == "off":
+        return False
+    found = has_masks(ctx.case, "TrainingSet")
+    if mode == "on" and not found:
+        folder = ctx.case.split_dir("TrainingSet") / MASKS_FOLDER
+        raise HuddError(f"{folder}: no foreground masks, and the space-wise constraint (doctor_spatial = on) needs them; put one "
+                        f"8-bit PNG per training image at {folder}/<class>/<image name>.png (255 on the object, 0 elsewhere; "
+                        "`hudd simulate` writes them), or pass --spatial off (doctor_spatial = \"off\" in hudd.toml)")
+    return found
+
+
+def _backgrounds(ctx: Context, ids: list[str], rows: np.ndarray, n_pool: int) -> torch.Tensor:
+    """Background weights ``(n_pool, H, W)`` uint8 of the pool rows ``rows`` that have a mask; zero elsewhere."""
+    spec = ctx.model.spec
+    masks, present = read_masks(ctx.case, [ids[i] for i in rows], height=spec.height, width=spec.width)
+    background = torch.zeros((n_pool, spec.height, spec.width), dtype=torch.uint8)
+    if present.any():
+        weights = background_masks(torch.from_numpy(masks[present]), pixels=dilation_px(spec.height))
+        background[torch.from_numpy(rows[present])] = weights.round().to(torch.uint8)
+    return background
 
 
 def run(ctx: Context, *, force: bool = False) -> RetrainOutcome:
     """Run (or skip, when current) the retraining; see the module docstring."""
     ws = ctx.workspace
-    labels, label_targets = read_labels(ctx)
     config = ctx.config
+    treated = config.treatment == "doctor"
+    if treated:  # a keypoint model, unknown doctor_layers or missing masks stop here, before anything runs
+        doctor_step.resolve_layers(ctx)
+    spatial = treated and _spatial(ctx)
+    labels, label_targets = read_labels(ctx)
     train = ctx.listing("TrainingSet")
     improve = ctx.listing("ImprovementSet", unlabelled_ok=True)
     test = ctx.listing("TestSet")
@@ -167,6 +213,14 @@ def run(ctx: Context, *, force: bool = False) -> RetrainOutcome:
     inputs = {"assign": ws.step_entry("assign")["fingerprint"], "labels": file_hash(ws.labels_csv), "model": ctx.model_hash,
               "TrainingSet": ctx.listing_hash(train), "TestSet": ctx.listing_hash(test)}
     output_model = ctx.case.models / f"{ctx.model.path.stem}-hudd.pt"
+    if treated:
+        doctor_step.run(ctx)
+        aggregates = doctor_step.read_aggregates(ctx)
+        keys += DOCTOR_KEYS
+        inputs["doctor"] = ws.step_entry("doctor")["fingerprint"]
+        if spatial:  # the masks of the training and the unsafe images
+            paths = [mask_path(ctx.case, image) for image in [*train.ids, *labels["image"]]]
+            inputs["masks"] = listing_hash(ctx.case.datasets, [str(p.relative_to(ctx.case.datasets)) for p in paths if p.is_file()])
 
     def compute(fingerprint: str, resume: bool):
         # one pool (training set, then improvement set with the engineers' labels) so images decode once
@@ -180,6 +234,8 @@ def run(ctx: Context, *, force: bool = False) -> RetrainOutcome:
         test_data = ImageDataset(ctx.case, test, ctx.model.spec, model_name=ctx.model_name)
         groups = _test_groups(ctx, test)
         unsafe_rows = np.array([position[image] for image in labels["image"]])
+        background = _backgrounds(ctx, pool.ids, np.concatenate([np.arange(len(train)), np.unique(unsafe_rows)]).astype(np.int64),
+                                  len(pool)) if spatial else None
         original_improve = None
         rows = [{"run": 0, "method": "original", "seed": -1, **_evaluate(ctx, ctx.model.module, test_data, groups)}]
         settings = TrainSettings(epochs=config.retrain_epochs, lr=config.retrain_lr, optimizer="sgd", momentum=config.momentum,
@@ -198,12 +254,18 @@ def run(ctx: Context, *, force: bool = False) -> RetrainOutcome:
                 wrong = reduced[~_correct(ctx, original_improve[reduced], improve.targets[reduced])]
                 extras["B1"] = len(train) + wrong[bootstrap_to(len(wrong), len(balanced), rng)]
                 extras["B2"] = len(train) + reduced[bootstrap_to(len(reduced), len(balanced), rng)]
+            if treated:
+                extras["doctor"] = np.zeros(0, np.int64)
+                extras["hudd+doctor"] = balanced
             for method, extra in extras.items():
                 torch.manual_seed(seed)
                 model = copy.deepcopy(ctx.model.module)
                 data = Subset(pool_data, np.concatenate([np.arange(len(train)), extra]).tolist())
+                constraint = DoctorConstraint(aggregates, v=config.doctor_v, delta=config.doctor_delta, n_draws=config.doctor_j_train,
+                                              weight=config.doctor_lambda, background=background, seed=seed) \
+                    if method in DOCTOR_METHODS else None
                 fit(model, data, None, task=train.task, settings=dataclasses.replace(settings, seed=seed),
-                    device=ctx.device, desc=f"retrain {method} run {run_index + 1}/{config.runs}")
+                    device=ctx.device, desc=f"retrain {method} run {run_index + 1}/{config.runs}", extra_loss=constraint)
                 rows.append({"run": run_index + 1, "method": method, "seed": seed, "n_extra": len(extra),
                              **_evaluate(ctx, model, test_data, groups)})
                 if method == "hudd" and run_index == 0:
