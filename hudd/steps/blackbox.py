@@ -42,7 +42,8 @@ from ..progress import echo
 from ..workspace import file_hash, save_npy, write_csv
 from .cluster import BLACKBOX_UNIT, cluster_name
 from .common import Context, run_step
-from .heatmaps import error_rows
+from .export import describe_images
+from .heatmaps import error_positions, error_rows
 
 __all__ = ["BlackboxOutcome", "run", "cluster_names", "VERSION", "UNIT"]
 
@@ -75,21 +76,9 @@ def _paths(ctx: Context) -> dict[str, Path]:
 def _error_dataset(ctx: Context, errors: pd.DataFrame) -> ImageDataset:
     """The error-inducing test images, in ``testResult.csv`` order, as the model reads them."""
     listing = ctx.listing("TestSet")
-    position = {image: i for i, image in enumerate(listing.ids)}
-    missing = [image for image in errors["image"] if image not in position]
-    if missing:
-        raise HuddError(f"{ctx.workspace.test_result}: lists {missing[0]}, which is not in the TestSet any more; run `hudd test --force`")
-    rows = np.array([position[image] for image in errors["image"]], dtype=np.int64)
+    rows = error_positions(ctx, errors, listing)
     subset = dataclasses.replace(listing, ids=tuple(listing.ids[i] for i in rows), targets=listing.targets[rows])
     return ImageDataset(ctx.case, subset, ctx.model.spec, model_name=ctx.model_name)
-
-
-def _describe(ctx: Context) -> pd.Series:
-    """Image -> class (or worst keypoint), for the contact sheets' titles, as ``hudd export``."""
-    results = pd.read_csv(ctx.workspace.test_result)
-    if ctx.model.spec.task == "keypoints":
-        return results.set_index("image")["worst_keypoint"].map(lambda k: ctx.model.spec.keypoints[int(k)])
-    return results.set_index("image")["label"]
 
 
 def _params_text(params: dict) -> str:
@@ -188,7 +177,7 @@ def run(ctx: Context, *, extractor: str = MODEL, weights: Path | None = None, cl
         title = (f"{UNIT}: {feature_extractor.name} features, {result.reducer} + {result.clusterer} ({_params_text(result.params)})\n"
                  f"{len(names)} images: k = {result.n_clusters}, {NOISE} = {result.n_noise}")
         _plot(paths["embedding.png"], result, names, title)
-        written = export_unit(ws, UNIT, ctx.case.datasets, clusters, _describe(ctx))
+        written = export_unit(ws, UNIT, ctx.case.datasets, clusters, describe_images(ctx))
         write_csv(paths["blackbox.csv"], _summary(feature_extractor, result, features.shape[1], time.perf_counter() - started))
         if result.reducer == "pca" and not umap_available():
             echo(f"{UNIT}: {PCA_NOTE}")

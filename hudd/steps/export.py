@@ -15,9 +15,17 @@ from ..workspace import file_hash
 from .cluster import unit_name
 from .common import Context, run_step
 
-__all__ = ["run", "VERSION"]
+__all__ = ["run", "VERSION", "describe_images"]
 
 VERSION = 1
+
+
+def describe_images(ctx: Context) -> pd.Series:
+    """Image -> class (or worst keypoint), from ``testResult.csv``: the titles of the contact sheets."""
+    results = pd.read_csv(ctx.workspace.test_result)
+    if ctx.model.spec.task == "keypoints":
+        return results.set_index("image")["worst_keypoint"].map(lambda k: ctx.model.spec.keypoints[int(k)])
+    return results.set_index("image")["label"]
 
 
 def run(ctx: Context, *, force: bool = False) -> list[str]:
@@ -29,11 +37,7 @@ def run(ctx: Context, *, force: bool = False) -> list[str]:
     summary = pd.read_csv(ws.summary_csv, keep_default_na=False)
     chosen = summary if ctx.config.export == "all" else summary[summary["selected"]]
     units = [(unit_name(r.group, r.layer), bool(r.selected)) for r in chosen.itertuples()]
-    results = pd.read_csv(ws.test_result)
-    if ctx.model.spec.task == "keypoints":
-        describe = results.set_index("image")["worst_keypoint"].map(lambda k: ctx.model.spec.keypoints[int(k)])
-    else:
-        describe = results.set_index("image")["label"]
+    describe = describe_images(ctx)
 
     def compute(fingerprint: str, resume: bool):
         written = []

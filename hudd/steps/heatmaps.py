@@ -35,7 +35,7 @@ from ..progress import progress
 from ..workspace import file_hash, write_csv, write_text
 from .common import Context, run_step
 
-__all__ = ["HeatmapsOutcome", "run", "VERSION", "error_rows", "channel_heatmap"]
+__all__ = ["HeatmapsOutcome", "run", "VERSION", "error_rows", "error_positions", "channel_heatmap"]
 
 VERSION = 1
 
@@ -62,6 +62,15 @@ def error_rows(ctx: Context) -> pd.DataFrame:
     if errors.empty:
         raise HuddError(f"{path}: the model makes no error on the {len(results)} TestSet images; there is nothing to analyse")
     return errors.reset_index(drop=True)
+
+
+def error_positions(ctx: Context, errors: pd.DataFrame, listing) -> np.ndarray:
+    """Positions in the TestSet ``listing`` of the error-inducing images; a HuddError when one is gone."""
+    position = {image: i for i, image in enumerate(listing.ids)}
+    missing = [image for image in errors["image"] if image not in position]
+    if missing:
+        raise HuddError(f"{ctx.workspace.test_result}: lists {missing[0]}, which is not in the TestSet any more; run `hudd test --force`")
+    return np.array([position[image] for image in errors["image"]], dtype=np.int64)
 
 
 def _explainer(ctx: Context) -> Explainer:
@@ -104,11 +113,7 @@ def run(ctx: Context, *, force: bool = False) -> HeatmapsOutcome:
     errors = error_rows(ctx)
     explainer = _explainer(ctx)
     listing = ctx.listing("TestSet")
-    position = {image: i for i, image in enumerate(listing.ids)}
-    missing = [image for image in errors["image"] if image not in position]
-    if missing:
-        raise HuddError(f"{ws.test_result}: lists {missing[0]}, which is not in the TestSet any more; run `hudd test --force`")
-    positions = np.array([position[image] for image in errors["image"]], dtype=np.int64)
+    positions = error_positions(ctx, errors, listing)
     dataset = ImageDataset(ctx.case, listing, ctx.model.spec, model_name=ctx.model_name, cache=False)
     targets = _targets(ctx, errors, dataset, positions)
     config = {key: getattr(ctx.config, key) for key in ("lrp_rule", "lrp_target", "layers", "heatmap_dtype", "batch_size")}
