@@ -124,9 +124,7 @@ def test_selections_of_nothing_are_refused(clustered: Path, args, message):
     assert result.exit_code == 2 and message in result.stderr
 
 
-def test_assign_before_cluster_says_what_to_run(trained_case: Path, tmp_path: Path):
-    case = tmp_path / "case"
-    shutil.copytree(trained_case, case)
+def test_assign_before_cluster_says_what_to_run(case: Path):
     result = run_cli("assign", str(case))
     assert result.exit_code == 2 and "run `hudd analyze" in result.stderr
 

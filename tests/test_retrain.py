@@ -103,9 +103,7 @@ def test_bad_labels_name_the_rows_and_keep_everything(assigned: Path, edit, mess
     assert not (assigned / "DNNModels/alexnet-small-hudd.pt").exists()
 
 
-def test_retrain_before_analyze_says_what_to_run(trained_case: Path, tmp_path: Path):
-    case = tmp_path / "case"
-    shutil.copytree(trained_case, case)
+def test_retrain_before_analyze_says_what_to_run(case: Path):
     result = run_cli("retrain", str(case))
     assert result.exit_code == 2 and "run `hudd analyze" in result.stderr
 
