@@ -30,10 +30,7 @@ from .steps import retrain as retrain_step
 from .steps import test as test_step
 from .steps.common import Context
 
-__all__ = ["AnalyzeOutcome", "RetrainPipelineOutcome", "analyze", "retrain", "ANALYZE_STEPS", "RETRAIN_STEPS"]
-
-ANALYZE_STEPS = ("test", "heatmaps", "cluster", "export", "report")
-RETRAIN_STEPS = ("assign", "retrain", "report")
+__all__ = ["AnalyzeOutcome", "RetrainPipelineOutcome", "analyze", "retrain"]
 
 
 @dataclass
