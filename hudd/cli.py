@@ -15,6 +15,7 @@ import click
 
 from . import __version__
 from .errors import HuddError
+from .methods import METHOD_NAMES, PAPER
 
 __all__ = ["cli", "main"]
 
@@ -118,11 +119,11 @@ def cli(quiet: bool, debug: bool) -> None:
 
 @cli.command()
 @click.argument("case", type=click.Path(file_okay=False))
-@click.option("--task", type=click.Choice(["gaze", "openness", "landmarks"]), default="gaze", show_default=True)
+@click.option("--task", type=click.Choice(["gaze", "openness", "landmarks", "signs", "glyphs"]), default="gaze", show_default=True)
 @click.option("--train", "n_train", type=int, default=6000, show_default=True, help="TrainingSet images.")
 @click.option("--test", "n_test", type=int, default=3000, show_default=True, help="TestSet images.")
 @click.option("--improve", "n_improve", type=int, default=3000, show_default=True, help="ImprovementSet images.")
-@click.option("--size", type=int, default=None, help="Image side in px (default 64; 128 for landmarks, KPNet's input).")
+@click.option("--size", type=int, default=None, help="Image side in px (default 64; 128 for landmarks, KPNet's input; 32 for glyphs).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--hazard-rate", type=float, default=0.12, show_default=True, help="Share of test/improvement images with a hazard.")
 @click.option("--hazard-rate-train", type=float, default=0.02, show_default=True, help="Share of training images with a hazard.")
@@ -132,7 +133,7 @@ def simulate(case, task, n_train, n_test, n_improve, size, seed, hazard_rate, ha
     from .sim import SimulationSettings, simulate_case
 
     settings = SimulationSettings(task=task, n_train=n_train, n_test=n_test, n_improve=n_improve,
-                                  size=size or (128 if task == "landmarks" else 64), seed=seed,
+                                  size=size or {"landmarks": 128, "glyphs": 32}.get(task, 64), seed=seed,
                                   hazard_rate_train=hazard_rate_train, hazard_rate=hazard_rate)
     written = simulate_case(Path(case), settings, force=force)
     click.echo(f"{'wrote' if written else 'unchanged (same settings)'}: {Path(case) / 'DataSets'} "
@@ -200,15 +201,19 @@ _CLUSTER_OPTIONS = (
 )
 
 
-_BLACKBOX_OPTIONS = (
-    click.option("--pipeline", type=click.Choice(["hudd", "blackbox"]), default="hudd", show_default=True,
-                 help="hudd: heatmaps per layer (the paper); blackbox: features + UMAP/PCA + DBSCAN/HDBSCAN (SAFE-style), "
-                      "into ClusterAnalysis/blackbox/."),
-    click.option("--extractor", default="model", show_default=True,
-                 help="blackbox: 'model' (its penultimate layer) or a torchvision backbone name with --weights."),
+_METHOD_OPTIONS = (
+    click.option("--method", type=click.Choice(METHOD_NAMES), default=PAPER, show_default=True,
+                 help="paper: LRP heatmaps of every layer, Ward, WICD knee, layer of minimal WICD (HUDD as published); "
+                      "blackbox: the model's features + UMAP/PCA + DBSCAN/HDBSCAN (SAFE-style); pretrained: ImageNet "
+                      "EfficientNet-Lite0 features (hudd[pretrained]) + Ward + WICD knee; naive: the model's features + Ward, "
+                      "k = 10. Feature methods write ClusterAnalysis/<method>/."),
+    click.option("--extractor", default=None,
+                 help="Feature methods: 'model' (its penultimate layer), 'efficientnet_lite0[:block]', or a torchvision "
+                      "backbone name with --weights (default: the method's)."),
     click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), default=None,
-                 help="blackbox: state_dict file of the --extractor backbone (nothing is downloaded)."),
-    click.option("--clusterer", type=click.Choice(["dbscan", "hdbscan"]), default="dbscan", show_default=True, help="blackbox only."),
+                 help="Feature methods: state_dict file of the --extractor backbone (nothing is downloaded)."),
+    click.option("--clusterer", type=click.Choice(["dbscan", "hdbscan", "ward"]), default=None,
+                 help="Feature methods (default: the method's: dbscan for blackbox, ward otherwise)."),
     click.option("--reducer", type=click.Choice(["auto", "umap", "pca"]), default="auto", show_default=True,
                  help="blackbox only; auto = UMAP when umap-learn is installed (hudd[umap]), else PCA."),
 )
@@ -217,28 +222,29 @@ _BLACKBOX_OPTIONS = (
 @cli.command()
 @click.argument("case")
 @_options(_CLUSTER_OPTIONS)
-@_options(_BLACKBOX_OPTIONS)
+@_options(_METHOD_OPTIONS)
 @_step_options
-def cluster(case, model, trust_model, arch, force, pipeline, extractor, weights, clusterer, reducer, **kwargs):
-    """Step 1b: per layer HAC (Ward) + WICD knee, select the best layer, export its clusters (or --pipeline blackbox)."""
+def cluster(case, model, trust_model, arch, force, method, extractor, weights, clusterer, reducer, **kwargs):
+    """Step 1b: per layer HAC (Ward) + WICD knee, select the best layer, export its clusters (or another --method)."""
     from .steps import cluster as cluster_step
     from .steps import export as export_step
     from .text import cluster_summary, format_table
 
     with _step_context(case, "cluster", model, trust_model, arch, kwargs) as ctx:
-        if pipeline == "blackbox":
+        if method != PAPER:
             from .clustering import cluster_order
-            from .steps import blackbox as blackbox_step
+            from .steps import feature_cluster
 
-            outcome = blackbox_step.run(ctx, extractor=extractor, weights=weights, clusterer=clusterer, reducer=reducer, force=force)
+            outcome = feature_cluster.run(ctx, method, extractor=extractor, weights=weights, clusterer=clusterer, reducer=reducer,
+                                          force=force)
             summary = outcome.summary
             row = summary.iloc[0]
-            click.echo(format_table(summary.drop(columns=["note"]), floats="{:.2f}"))
+            click.echo(format_table(summary.drop(columns=["note", "extractor_name"]), floats="{:.2f}"))
             if row["note"]:
                 click.echo(f"note: {row['note']}")
             sizes = outcome.clusters["cluster"].value_counts()
             click.echo(", ".join(f"{name} {sizes[name]}" for name in sorted(sizes.index, key=cluster_order)))
-            click.echo(f"clusters, GIFs and contact sheets in {ctx.workspace.cluster_dir(blackbox_step.UNIT)}")
+            click.echo(f"clusters, GIFs and contact sheets in {ctx.workspace.cluster_dir(method)}")
             return
         outcome = cluster_step.run(ctx, force=force)
         export_step.run(ctx, force=force)
@@ -246,6 +252,9 @@ def cluster(case, model, trust_model, arch, force, pipeline, extractor, weights,
 
 
 _SELECTION_OPTIONS = (
+    click.option("--method", type=click.Choice(METHOD_NAMES), default=None,
+                 help="Whose clusters to select for: paper (HUDD's selected layer, by heatmaps) or a feature method run by "
+                      "`hudd cluster --method` (in its feature space); default: paper for assign, the last assign's for retrain."),
     click.option("--sf", type=float, default=None, help="Selection factor of equation 7 (default 0.3)."),
     click.option("--budget", type=int, default=None, help="Label exactly this many images, split like the quotas."),
 )
@@ -277,13 +286,13 @@ _DOCTOR_OPTIONS = (
 @click.argument("case")
 @_options(_SELECTION_OPTIONS)
 @_step_options
-def assign(case, model, trust_model, arch, force, budget, **kwargs):
+def assign(case, model, trust_model, arch, force, budget, method, **kwargs):
     """Step 4: select improvement-set images per root-cause cluster (ranked single linkage, quotas)."""
     from .steps import assign as assign_step
     from .text import format_table
 
     with _step_context(case, "assign", model, trust_model, arch, kwargs) as ctx:
-        outcome = assign_step.run(ctx, budget=budget, force=force)
+        outcome = assign_step.run(ctx, method=method or PAPER, budget=budget, force=force)
         click.echo(format_table(outcome.clusters))
         click.echo(f"unsafe set: {len(outcome.unsafe)} images in {ctx.workspace.unsafe_dir}; "
                    f"label them in {ctx.workspace.labels_csv}")
@@ -293,14 +302,14 @@ def assign(case, model, trust_model, arch, force, budget, **kwargs):
 @click.argument("case")
 @_options(_RETRAIN_OPTIONS)
 @_step_options
-def retrain(case, model, trust_model, arch, force, budget, **kwargs):
+def retrain(case, model, trust_model, arch, force, budget, method, **kwargs):
     """Steps 4-7: select the unsafe set (hudd assign), stop if it needs labels, fine-tune, compare with B1/B2, report."""
     from .pipeline import retrain as retrain_pipeline
     from .text import retrain_summary
 
     with _step_context(case, "retrain", model, trust_model, arch, kwargs) as ctx:
         reselect = budget is not None or kwargs.get("sf") is not None
-        outcome = retrain_pipeline(ctx, budget=budget, reselect=reselect, force=force)
+        outcome = retrain_pipeline(ctx, method=method, budget=budget, reselect=reselect, force=force)
         click.echo(retrain_summary(outcome.retrained.metrics, outcome.retrained.comparison))
         click.echo(f"retrained model: {ctx.case.models / (ctx.model.path.stem + '-hudd.pt')}; metrics: {ctx.workspace.metrics_csv}")
         click.echo(f"report: {outcome.report}")

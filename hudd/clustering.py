@@ -17,13 +17,14 @@ of images is read exactly once over the whole merge sequence.
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 from kneed import KneeLocator
 from scipy.cluster.hierarchy import leaves_list, linkage
 from scipy.spatial.distance import squareform
 
-__all__ = ["ward_linkage", "wicd_curve", "cut", "derivative", "choose_k", "k_range", "cluster_order"]
+__all__ = ["ward_linkage", "wicd_curve", "cut", "derivative", "choose_k", "k_range", "ward_clusters", "WardClusters", "cluster_order"]
 
 
 def ward_linkage(distances: np.ndarray) -> np.ndarray:
@@ -150,6 +151,43 @@ def choose_k(ks: np.ndarray, wicd: np.ndarray) -> tuple[int, str]:
     if len(ks) >= 3:
         return int(ks[1 + int(np.argmax(np.diff(wicd, 2)))]), "max-curvature"
     return int(ks[0]), "smallest-k"
+
+
+@dataclass
+class WardClusters:
+    """Labels ``(n,)`` ``0..k-1``, ``k``, how it was chosen, ``curve[k - 1]`` = WICD of the ``k``-cut and the ``ks`` tried."""
+
+    labels: np.ndarray
+    k: int
+    method: str
+    curve: np.ndarray
+    ks: np.ndarray
+
+    @property
+    def wicd(self) -> float:
+        return float(self.curve[self.k - 1])
+
+
+def ward_clusters(distances: np.ndarray, *, k_min: int = 2, k_max: int = 500, k: int | None = None) -> WardClusters:
+    """Ward on an ``(n, n)`` Euclidean distance matrix, cut at the knee of WICD over ``k_min .. min(n // 2, k_max)``.
+
+    ``k`` given: cut there instead (capped at ``n``; method ``fixed``). Fewer than ``2 k_min``
+    images: one cluster (``too-few-images``; ``single-image`` for ``n < 2``). Shared by HUDD's
+    per-layer heatmap clustering and the feature-based methods.
+    """
+    n = len(distances)
+    ks = k_range(n, k_min, k_max)
+    if n < 2:
+        return WardClusters(np.zeros(n, np.int64), 1, "single-image", np.zeros(max(n, 1)), ks)
+    Z = ward_linkage(distances)
+    curve = wicd_curve(distances, Z)
+    if k is not None:
+        k, method = min(k, n), "fixed"
+    elif len(ks):
+        k, method = choose_k(ks, curve[ks - 1])
+    else:
+        k, method = 1, "too-few-images"
+    return WardClusters(cut(Z, k), k, method, curve, ks)
 
 
 def cluster_order(name: str) -> tuple:

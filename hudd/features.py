@@ -11,7 +11,11 @@ Notation: ``n`` images, ``d`` features. A :class:`FeatureExtractor` is a network
   supplies (hudd downloads nothing); its last ``nn.Linear`` gives the pooled penultimate features.
   Images are scaled to [0, 1], grayscale repeated to 3 channels, resized (bilinear, no crop, so
   nothing at the border is lost) to the backbone's input size and normalised with its mean/std,
-  both read from torchvision's weights metadata (ImageNet's for every classification backbone).
+  both read from torchvision's weights metadata (ImageNet's for every classification backbone);
+- ``efficientnet_lite0`` or ``efficientnet_lite0:<block>`` (:func:`pretrained_extractor`): the
+  ImageNet EfficientNet-Lite0 of the extra ``hudd[pretrained]`` (weights installed with it, so
+  nothing to supply), pooled output of one of its blocks ``0..15`` (``16``: the head), images
+  resized to 128 px and scaled to [-1, 1] as the TensorFlow original.
 
 "Last" is the order of ``named_modules()``, which is the order of the forward pass in
 torchvision's and hudd's architectures. A 4-D feature input ``(n, C, H, W)`` is global-average
@@ -35,10 +39,13 @@ from .errors import HuddError
 from .predictions import check_finite
 from .progress import progress
 
-__all__ = ["FeatureExtractor", "feature_layer", "model_extractor", "backbone_extractor", "make_extractor",
-           "list_backbones", "extract_features", "MODEL"]
+__all__ = ["FeatureExtractor", "feature_layer", "model_extractor", "backbone_extractor", "pretrained_extractor",
+           "make_extractor", "list_backbones", "extract_features", "MODEL", "PRETRAINED"]
 
 MODEL = "model"  # the extractor name for the case's own model
+PRETRAINED = "efficientnet_lite0"  # the ImageNet backbone shipped by the extra hudd[pretrained]
+PRETRAINED_BLOCK = 10  # its default feature block (chosen on the development seeds: scripts/eval_rootcause.py)
+PRETRAINED_SIZE = 128  # its input side in pixels (the error images are resized to it)
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 _SHOWN_KEYS = 3  # keys named in a mismatch message, per kind
@@ -194,8 +201,42 @@ def backbone_extractor(name: str, weights: Path) -> FeatureExtractor:
     return FeatureExtractor(name, module.eval(), feature_layer(module), size=size, mean=mean, std=std, weights=weights)
 
 
+def pretrained_extractor(block: int = PRETRAINED_BLOCK, *, weights: Path | None = None) -> FeatureExtractor:
+    """EfficientNet-Lite0 with ImageNet weights (the extra's file unless ``weights``), pooled output of ``block``.
+
+    The features are the input of the module after the block (``_blocks.<block + 1>``, or
+    ``_conv_head`` after the last block, ``_fc`` for the head), so :func:`extract_features`'
+    hook takes them like any other extractor's.
+    """
+    from .models.efficientnet_lite import BLOCKS, INPUT_MEAN, INPUT_STD, load_pretrained_lite0
+
+    if not 0 <= block <= BLOCKS:
+        raise HuddError(f"--extractor {PRETRAINED}:{block}: blocks are 0..{BLOCKS - 1}, {BLOCKS} for the head")
+    layer = f"_blocks.{block + 1}" if block < BLOCKS - 1 else ("_conv_head" if block == BLOCKS - 1 else "_fc")
+    module = load_pretrained_lite0(weights)
+    side = PRETRAINED_SIZE
+    return FeatureExtractor(PRETRAINED, module, layer, size=(side, side), mean=(INPUT_MEAN,) * 3, std=(INPUT_STD,) * 3,
+                            weights=Path(weights) if weights is not None else None)
+
+
+def _pretrained_block(name: str) -> int | None:
+    """``efficientnet_lite0`` -> the default block; ``efficientnet_lite0:7`` -> 7; another name -> None."""
+    base, _, block = name.partition(":")
+    if base != PRETRAINED:
+        return None
+    if not block:
+        return PRETRAINED_BLOCK
+    if not block.isdigit():
+        raise HuddError(f"--extractor {name}: the block is a number, e.g. {PRETRAINED}:{PRETRAINED_BLOCK}")
+    return int(block)
+
+
 def make_extractor(name: str, *, model: nn.Module, weights: Path | None = None) -> FeatureExtractor:
-    """``model`` (the case's model; no weights file) or a torchvision backbone (a weights file is required)."""
+    """``model`` (the case's model; no weights file), ``efficientnet_lite0[:block]`` (weights optional) or a
+    torchvision backbone (a weights file is required)."""
+    block = _pretrained_block(name)
+    if block is not None:
+        return pretrained_extractor(block, weights=weights)
     if name == MODEL:
         if weights is not None:
             raise HuddError(f"--weights {weights}: the weights of a torchvision backbone; name the backbone with --extractor "

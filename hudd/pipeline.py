@@ -20,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from .errors import HuddError
+from .methods import PAPER
 from .steps import assign as assign_step
 from .steps import cluster as cluster_step
 from .steps import doctor as doctor_step
@@ -73,26 +74,33 @@ def unlabelled_count(ctx: Context) -> int:
     return int((values.apply(lambda column: column.str.strip()) == "").all(axis=1).sum())
 
 
-def _previous_selection(ctx: Context, budget: int | None) -> tuple[Context, int | None]:
-    """The ``sf`` and ``--budget`` the last finished ``hudd assign`` ran with, so that ``hudd retrain``
-    keeps the unsafe set an engineer labelled instead of selecting anew with the defaults."""
+def _previous_selection(ctx: Context, method: str | None, budget: int | None) -> tuple[Context, str | None, int | None]:
+    """The clustering method, ``sf`` and ``--budget`` the last finished ``hudd assign`` ran with, so that
+    ``hudd retrain`` keeps the unsafe set an engineer labelled instead of selecting anew with the defaults."""
     entry = ctx.workspace.step_entry("assign") or {}
     previous = entry.get("config") or {}
     if not entry.get("done") or "sf" not in previous:
-        return ctx, budget
+        return ctx, method, budget
     config = dataclasses.replace(ctx.config, sf=previous["sf"])
-    return dataclasses.replace(ctx, config=config), previous.get("budget")
+    return dataclasses.replace(ctx, config=config), method or previous.get("method"), previous.get("budget")
 
 
-def retrain(ctx: Context, *, budget: int | None = None, reselect: bool = True, force: bool = False) -> RetrainPipelineOutcome:
+def retrain(ctx: Context, *, method: str | None = None, budget: int | None = None, reselect: bool = True,
+            force: bool = False) -> RetrainPipelineOutcome:
     """Select the unsafe set, stop if it needs labels, fine-tune and compare, write the report.
 
-    ``reselect=False`` (the CLI without ``--sf`` or ``--budget``) keeps the selection settings of the
-    last ``hudd assign``: its unsafe set stays as it is unless the model, clusters or improvement set
-    changed (or ``force``), and then it is selected again the same way.
+    ``method`` names whose clusters the unsafe set is selected for (default: the last ``hudd assign``'s,
+    else ``paper``). ``reselect=False`` (the CLI without ``--sf`` or ``--budget``) keeps the selection
+    settings of the last ``hudd assign``: its unsafe set stays as it is unless the model, clusters or
+    improvement set changed (or ``force``), and then it is selected again the same way.
     """
-    selecting, budget = (ctx, budget) if reselect else _previous_selection(ctx, budget)
-    unsafe = assign_step.run(selecting, budget=budget, force=force)
+    if reselect:
+        selecting = ctx
+        if method is None:
+            method = ((ctx.workspace.step_entry("assign") or {}).get("config") or {}).get("method")
+    else:
+        selecting, method, budget = _previous_selection(ctx, method, budget)
+    unsafe = assign_step.run(selecting, method=method or PAPER, budget=budget, force=force)
     missing = unlabelled_count(ctx)
     if missing and missing == len(unsafe.unsafe):  # nothing labelled yet; a partly filled sheet gets read_labels' row numbers
         report_step.run(ctx)

@@ -39,7 +39,7 @@ import numpy as np
 from . import __version__
 from .errors import HuddError
 
-__all__ = ["Workspace", "atomic_path", "write_text", "save_npy", "write_csv", "file_hash", "listing_hash", "fingerprint"]
+__all__ = ["Workspace", "atomic_path", "write_text", "save_npy", "save_npz", "write_csv", "file_hash", "listing_hash", "fingerprint"]
 
 
 _UMASK = os.umask(0)
@@ -76,6 +76,13 @@ def save_npy(path: Path, array: np.ndarray) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
             np.save(fh, array)
+
+
+def save_npz(path: Path, **arrays: np.ndarray) -> None:
+    """Atomically save named ``arrays`` as one uncompressed ``.npz``."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
 
 
 def write_csv(path: Path, frame) -> None:

@@ -13,13 +13,13 @@ import torchvision
 from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score
 
-from hudd.blackbox import cluster_features, reduce, relabel, umap_available
+from hudd.feature_clustering import cluster_features, reduce, relabel, umap_available
 from hudd.config import load_config
 from hudd.data import Case, ImageDataset, list_split
 from hudd.errors import HuddError
 from hudd.features import extract_features, feature_layer, make_extractor
 from hudd.models import get_model, load_model
-from hudd.steps import blackbox as blackbox_step
+from hudd.steps import feature_cluster as blackbox_step
 from hudd.steps.common import open_context
 from tests.conftest import run_cli
 
@@ -74,7 +74,7 @@ def test_no_structure_and_too_few_images_give_one_cluster():
 
 
 def test_pca_stands_in_for_umap_when_it_is_missing(no_umap):
-    embedding, used = reduce(_blobs()[0], reducer="auto")
+    embedding, used, _ = reduce(_blobs()[0], reducer="auto")
     assert used == "pca" and embedding.shape == (200, 10)
     with pytest.raises(ValueError, match="umap-learn"):
         reduce(_blobs()[0], reducer="umap")
@@ -160,7 +160,7 @@ def test_step_writes_every_output_and_is_deterministic(trained_case, tmp_path, n
         assert (folder / "clusters.csv").read_bytes() == first
         errors = pd.read_csv(ctx.workspace.test_result).query("~correct")
     assert outcome.ran
-    for name in ("features.npy", "embedding.npy", "clusters.csv", "grid.csv", "embedding.png", "blackbox.csv"):
+    for name in ("features.npy", "embedding.npy", "clusters.csv", "grid.csv", "embedding.png", "method.csv", "space.npz"):
         assert (folder / name).is_file(), name
     clusters = outcome.clusters
     assert clusters["image"].tolist() == errors["image"].tolist()
@@ -178,7 +178,7 @@ def test_step_writes_every_output_and_is_deterministic(trained_case, tmp_path, n
 def test_cli_runs_beside_hudds_clusters_and_evaluate_compares_both(case, no_umap):
     assert run_cli("analyze", str(case)).exit_code == 0
     hudd_clusters = (case / "HUDD/clusters.csv").read_bytes()
-    result = run_cli("cluster", str(case), "--pipeline", "blackbox")
+    result = run_cli("cluster", str(case), "--method", "blackbox")
     assert result.exit_code == 0, result.output
     assert "note: umap-learn is not installed" in result.output and "ClusterAnalysis/blackbox" in result.output
     assert (case / "HUDD/clusters.csv").read_bytes() == hudd_clusters

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import shutil
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -38,15 +39,19 @@ from ..errors import HuddError
 from ..export.clusters import link_images
 from ..lrp import Explainer
 from ..models import decode_keypoints
-from ..predictions import check_finite
+from ..evaluation import NOISE
+from ..features import extract_features
+from ..methods import PAPER
+from ..predictions import check_finite, predict
 from ..progress import progress
-from ..workspace import save_npy, write_csv
+from ..workspace import Workspace, save_npy, write_csv
+from . import feature_cluster
 from .common import Context, run_step
 from .heatmaps import channel_heatmap
 
-__all__ = ["AssignOutcome", "run", "VERSION"]
+__all__ = ["AssignOutcome", "run", "clusters_path", "assigned_method", "VERSION"]
 
-VERSION = 2  # 2: quotas.csv
+VERSION = 3  # 2: quotas.csv; 3: the clusters of any method (config "method")
 
 
 @dataclass
@@ -58,12 +63,30 @@ class AssignOutcome:
     clusters: pd.DataFrame
 
 
-def _clusters(ctx: Context) -> pd.DataFrame:
+def clusters_path(ws: Workspace, method: str) -> Path:
+    """The ``clusters.csv`` of ``method``: HUDD's selected clusters for ``paper``, else ``ClusterAnalysis/<method>/``."""
+    return ws.clusters_csv if method == PAPER else ws.layer_clusters_csv(method)
+
+
+def assigned_method(ws: Workspace) -> str:
+    """The method whose clusters the last ``hudd assign`` selected for (``paper`` before any)."""
+    return ((ws.step_entry("assign") or {}).get("config") or {}).get("method", PAPER)
+
+
+def _clusters(ctx: Context, method: str) -> pd.DataFrame:
+    """The clusters to assign to: HUDD's selected ones (``paper``) or a feature method's, without ``noise``."""
     ws = ctx.workspace
-    entry = ws.step_entry("cluster")
-    if not entry or not entry.get("done") or not ws.clusters_csv.is_file():
-        raise HuddError(f"{ws.clusters_csv}: no root-cause clusters yet; run `hudd analyze {ctx.case.root}` first")
-    return pd.read_csv(ws.clusters_csv)
+    step, path = ("cluster" if method == PAPER else method), clusters_path(ws, method)
+    entry = ws.step_entry(step)
+    if not entry or not entry.get("done") or not path.is_file():
+        run = f"hudd analyze {ctx.case.root}" if method == PAPER else f"hudd cluster {ctx.case.root} --method {method}"
+        raise HuddError(f"{path}: no root-cause clusters yet; run `{run}` first")
+    clusters = pd.read_csv(path)
+    clusters = clusters[clusters["cluster"] != NOISE].reset_index(drop=True)
+    if clusters.empty:
+        raise HuddError(f"{path}: every error-inducing image is {NOISE}, no cluster to assign to; "
+                        f"try another --method or --clusterer in `hudd cluster`")
+    return clusters
 
 
 def _face_element(cluster: str) -> str:
@@ -103,10 +126,72 @@ def _keep_typed_labels(ctx: Context, labels: pd.DataFrame) -> pd.DataFrame:
     return labels
 
 
-def run(ctx: Context, *, budget: int | None = None, force: bool = False) -> AssignOutcome:
-    """Run (or skip, when current) the assignment; see the module docstring."""
+def _heatmap_linkage(ctx: Context, clusters: pd.DataFrame, names: list[str], dataset: ImageDataset) -> tuple[np.ndarray, np.ndarray]:
+    """``(M, K)`` single-linkage distances of the improvement images' raw heatmaps to HUDD's clusters, and the
+    predictions (class index, or ``(M, K, 2)`` keypoints); one LRP pass per batch and face element."""
     ws = ctx.workspace
-    clusters = _clusters(ctx)
+    spec = ctx.model.spec
+    index = pd.read_csv(ws.heatmap_index)
+    label_of = dict(zip(clusters["image"], clusters["cluster"]))
+    layer_of = dict(zip(clusters["cluster"], clusters["layer"]))
+    groups = []  # (layer, cluster columns, reference heatmaps sorted by cluster, cluster starts, explainer, keypoints)
+    for element in dict.fromkeys(_face_element(name) for name in names):
+        columns = [i for i, name in enumerate(names) if _face_element(name) == element]
+        layer = layer_of[names[columns[0]]]
+        rows = np.array([i for i, image in enumerate(index["image"]) if _face_element(label_of[image]) == element])
+        cluster_of_row = np.array([names.index(label_of[index["image"][r]]) for r in rows])
+        order = np.argsort(cluster_of_row, kind="stable")
+        starts = np.searchsorted(cluster_of_row[order], columns)
+        reference = np.asarray(np.load(ws.heatmap(layer), mmap_mode="r")[rows[order]], dtype=np.float64).reshape(len(rows), -1)
+        explainer = Explainer(ctx.model.module, composite=ctx.config.lrp_rule, layers=[layer], device=ctx.device)
+        members = spec.keypoint_groups.get(element, list(range(len(spec.keypoints)))) if spec.task == "keypoints" else None
+        groups.append((layer, columns, reference, starts, explainer, members))
+    linkage = np.full((len(dataset), len(names)), np.inf)
+    predicted = []
+    row = 0
+    for images, _, idx in progress(make_loader(dataset, batch_size=ctx.config.batch_size), desc="assign", unit="batch"):
+        outputs = None
+        if spec.task == "keypoints":  # the keypoint to explain depends on the maps: look at them first
+            with torch.no_grad():
+                outputs = groups[0][4].model(images.to(ctx.device))
+        for layer, columns, reference, starts, explainer, members in groups:
+            target = None if members is None else _weakest_keypoint(outputs, members)
+            explained, relevance = explainer.relevance(images, target)
+            outputs = explained if outputs is None else outputs
+            heat = channel_heatmap(relevance[layer]).double().cpu().numpy().reshape(len(images), -1)
+            for _, _, block in distance_blocks(heat, reference, device=ctx.device, block_rows=len(heat)):
+                linkage[row:row + len(images), columns] = single_linkage(block, starts)
+        check_finite(outputs, dataset, idx)
+        predicted.append(outputs.argmax(1).cpu().numpy() if spec.task == "classification" else decode_keypoints(outputs).cpu().numpy())
+        row += len(images)
+    return linkage, (np.concatenate(predicted) if predicted else np.zeros(0))
+
+
+def _feature_linkage(ctx: Context, method: str, clusters: pd.DataFrame, names: list[str],
+                     dataset: ImageDataset) -> tuple[np.ndarray, np.ndarray]:
+    """``(M, K)`` single-linkage distances, in the feature space ``method`` clustered in, of the improvement
+    images' features to the clusters' members, and the model's predictions."""
+    features = np.load(ctx.workspace.cluster_dir(method) / "features.npy")
+    space = feature_cluster.space(ctx, method)
+    errors = pd.read_csv(ctx.workspace.layer_clusters_csv(method))["image"]
+    row_of = {image: i for i, image in enumerate(errors)}
+    cluster_of_row = np.array([names.index(c) for c in clusters["cluster"]])
+    order = np.argsort(cluster_of_row, kind="stable")
+    starts = np.searchsorted(cluster_of_row[order], np.arange(len(names)))
+    reference = space.transform(features[[row_of[image] for image in clusters["image"].to_numpy()[order]]])
+    extractor = feature_cluster.extractor_of(ctx, method)
+    improvement = space.transform(extract_features(extractor, dataset, batch_size=ctx.config.batch_size, device=ctx.device))
+    linkage = np.empty((len(dataset), len(names)))
+    for start, stop, block in distance_blocks(improvement, reference, device=ctx.device):
+        linkage[start:stop] = single_linkage(block, starts)
+    outputs = predict(ctx.model.module, dataset, batch_size=ctx.config.batch_size, device=ctx.device)
+    return linkage, (outputs.argmax(1) if ctx.model.spec.task == "classification" else outputs)
+
+
+def run(ctx: Context, *, method: str = PAPER, budget: int | None = None, force: bool = False) -> AssignOutcome:
+    """Run (or skip, when current) the assignment to the clusters of ``method``; see the module docstring."""
+    ws = ctx.workspace
+    clusters = _clusters(ctx, method)
     names = sorted(clusters["cluster"].unique(), key=cluster_order)
     sizes = clusters["cluster"].value_counts().reindex(names).to_numpy()
     test = pd.read_csv(ws.test_result)
@@ -118,56 +203,30 @@ def run(ctx: Context, *, budget: int | None = None, force: bool = False) -> Assi
                         f"{int((~test['correct']).sum())} errors); raise --sf or give --budget")
     listing = ctx.listing("ImprovementSet", unlabelled_ok=True)
     dataset = ImageDataset(ctx.case, listing, ctx.model.spec, model_name=ctx.model_name, cache=False)
-    config = {"sf": ctx.config.sf, "budget": budget, "lrp_rule": ctx.config.lrp_rule, "device": ctx.device.type}
-    inputs = {"cluster": ws.step_entry("cluster")["fingerprint"], "model": ctx.model_hash, "ImprovementSet": ctx.listing_hash(listing)}
+    config = {"sf": ctx.config.sf, "budget": budget, "lrp_rule": ctx.config.lrp_rule, "device": ctx.device.type, "method": method}
+    inputs = {"cluster": ws.step_entry("cluster" if method == PAPER else method)["fingerprint"], "model": ctx.model_hash,
+              "ImprovementSet": ctx.listing_hash(listing)}
     spec = ctx.model.spec
 
     def compute(fingerprint: str, resume: bool):
-        index = pd.read_csv(ws.heatmap_index)
-        label_of = dict(zip(clusters["image"], clusters["cluster"]))
-        layer_of = dict(zip(clusters["cluster"], clusters["layer"]))
-        groups = []  # (face element, layer, cluster columns, reference heatmaps sorted by cluster, cluster starts, explainer)
-        for element in dict.fromkeys(_face_element(name) for name in names):
-            columns = [i for i, name in enumerate(names) if _face_element(name) == element]
-            layer = layer_of[names[columns[0]]]
-            rows = np.array([i for i, image in enumerate(index["image"]) if _face_element(label_of[image]) == element])
-            cluster_of_row = np.array([names.index(label_of[index["image"][r]]) for r in rows])
-            order = np.argsort(cluster_of_row, kind="stable")
-            starts = np.searchsorted(cluster_of_row[order], columns)
-            reference = np.asarray(np.load(ws.heatmap(layer), mmap_mode="r")[rows[order]], dtype=np.float64).reshape(len(rows), -1)
-            explainer = Explainer(ctx.model.module, composite=ctx.config.lrp_rule, layers=[layer], device=ctx.device)
-            members = spec.keypoint_groups.get(element, list(range(len(spec.keypoints)))) if spec.task == "keypoints" else None
-            groups.append((element, layer, columns, reference, starts, explainer, members))
-        linkage = np.full((len(listing), len(names)), np.inf)
-        predicted = []
-        row = 0
-        for images, _, idx in progress(make_loader(dataset, batch_size=ctx.config.batch_size), desc="assign", unit="batch"):
-            outputs = None
-            if spec.task == "keypoints":  # the keypoint to explain depends on the maps: look at them first
-                with torch.no_grad():
-                    outputs = groups[0][5].model(images.to(ctx.device))
-            for element, layer, columns, reference, starts, explainer, members in groups:
-                target = None if members is None else _weakest_keypoint(outputs, members)
-                explained, relevance = explainer.relevance(images, target)
-                outputs = explained if outputs is None else outputs
-                heat = channel_heatmap(relevance[layer]).double().cpu().numpy().reshape(len(images), -1)
-                for _, _, block in distance_blocks(heat, reference, device=ctx.device, block_rows=len(heat)):
-                    linkage[row:row + len(images), columns] = single_linkage(block, starts)
-            check_finite(outputs, dataset, idx)
-            predicted.append(outputs.argmax(1).cpu().numpy() if spec.task == "classification" else decode_keypoints(outputs).cpu().numpy())
-            row += len(images)
+        if method == PAPER:
+            linkage, predicted = _heatmap_linkage(ctx, clusters, names, dataset)
+        else:
+            linkage, predicted = _feature_linkage(ctx, method, clusters, names, dataset)
         chosen = np.full(len(listing), -1, np.int64)
         rank = np.zeros(len(listing), np.int64)
         distance = np.full(len(listing), np.nan)
         # face elements live in different layers, so their distances are not comparable: each is assigned
         # on its own, largest total quota first, and an image goes to at most one cluster
-        for element, _, columns, *_ in sorted(groups, key=lambda g: -quota[g[2]].sum()):
+        elements = {}
+        for column, name in enumerate(names):
+            elements.setdefault(_face_element(name), []).append(column)
+        for columns in sorted(elements.values(), key=lambda columns: -quota[columns].sum()):
             free = np.flatnonzero(chosen < 0)
             c, r, d = ranked_assignment(linkage[np.ix_(free, columns)], quota[columns])
             taken = c >= 0
             chosen[free[taken]] = np.array(columns)[c[taken]]
             rank[free[taken]], distance[free[taken]] = r[taken], d[taken]
-        predicted = np.concatenate(predicted) if predicted else np.zeros(0)
         table = pd.DataFrame({"image": list(listing.ids), "cluster": [names[c] if c >= 0 else "" for c in chosen],
                               "rank": rank, "distance": np.round(distance, 6)})
         if spec.task == "classification":

@@ -24,19 +24,19 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..clustering import choose_k, cut, derivative, k_range, ward_linkage, wicd_curve
+from ..clustering import WardClusters, derivative, ward_clusters
 from ..distance import euclidean_distances, minmax_scale
 from ..errors import HuddError
 from ..export.plots import plot_wicd
+from ..methods import FEATURE_METHODS
 from ..export.tables import EXCEL_MAX_COLUMNS, write_distance_sheet
 from ..progress import echo, progress
-from ..workspace import save_npy, write_csv
+from ..workspace import Workspace, save_npy, write_csv
 from .common import Context, run_step
 
 __all__ = ["ClusterOutcome", "run", "VERSION", "cluster_name", "unit_name"]
 
-VERSION = 2  # 2: leaves ClusterAnalysis/blackbox/ alone
-BLACKBOX_UNIT = "blackbox"  # hudd.steps.blackbox writes there
+VERSION = 2  # 2: leaves ClusterAnalysis/blackbox/ alone (and the other feature methods' folders)
 
 
 @dataclass
@@ -68,6 +68,15 @@ def _groups(ctx: Context, index: pd.DataFrame) -> dict[str, np.ndarray]:
     return {name: np.flatnonzero(names == name) for name in sorted(set(names))}
 
 
+def write_wicd(ws: Workspace, unit: str, ward: WardClusters, title: str) -> None:
+    """``wicd.csv`` (k, wicd, derivative) and ``wicd.png`` of a Ward clustering in ``ClusterAnalysis/<unit>/``."""
+    shown = ward.ks if len(ward.ks) else np.array([ward.k])
+    values = ward.curve[shown - 1]
+    slope = derivative(values)
+    write_csv(ws.wicd_csv(unit), pd.DataFrame({"k": shown, "wicd": values, "derivative": slope}))
+    plot_wicd(ws.wicd_png(unit), shown, values, slope, ward.k, title=f"{title}: k = {ward.k} ({ward.method})")
+
+
 def _cluster_unit(ctx: Context, layer: str, heatmaps: np.ndarray, rows: np.ndarray, scale, images: list[str], group: str) -> dict:
     ws = ctx.workspace
     unit = unit_name(group, layer)
@@ -78,24 +87,10 @@ def _cluster_unit(ctx: Context, layer: str, heatmaps: np.ndarray, rows: np.ndarr
     xlsx = "written" if n + 1 <= EXCEL_MAX_COLUMNS else f"skipped: {n} images exceed Excel's {EXCEL_MAX_COLUMNS} columns"
     if n + 1 <= EXCEL_MAX_COLUMNS:
         write_distance_sheet(ws.distances_xlsx(unit), distances, images)
-    ks = k_range(n, ctx.config.k_min, ctx.config.k_max)
-    if n < 2:
-        labels, k, method, curve = np.zeros(n, np.int64), 1, "single-image", np.zeros(max(n, 1))
-    else:
-        Z = ward_linkage(distances)
-        curve = wicd_curve(distances, Z)
-        if len(ks):
-            k, method = choose_k(ks, curve[ks - 1])
-        else:
-            k, method = 1, "too-few-images"
-        labels = cut(Z, k)
-    shown = ks if len(ks) else np.array([k])
-    values = curve[shown - 1]
-    slope = derivative(values)
-    write_csv(ws.wicd_csv(unit), pd.DataFrame({"k": shown, "wicd": values, "derivative": slope}))
-    plot_wicd(ws.wicd_png(unit), shown, values, slope, k, title=f"{unit} ({n} images): k = {k} ({method})")
-    write_csv(ws.layer_clusters_csv(unit), pd.DataFrame({"image": images, "cluster": [cluster_name(group, l) for l in labels]}))
-    return {"group": group, "layer": layer, "n": n, "k": k, "wicd": float(curve[k - 1]), "knee_method": method, "xlsx": xlsx}
+    ward = ward_clusters(distances, k_min=ctx.config.k_min, k_max=ctx.config.k_max)
+    write_wicd(ws, unit, ward, f"{unit} ({n} images)")
+    write_csv(ws.layer_clusters_csv(unit), pd.DataFrame({"image": images, "cluster": [cluster_name(group, l) for l in ward.labels]}))
+    return {"group": group, "layer": layer, "n": n, "k": ward.k, "wicd": ward.wicd, "knee_method": ward.method, "xlsx": xlsx}
 
 
 def run(ctx: Context, *, force: bool = False) -> ClusterOutcome:
@@ -112,7 +107,7 @@ def run(ctx: Context, *, force: bool = False) -> ClusterOutcome:
 
     def compute(fingerprint: str, resume: bool):
         for stale in ws.cluster_dir(".").iterdir() if ws.cluster_dir(".").is_dir() else ():
-            if stale.name != BLACKBOX_UNIT:  # the black-box pipeline's clusters are not this step's
+            if stale.name not in FEATURE_METHODS:  # the feature methods' clusters are not this step's
                 shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
         groups = _groups(ctx, index)
         rows = []

@@ -20,7 +20,8 @@ from ..data import read_params
 from ..errors import HuddError
 from ..evaluation import NOISE, Evaluation, evaluate_clusters
 from ..workspace import write_csv
-from .cluster import BLACKBOX_UNIT, unit_name
+from ..methods import FEATURE_METHODS
+from .cluster import unit_name
 from .common import Context
 
 __all__ = ["run", "compare"]
@@ -88,9 +89,10 @@ def compare(ctx: Context) -> pd.DataFrame:
             unit = unit_name(layer.group, layer.layer)
             rows.append(_row("hudd-layer", f"{unit} ({layer.alias})", _score(ctx, pd.read_csv(ws.layer_clusters_csv(unit)), params),
                              float("nan")))
-    blackbox = ws.layer_clusters_csv(BLACKBOX_UNIT)
-    if blackbox.is_file():
-        rows.append(_row(BLACKBOX_UNIT, "selected", _score(ctx, pd.read_csv(blackbox), params), _seconds(ctx, BLACKBOX_UNIT)))
+    for method in FEATURE_METHODS:
+        clusters = ws.layer_clusters_csv(method)
+        if clusters.is_file():
+            rows.append(_row(method, "selected", _score(ctx, pd.read_csv(clusters), params), _seconds(ctx, method)))
     if not rows:
         raise HuddError(f"{ws.clusters_csv}: no clustering to compare; run `hudd analyze {ctx.case.root}` first")
     table = pd.DataFrame(rows)

@@ -1,4 +1,9 @@
-"""The numeric core of the black-box root-cause pipeline (after SAFE): reduce features, then density clustering.
+"""Clustering error-inducing images by feature vectors: density clustering (the black-box pipeline, after
+SAFE) or Ward with the WICD knee (the pretrained and naive methods).
+
+Ward path (:func:`ward_features`): standardise every feature, Euclidean distances, Ward, and k
+at the knee of the WICD curve (:func:`hudd.clustering.ward_clusters`, the same kernel as HUDD's
+Step 1b), or a fixed k. The rest of this docstring is the density path (:func:`cluster_features`).
 
 Notation: ``n`` error-inducing images, ``d`` features each (``features`` is ``(n, d)``). Plain
 functions over arrays, no files; the same ``seed`` gives the same labels.
@@ -41,13 +46,16 @@ import importlib.util
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 from sklearn.cluster import DBSCAN, HDBSCAN
-from sklearn.decomposition import PCA
 from sklearn.metrics import silhouette_score
 from sklearn.neighbors import NearestNeighbors
-from sklearn.preprocessing import StandardScaler
 
-__all__ = ["BlackboxClustering", "cluster_features", "reduce", "standardise", "search", "relabel", "umap_available",
+from .clustering import WardClusters, ward_clusters
+from .distance import euclidean_distances
+from .feature_space import FeatureSpace
+
+__all__ = ["FeatureClustering", "cluster_features", "ward_features", "reduce", "search", "relabel", "umap_available",
            "REDUCERS", "CLUSTERERS", "MIN_IMAGES"]
 
 REDUCERS = ("auto", "umap", "pca")
@@ -66,12 +74,14 @@ _SILHOUETTE_SAMPLE = 5000
 
 
 @dataclass
-class BlackboxClustering:
+class FeatureClustering:
     """What :func:`cluster_features` found.
 
     ``labels`` ``(n,)`` int64 (``-1`` noise, ``0`` the largest cluster); ``embedding`` ``(n, m)``
     float64, the clustering space; ``reducer`` ``umap``, ``pca`` or ``none``; ``params`` the chosen grid point (with its ``silhouette`` and
-    ``score``); ``grid`` one dict per candidate tried, in grid order.
+    ``score``); ``grid`` one dict per candidate tried, in grid order (density clusterers); ``ward`` the
+    Ward cut and WICD curve (Ward); ``space`` the linear map from raw
+    features that new images go through to be compared with these (see :func:`reduce`).
     """
 
     labels: np.ndarray
@@ -80,6 +90,8 @@ class BlackboxClustering:
     clusterer: str
     params: dict
     grid: list[dict] = field(default_factory=list)
+    space: FeatureSpace | None = None
+    ward: WardClusters | None = None
 
     @property
     def n_clusters(self) -> int:
@@ -95,11 +107,6 @@ def umap_available() -> bool:
     return importlib.util.find_spec("umap") is not None
 
 
-def standardise(features: np.ndarray) -> np.ndarray:
-    """``(n, d)`` float64 features with zero mean and unit variance per column (constant columns become 0)."""
-    return StandardScaler().fit_transform(np.asarray(features, dtype=np.float64))
-
-
 def _check(*, reducer: str = "auto", clusterer: str = "dbscan") -> None:
     """ValueError for an unknown reducer or clusterer, naming the valid ones."""
     if reducer not in REDUCERS:
@@ -108,15 +115,13 @@ def _check(*, reducer: str = "auto", clusterer: str = "dbscan") -> None:
         raise ValueError(f"clusterer == {clusterer!r}, must be one of {', '.join(CLUSTERERS)}")
 
 
-def _pca(x: np.ndarray, n_components: int, seed: int) -> np.ndarray:
-    return PCA(n_components=n_components, random_state=seed).fit_transform(x)
+def reduce(features: np.ndarray, *, reducer: str = "auto", seed: int = 0) -> tuple[np.ndarray, str, FeatureSpace]:
+    """The clustering space ``(n, m)`` of ``features``, the reducer used (``umap`` or ``pca``) and its linear part.
 
-
-def reduce(features: np.ndarray, *, reducer: str = "auto", seed: int = 0) -> tuple[np.ndarray, str]:
-    """The clustering space ``(n, m)`` of standardised ``features`` and the reducer used (``umap`` or ``pca``).
-
-    ``auto`` is UMAP when umap-learn is installed, else PCA. Needs ``n >= 3``; features that are all
-    constant give zeros.
+    ``auto`` is UMAP when umap-learn is installed, else PCA. The :class:`~hudd.feature_space.FeatureSpace`
+    is the standardisation and PCA fitted here: with PCA it *is* the clustering space; with UMAP it
+    is the space UMAP embedded (UMAP's own map is not kept: ``hudd assign`` measures in this one).
+    Needs ``n >= 3``; features that are all constant give zeros.
 
     Raises
     ------
@@ -127,17 +132,18 @@ def reduce(features: np.ndarray, *, reducer: str = "auto", seed: int = 0) -> tup
     used = ("umap" if umap_available() else "pca") if reducer == "auto" else reducer
     if used == "umap" and not umap_available():
         raise ValueError("reducer == 'umap' needs umap-learn; install it with pip install 'hudd[umap]', or use pca")
-    x = standardise(features)
-    n, d = x.shape
-    if not x.any():  # every feature constant: nothing to reduce, and no structure to find
-        return np.zeros((n, _UMAP_COMPONENTS if used == "umap" else min(_PCA_COMPONENTS, d))), used
-    base = _pca(x, min(_BASE_COMPONENTS, n - 1, d), seed)
+    features = np.asarray(features, dtype=np.float64)
+    n, d = features.shape
+    space = FeatureSpace.fit(features, n_components=_BASE_COMPONENTS, seed=seed)
+    if not len(space.components):  # every feature constant: nothing to reduce, and no structure to find
+        return np.zeros((n, _UMAP_COMPONENTS if used == "umap" else min(_PCA_COMPONENTS, d))), used, space
     if used == "pca":
-        return base[:, :_PCA_COMPONENTS], used
+        space = space.head(_PCA_COMPONENTS)
+        return space.transform(features), used, space
     import umap
 
     model = umap.UMAP(n_components=_UMAP_COMPONENTS, n_neighbors=min(_UMAP_NEIGHBOURS, n - 1), min_dist=0.0, random_state=seed, n_jobs=1)
-    return np.asarray(model.fit_transform(base), dtype=np.float64), used
+    return np.asarray(model.fit_transform(space.transform(features)), dtype=np.float64), used, space
 
 
 def relabel(labels: np.ndarray) -> np.ndarray:
@@ -215,13 +221,30 @@ def search(embedding: np.ndarray, *, clusterer: str = "dbscan", seed: int = 0) -
     return best_labels, chosen, grid
 
 
-def cluster_features(features: np.ndarray, *, reducer: str = "auto", clusterer: str = "dbscan", seed: int = 0) -> BlackboxClustering:
+def cluster_features(features: np.ndarray, *, reducer: str = "auto", clusterer: str = "dbscan", seed: int = 0) -> FeatureClustering:
     """Standardise, reduce and cluster ``features`` ``(n, d)`` (see the module docstring)."""
     _check(reducer=reducer, clusterer=clusterer)
     features = np.asarray(features, dtype=np.float64)
     n = len(features)
     if n < MIN_IMAGES:
-        return BlackboxClustering(np.zeros(n, dtype=np.int64), np.zeros((n, 2)), "none", clusterer, {"fallback": "too-few-images"})
-    embedding, used = reduce(features, reducer=reducer, seed=seed)
+        return FeatureClustering(np.zeros(n, dtype=np.int64), np.zeros((n, 2)), "none", clusterer, {"fallback": "too-few-images"},
+                                  space=FeatureSpace.fit(features))
+    embedding, used, space = reduce(features, reducer=reducer, seed=seed)
     labels, params, grid = search(embedding, clusterer=clusterer, seed=seed)
-    return BlackboxClustering(labels, embedding, used, clusterer, params, grid)
+    return FeatureClustering(labels, embedding, used, clusterer, params, grid, space)
+
+
+def ward_features(features: np.ndarray, *, k_min: int = 2, k_max: int = 500, k: int | None = None, seed: int = 0,
+                  device: torch.device | str = "cpu") -> FeatureClustering:
+    """Standardise ``features`` ``(n, d)``, then Ward on their Euclidean distances, cut at the WICD knee (or at ``k``).
+
+    ``embedding`` holds the first two principal components (for the plot only); ``ward`` the cut
+    and its WICD curve; ``params`` k, how it was chosen and its WICD. Deterministic.
+    """
+    features = np.asarray(features, dtype=np.float64)
+    space = FeatureSpace.fit(features)
+    distances = euclidean_distances(space.transform(features), device=torch.device(device))
+    ward = ward_clusters(distances, k_min=k_min, k_max=k_max, k=k)
+    embedding = FeatureSpace.fit(features, n_components=2, seed=seed).transform(features) if len(features) > 2 else np.zeros((len(features), 2))
+    params = {"k": ward.k, "knee": ward.method, "wicd": ward.wicd}
+    return FeatureClustering(ward.labels, embedding, "standardise", "ward", params, [], space, ward)

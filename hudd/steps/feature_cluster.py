@@ -1,0 +1,256 @@
+"""``hudd cluster --method blackbox|pretrained|naive``: root-cause clusters from image features, no heatmaps.
+
+For each error-inducing test image (``testResult.csv``, in file order): a feature vector from a
+feature extractor (:mod:`hudd.features`), then a clustering of those vectors
+(:mod:`hudd.feature_clustering`). The methods differ in both:
+
+- ``blackbox`` (after SAFE and the 99-pipeline study): the model's penultimate layer (or a
+  torchvision backbone with a user's weights file), standardised, reduced (UMAP, or PCA when
+  umap-learn is not installed), DBSCAN/HDBSCAN with parameters chosen by silhouette over a small
+  grid; images in no dense region form the group ``noise``;
+- ``pretrained``: pooled features of a block of the ImageNet EfficientNet-Lite0 (extra
+  ``hudd[pretrained]``), standardised, Ward, k at the knee of the WICD curve;
+- ``naive``: the model's penultimate layer, standardised, Ward, k = 10 (a reference only: a
+  fixed k needs the answer's size).
+
+Clusters are ``C1..Ck`` by decreasing size, as HUDD's. Outputs, in ``ClusterAnalysis/<method>/``
+(HUDD's own ``clusters.csv`` and ``summary.csv`` are left alone):
+
+- ``features.npy`` ``(n, d)`` float32, and ``space.npz``: the standardisation (and PCA) fitted on
+  them (:class:`hudd.feature_space.FeatureSpace`), the space ``hudd assign`` compares improvement
+  images in (for UMAP, the PCA space it embedded);
+- ``embedding.npy`` ``(n, m)`` float32 and ``embedding.png``: the clustering space (for Ward, the
+  first two principal components, shown only);
+- ``clusters.csv`` (image, cluster); ``grid.csv`` (density: every grid point, its scores and the
+  one chosen) or ``wicd.csv``/``wicd.png`` (Ward: the WICD curve and the k chosen);
+- ``method.csv``: one row: method, extractor, feature layer, weights file, reducer (with a note
+  when PCA stood in for UMAP), clusterer, chosen parameters, n, k, noise, silhouette, score, seconds;
+- ``C<i>/``, ``C<i>.gif``, ``C<i>.png`` (and ``noise/``, ...) as :func:`hudd.export.clusters.export_unit`
+  writes them for HUDD's layers, so evaluate, assign, report and the engineer read any method alike.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from ..data import ImageDataset
+from ..errors import HuddError
+from ..evaluation import NOISE
+from ..export.clusters import export_unit
+from ..export.plots import save_figure
+from ..feature_clustering import CLUSTERERS, REDUCERS, FeatureClustering, cluster_features, umap_available, ward_features
+from ..feature_space import FeatureSpace
+from ..features import MODEL, PRETRAINED, FeatureExtractor, extract_features, make_extractor
+from ..progress import echo
+from ..workspace import file_hash, save_npy, write_csv
+from .cluster import cluster_name, write_wicd
+from .common import Context, run_step
+from .export import describe_images
+from .heatmaps import error_positions, error_rows
+
+__all__ = ["FeatureMethod", "FeatureOutcome", "METHODS", "run", "cluster_names", "space", "extractor_of", "VERSION"]
+
+VERSION = 2  # 2: methods pretrained and naive; space.npz; method.csv (was blackbox.csv)
+PCA_NOTE = "umap-learn is not installed: PCA used instead of UMAP (pip install 'hudd[umap]')"
+WARD = "ward"
+
+
+@dataclass(frozen=True)
+class FeatureMethod:
+    """A feature-based clustering method: its default extractor, its clusterer and, for ``naive``, a fixed k."""
+
+    name: str
+    extractor: str
+    clusterer: str
+    k: int | None
+    description: str
+
+
+METHODS = {
+    "blackbox": FeatureMethod("blackbox", MODEL, "dbscan", None,
+                              "the model's penultimate features, standardised, UMAP or PCA, DBSCAN/HDBSCAN (SAFE-style)"),
+    "pretrained": FeatureMethod("pretrained", PRETRAINED, WARD, None,
+                                "ImageNet EfficientNet-Lite0 block features, standardised, Ward, WICD knee"),
+    "naive": FeatureMethod("naive", MODEL, WARD, 10,
+                           "the model's penultimate features, standardised, Ward, k = 10 (a reference: it needs the answer's size)"),
+}
+
+
+@dataclass
+class FeatureOutcome:
+    """``method.csv``, ``clusters.csv`` and ``grid.csv`` (or ``wicd.csv``) as tables."""
+
+    ran: bool
+    summary: pd.DataFrame
+    clusters: pd.DataFrame
+    grid: pd.DataFrame
+
+
+def cluster_names(labels: np.ndarray) -> list[str]:
+    """``C1..Ck`` for labels ``0..k-1``, :data:`hudd.evaluation.NOISE` for ``-1``."""
+    return [NOISE if label < 0 else cluster_name("", int(label)) for label in labels]
+
+
+def _paths(ctx: Context, method: str) -> dict[str, Path]:
+    folder = ctx.workspace.cluster_dir(method)
+    names = ("features.npy", "space.npz", "embedding.npy", "clusters.csv", "grid.csv", "embedding.png", "method.csv")
+    return {name: folder / name for name in names}
+
+
+def space(ctx: Context, method: str) -> FeatureSpace:
+    """The feature space a finished ``method`` clustered in (``space.npz``)."""
+    return FeatureSpace.load(_paths(ctx, method)["space.npz"])
+
+
+def extractor_of(ctx: Context, method: str) -> FeatureExtractor:
+    """The extractor a finished ``method`` used, rebuilt from its ``method.csv`` (for ``hudd assign``)."""
+    row = pd.read_csv(_paths(ctx, method)["method.csv"], keep_default_na=False).iloc[0]
+    weights = Path(row["weights"]) if row["weights"] else None
+    return make_extractor(str(row["extractor_name"]), model=ctx.model.module, weights=weights)
+
+
+def _error_dataset(ctx: Context, errors: pd.DataFrame) -> ImageDataset:
+    """The error-inducing test images, in ``testResult.csv`` order, as the model reads them."""
+    listing = ctx.listing("TestSet")
+    rows = error_positions(ctx, errors, listing)
+    subset = dataclasses.replace(listing, ids=tuple(listing.ids[i] for i in rows), targets=listing.targets[rows])
+    return ImageDataset(ctx.case, subset, ctx.model.spec, model_name=ctx.model_name)
+
+
+def _params_text(params: dict) -> str:
+    """``min_samples=5 eps=2.71``: the chosen parameters without their scores."""
+    shown = {k: v for k, v in params.items() if k not in ("silhouette", "score", "eps_quantile")}
+    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items())
+
+
+def _plot(path: Path, result: FeatureClustering, names: list[str], title: str) -> None:
+    """The first two dimensions of the clustering space, one colour per cluster, noise as grey crosses."""
+    fig, ax = plt.subplots(figsize=(6.4, 5.6))
+    points = result.embedding[:, :2] if result.embedding.shape[1] >= 2 else np.pad(result.embedding, ((0, 0), (0, 1)))
+    names = np.asarray(names, dtype=object)
+    colours = plt.get_cmap("tab20")
+    for i, name in enumerate(cluster_names(np.arange(result.n_clusters))):
+        members = names == name
+        ax.scatter(points[members, 0], points[members, 1], s=14, color=colours(i % 20), label=f"{name} ({members.sum()})")
+    noise = names == NOISE
+    if noise.any():
+        ax.scatter(points[noise, 0], points[noise, 1], s=14, marker="x", color="0.6", label=f"{NOISE} ({noise.sum()})")
+    axis = "UMAP" if result.reducer == "umap" else "PC"
+    ax.set_xlabel(f"{axis}1")
+    ax.set_ylabel(f"{axis}2")
+    ax.set_title(title, fontsize=9)
+    if result.n_clusters <= 20:
+        ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def _summary(method: FeatureMethod, extractor_name: str, extractor: FeatureExtractor, result: FeatureClustering,
+             n_features: int, seconds: float) -> pd.DataFrame:
+    params = result.params
+    return pd.DataFrame([{
+        "method": method.name, "extractor": extractor.name, "extractor_name": extractor_name, "layer": extractor.layer,
+        "weights": str(extractor.weights or ""), "features": n_features, "reducer": result.reducer,
+        "note": PCA_NOTE if result.reducer == "pca" and not umap_available() else "",
+        "clusterer": result.clusterer, "params": _params_text(params), "n": len(result.labels), "k": result.n_clusters,
+        "noise": result.n_noise, "silhouette": params.get("silhouette", float("nan")), "score": params.get("score", float("nan")),
+        "seconds": round(seconds, 2),
+    }])
+
+
+def _check_options(method: str, clusterer: str | None, reducer: str) -> None:
+    if method not in METHODS:
+        raise HuddError(f"--method {method}: unknown; use one of {', '.join(METHODS)}")
+    if clusterer is not None and clusterer not in (*CLUSTERERS, WARD):
+        raise HuddError(f"--clusterer {clusterer}: unknown; use one of {', '.join((*CLUSTERERS, WARD))}")
+    if reducer not in REDUCERS:
+        raise HuddError(f"--reducer {reducer}: unknown; use one of {', '.join(REDUCERS)}")
+    if reducer == "umap" and not umap_available():
+        raise HuddError("--reducer umap: umap-learn is not installed; pip install 'hudd[umap]', or use --reducer auto or pca")
+
+
+def _cluster(ctx: Context, features: np.ndarray, clusterer: str, reducer: str, k: int | None) -> FeatureClustering:
+    if clusterer == WARD:
+        return ward_features(features, k_min=ctx.config.k_min, k_max=ctx.config.k_max, k=k, seed=ctx.config.seed, device=ctx.device)
+    return cluster_features(features, reducer=reducer, clusterer=clusterer, seed=ctx.config.seed)
+
+
+def run(ctx: Context, method: str = "blackbox", *, extractor: str | None = None, weights: Path | None = None,
+        clusterer: str | None = None, reducer: str = "auto", force: bool = False) -> FeatureOutcome:
+    """Run (or skip, when current) one feature-based method; see the module docstring.
+
+    Parameters
+    ----------
+    method : str
+        ``blackbox``, ``pretrained`` or ``naive`` (:data:`METHODS`).
+    extractor : str, optional
+        ``model`` (the case's model, penultimate layer), ``efficientnet_lite0[:block]`` or a
+        torchvision backbone name (needs ``weights``); default: the method's.
+    weights : Path, optional
+        State_dict of the backbone (``torch.load(weights_only=True)``); hudd downloads nothing.
+    clusterer : str, optional
+        ``dbscan``, ``hdbscan`` or ``ward``; default: the method's.
+    reducer : str
+        Density clusterers only: ``auto`` (UMAP when umap-learn is installed, else PCA), ``umap`` or ``pca``.
+
+    Raises
+    ------
+    HuddError
+        No finished ``hudd test``, no error-inducing image, an unknown method, extractor, clusterer
+        or reducer, the pretrained extra missing, or a weights file that does not fit (the message
+        names the file).
+    """
+    _check_options(method, clusterer, reducer)
+    spec = METHODS[method]
+    extractor = extractor or spec.extractor
+    clusterer = clusterer or spec.clusterer
+    ws = ctx.workspace
+    errors = error_rows(ctx)
+    feature_extractor = make_extractor(extractor, model=ctx.model.module, weights=weights)
+    paths = _paths(ctx, method)
+    config = {"seed": ctx.config.seed, "batch_size": ctx.config.batch_size, "device": ctx.device.type, "extractor": extractor,
+              "clusterer": clusterer, "reducer": reducer, "umap": umap_available(), "k": spec.k,
+              "k_range": [ctx.config.k_min, ctx.config.k_max]}
+    test = ws.step_entry("test") or {}
+    inputs = {"test": test.get("fingerprint"), "testResult": file_hash(ws.test_result), "model": ctx.model_hash}
+    if weights is not None:
+        inputs["weights"] = file_hash(Path(weights))
+
+    def compute(fingerprint: str, resume: bool):
+        started = time.perf_counter()
+        dataset = _error_dataset(ctx, errors)
+        features = extract_features(feature_extractor, dataset, batch_size=ctx.config.batch_size, device=ctx.device)
+        result = _cluster(ctx, features, clusterer, reducer, spec.k)
+        names = cluster_names(result.labels)
+        clusters = pd.DataFrame({"image": errors["image"], "cluster": names})
+        save_npy(paths["features.npy"], features.astype(np.float32))
+        result.space.save(paths["space.npz"])
+        save_npy(paths["embedding.npy"], result.embedding.astype(np.float32))
+        write_csv(paths["clusters.csv"], clusters)
+        title = (f"{method}: {feature_extractor.name} features, {result.reducer} + {result.clusterer} ({_params_text(result.params)})\n"
+                 f"{len(names)} images: k = {result.n_clusters}" + (f", {NOISE} = {result.n_noise}" if result.n_noise else ""))
+        _plot(paths["embedding.png"], result, names, title)
+        written = list(paths.values())
+        if clusterer == WARD:
+            written.remove(paths["grid.csv"])
+            write_wicd(ws, method, result.ward, f"{method} ({len(names)} images)")
+            written += [ws.wicd_csv(method), ws.wicd_png(method)]
+        else:
+            write_csv(paths["grid.csv"], pd.DataFrame(result.grid or [result.params]))
+        written += export_unit(ws, method, ctx.case.datasets, clusters, describe_images(ctx))
+        write_csv(paths["method.csv"], _summary(spec, extractor, feature_extractor, result, features.shape[1], time.perf_counter() - started))
+        if result.reducer == "pca" and not umap_available():
+            echo(f"{method}: {PCA_NOTE}")
+        return written
+
+    ran = run_step(ctx, method, VERSION, config=config, inputs=inputs, compute=compute, force=force)
+    grid = paths["grid.csv"] if paths["grid.csv"].is_file() else ws.wicd_csv(method)
+    return FeatureOutcome(ran, pd.read_csv(paths["method.csv"], keep_default_na=False), pd.read_csv(paths["clusters.csv"]),
+                          pd.read_csv(grid))

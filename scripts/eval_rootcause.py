@@ -1,0 +1,213 @@
+"""Root-cause evaluation suite: every clustering method on simulated case families at several seeds.
+
+For each family (``hudd simulate --task``) and seed: simulate the case, train its model once
+(cached in ``--cache``: a case whose data and model exist is reused), test it, then run every
+method on its error-inducing test images and score the clusters against the injected causes with
+``hudd evaluate``'s scoring (:func:`hudd.evaluation.evaluate_clusters`). One table:
+
+    family, seed, split (dev | held-out), method, errors, clusters, purity, coverage, small, seconds
+
+``purity`` is weighted cause purity, ``coverage`` the causes dominating a cluster of >= 3 images
+at purity >= 0.5, ``small`` the share of images in clusters smaller than 3 (noise counted as
+small). A second table gives the **linear-probe bound** per representation: the accuracy of a
+cross-validated logistic regression predicting the cause of each error image from the
+representation a method clusters (the paper's selected-layer heatmaps, the model's penultimate
+features, the pretrained backbone's features). A method scoring far below its bound clusters
+badly; a low bound means the representation does not hold the cause at all.
+
+Seed 0 of each family is for development: every default is chosen on it alone; seeds 1-2 are
+held out. Usage::
+
+    .venv/bin/python scripts/eval_rootcause.py                       # all families, seeds 0-2
+    .venv/bin/python scripts/eval_rootcause.py --families gaze --seeds 0 --methods paper,pretrained
+    .venv/bin/python scripts/eval_rootcause.py --tiny                # a minute-long smoke run
+
+Writes ``<cache>/eval_rootcause.csv`` and ``<cache>/probe.csv`` beside the printed tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sklearn.linear_model import LogisticRegression  # noqa: E402
+from sklearn.model_selection import StratifiedKFold, cross_val_score  # noqa: E402
+from sklearn.pipeline import make_pipeline  # noqa: E402
+from sklearn.preprocessing import StandardScaler  # noqa: E402
+
+from hudd.baseline import train_baseline  # noqa: E402
+from hudd.config import load_config  # noqa: E402
+from hudd.data import Case, read_params  # noqa: E402
+from hudd.evaluation import NOISE, evaluate_clusters  # noqa: E402
+from hudd.methods import FEATURE_METHODS, PAPER  # noqa: E402
+from hudd.progress import set_quiet  # noqa: E402
+from hudd.sim import SimulationSettings, simulate_case  # noqa: E402
+from hudd.sim.params import TASKS  # noqa: E402
+from hudd.steps import cluster as cluster_step  # noqa: E402
+from hudd.steps import feature_cluster  # noqa: E402
+from hudd.steps import heatmaps as heatmaps_step  # noqa: E402
+from hudd.steps import test as test_step  # noqa: E402
+from hudd.steps.common import open_context  # noqa: E402
+
+FAMILIES = tuple(task for task in TASKS if task != "landmarks")  # classification families
+METHODS = (PAPER, *FEATURE_METHODS)
+MODEL = "model.pt"
+DEV_SEEDS = (0,)
+
+
+@dataclasses.dataclass(frozen=True)
+class Scale:
+    """Images per set and training epochs of one suite run."""
+
+    n_train: int
+    n_test: int
+    epochs: int
+
+
+FULL = Scale(n_train=6000, n_test=3000, epochs=6)
+TINY = Scale(n_train=400, n_test=300, epochs=1)
+
+
+def prepare(cache: Path, family: str, seed: int, scale: Scale, device: str) -> Case:
+    """The case of ``family`` at ``seed``: simulated and trained once, reused afterwards."""
+    case = Case(cache / f"{family}-{seed}")
+    settings = SimulationSettings(task=family, n_train=scale.n_train, n_test=scale.n_test, n_improve=0, seed=seed,
+                                  size=32 if family == "glyphs" else 64)
+    simulated = simulate_case(case.root, settings)
+    if simulated or not (case.models / MODEL).is_file():
+        config = load_config(case.root, {"seed": seed, "epochs": scale.epochs, "device": device})
+        train_baseline(case, config, name=MODEL, force=True)
+    return case
+
+
+def _scores(clusters: pd.DataFrame, params: pd.DataFrame) -> dict:
+    evaluation = evaluate_clusters(clusters, params)
+    table = evaluation.table
+    small = table.loc[(table["size"] < 3) | (table["cluster"] == NOISE), "size"].sum() / max(1, table["size"].sum())
+    return {"errors": int(table["size"].sum()), "clusters": int((table["cluster"] != NOISE).sum()), "purity": evaluation.purity,
+            "coverage": f"{len(evaluation.covered)}/{len(evaluation.causes)}", "covered_share": len(evaluation.covered) / max(1, len(evaluation.causes)),
+            "small": float(small)}
+
+
+def run_method(ctx, method: str) -> tuple[pd.DataFrame, float]:
+    """Clusters of ``method`` on the case of ``ctx`` (image, cluster) and the seconds it took (features included)."""
+    started = time.perf_counter()
+    if method == PAPER:
+        heatmaps_step.run(ctx)
+        clusters = cluster_step.run(ctx).clusters
+    else:
+        clusters = feature_cluster.run(ctx, method).clusters
+    return clusters[["image", "cluster"]], time.perf_counter() - started
+
+
+def representations(ctx) -> dict[str, np.ndarray]:
+    """What each method clusters, per error image in ``testResult.csv`` order (for the probe)."""
+    ws = ctx.workspace
+    found = {}
+    summary = ws.summary_csv
+    if summary.is_file():
+        selected = pd.read_csv(summary, keep_default_na=False).query("selected")["layer"].iloc[0]
+        heat = np.load(ws.heatmap(selected), mmap_mode="r")
+        found[f"heatmaps:{selected}"] = np.asarray(heat, dtype=np.float32).reshape(len(heat), -1)
+    for method, label in (("naive", "model features"), ("pretrained", "pretrained features")):
+        path = ws.cluster_dir(method) / "features.npy"
+        if path.is_file():
+            found[label] = np.load(path)
+    return found
+
+
+def probe(features: np.ndarray, causes: np.ndarray, seed: int) -> float:
+    """5-fold (or fewer, for rare causes) cross-validated accuracy of a logistic regression predicting the cause."""
+    counts = pd.Series(causes).value_counts()
+    folds = int(min(5, counts.min()))
+    if folds < 2 or len(counts) < 2:
+        return float("nan")
+    x = features if features.shape[1] <= 4096 else _project(features, seed)
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=1.0))
+    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    return float(cross_val_score(model, x, causes, cv=cv).mean())
+
+
+def _project(features: np.ndarray, seed: int) -> np.ndarray:
+    """A random Gaussian projection to 4096 dimensions (keeps distances; bounds the probe's cost)."""
+    rng = np.random.default_rng(seed)
+    return features @ (rng.standard_normal((features.shape[1], 4096)).astype(np.float32) / np.sqrt(4096))
+
+
+def evaluate_case(case: Case, family: str, seed: int, methods: tuple[str, ...], device: str) -> tuple[list[dict], list[dict]]:
+    config = load_config(case.root, {"seed": 0, "device": device})
+    params = read_params(case, "TestSet")
+    split = "dev" if seed in DEV_SEEDS else "held-out"
+    rows, probes = [], []
+    with open_context(case.root, config, command="eval_rootcause", model=MODEL) as ctx:
+        test_step.run(ctx)
+        for method in methods:
+            clusters, seconds = run_method(ctx, method)
+            rows.append({"family": family, "seed": seed, "split": split, "method": method, **_scores(clusters, params),
+                         "seconds": round(seconds, 1)})
+        errors = pd.read_csv(ctx.workspace.test_result).query("~correct")["image"]
+        causes = params.set_index("image").loc[errors, "cause"].to_numpy()
+        for name, features in representations(ctx).items():
+            probes.append({"family": family, "seed": seed, "split": split, "representation": name, "features": features.shape[1],
+                           "probe_accuracy": probe(features, causes, seed)})
+    return rows, probes
+
+
+def summarise(table: pd.DataFrame) -> pd.DataFrame:
+    """Mean purity, and the cases where every cause is covered, per method and split."""
+    return (table.groupby(["split", "method"])
+            .agg(cases=("purity", "size"), mean_purity=("purity", "mean"), all_covered=("covered_share", lambda s: int((s == 1).sum())),
+                 mean_small=("small", "mean"), mean_seconds=("seconds", "mean"))
+            .reset_index())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cache", type=Path, default=Path("eval-cases"), help="Where the cases live (default ./eval-cases).")
+    parser.add_argument("--families", default=",".join(FAMILIES), help=f"Comma-separated (default {','.join(FAMILIES)}).")
+    parser.add_argument("--seeds", default="0,1,2", help="Comma-separated seeds (default 0,1,2; 0 is the development seed).")
+    parser.add_argument("--methods", default=",".join(METHODS), help=f"Comma-separated (default {','.join(METHODS)}).")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--tiny", action="store_true", help="Tiny cases and one training epoch: checks the suite runs, measures nothing.")
+    args = parser.parse_args(argv)
+    set_quiet(True)
+    scale = TINY if args.tiny else FULL
+    families = [f for f in args.families.split(",") if f]
+    methods = tuple(m for m in args.methods.split(",") if m)
+    unknown = [f for f in families if f not in FAMILIES] + [m for m in methods if m not in METHODS]
+    if unknown:
+        parser.error(f"unknown family or method: {', '.join(unknown)}")
+    rows, probes = [], []
+    for family in families:
+        for seed in (int(s) for s in args.seeds.split(",")):
+            case = prepare(args.cache, family, seed, scale, args.device)
+            case_rows, case_probes = evaluate_case(case, family, seed, methods, args.device)
+            rows += case_rows
+            probes += case_probes
+            with contextlib.suppress(BrokenPipeError):
+                print(pd.DataFrame(case_rows).drop(columns="covered_share").to_string(index=False, float_format="{:.2f}".format), flush=True)
+    table = pd.DataFrame(rows)
+    probe_table = pd.DataFrame(probes)
+    args.cache.mkdir(parents=True, exist_ok=True)
+    table.to_csv(args.cache / "eval_rootcause.csv", index=False)
+    probe_table.to_csv(args.cache / "probe.csv", index=False)
+    print("\nall cases:")
+    print(table.drop(columns="covered_share").to_string(index=False, float_format="{:.2f}".format))
+    print("\nlinear-probe bound (cross-validated accuracy predicting the cause from the representation):")
+    print(probe_table.to_string(index=False, float_format="{:.2f}".format))
+    print("\nper method:")
+    print(summarise(table).to_string(index=False, float_format="{:.2f}".format))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

