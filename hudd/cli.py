@@ -15,7 +15,7 @@ import click
 
 from . import __version__
 from .errors import HuddError
-from .methods import METHOD_NAMES, PAPER
+from .methods import HUDD, METHOD_NAMES
 
 __all__ = ["cli", "main"]
 
@@ -202,8 +202,9 @@ _CLUSTER_OPTIONS = (
 
 
 _METHOD_OPTIONS = (
-    click.option("--method", type=click.Choice(METHOD_NAMES), default=PAPER, show_default=True,
-                 help="paper: LRP heatmaps of every layer, Ward, WICD knee, layer of minimal WICD (HUDD as published); "
+    click.option("--method", type=click.Choice(METHOD_NAMES), default=HUDD, show_default=True,
+                 help="hudd: the pretrained method's clusters, with the paper's heatmap clusters beside them (the paper's "
+                      "method alone without hudd[pretrained]); paper: LRP heatmaps of every layer, Ward, WICD knee, layer of minimal WICD (HUDD as published); "
                       "blackbox: the model's features + UMAP/PCA + DBSCAN/HDBSCAN (SAFE-style); pretrained: ImageNet "
                       "EfficientNet-Lite0 features (hudd[pretrained]) + Ward + WICD knee; naive: the model's features + Ward, "
                       "k = 10. Feature methods write ClusterAnalysis/<method>/."),
@@ -226,35 +227,20 @@ _METHOD_OPTIONS = (
 @_step_options
 def cluster(case, model, trust_model, arch, force, method, extractor, weights, clusterer, reducer, **kwargs):
     """Step 1b: per layer HAC (Ward) + WICD knee, select the best layer, export its clusters (or another --method)."""
-    from .steps import cluster as cluster_step
-    from .steps import export as export_step
-    from .text import cluster_summary, format_table
+    from .pipeline import cluster as cluster_pipeline
+    from .text import clustering_summary
 
     with _step_context(case, "cluster", model, trust_model, arch, kwargs) as ctx:
-        if method != PAPER:
-            from .clustering import cluster_order
-            from .steps import feature_cluster
-
-            outcome = feature_cluster.run(ctx, method, extractor=extractor, weights=weights, clusterer=clusterer, reducer=reducer,
-                                          force=force)
-            summary = outcome.summary
-            row = summary.iloc[0]
-            click.echo(format_table(summary.drop(columns=["note", "extractor_name"]), floats="{:.2f}"))
-            if row["note"]:
-                click.echo(f"note: {row['note']}")
-            sizes = outcome.clusters["cluster"].value_counts()
-            click.echo(", ".join(f"{name} {sizes[name]}" for name in sorted(sizes.index, key=cluster_order)))
-            click.echo(f"clusters, GIFs and contact sheets in {ctx.workspace.cluster_dir(method)}")
-            return
-        outcome = cluster_step.run(ctx, force=force)
-        export_step.run(ctx, force=force)
-        click.echo(cluster_summary(outcome.summary, outcome.clusters, ctx.workspace))
+        clustering = cluster_pipeline(ctx, method, heatmaps=False, force=force, extractor=extractor, weights=weights,
+                                      clusterer=clusterer, reducer=reducer)
+        click.echo(clustering_summary(clustering, ctx.workspace, method))
 
 
 _SELECTION_OPTIONS = (
     click.option("--method", type=click.Choice(METHOD_NAMES), default=None,
                  help="Whose clusters to select for: paper (HUDD's selected layer, by heatmaps) or a feature method run by "
-                      "`hudd cluster --method` (in its feature space); default: paper for assign, the last assign's for retrain."),
+                      "`hudd cluster --method` (in its feature space); default: the active method (the last `hudd cluster` "
+                      "or `hudd analyze`), for retrain without --sf/--budget the last assign's."),
     click.option("--sf", type=float, default=None, help="Selection factor of equation 7 (default 0.3)."),
     click.option("--budget", type=int, default=None, help="Label exactly this many images, split like the quotas."),
 )
@@ -292,7 +278,7 @@ def assign(case, model, trust_model, arch, force, budget, method, **kwargs):
     from .text import format_table
 
     with _step_context(case, "assign", model, trust_model, arch, kwargs) as ctx:
-        outcome = assign_step.run(ctx, method=method or PAPER, budget=budget, force=force)
+        outcome = assign_step.run(ctx, method=method, budget=budget, force=force)
         click.echo(format_table(outcome.clusters))
         click.echo(f"unsafe set: {len(outcome.unsafe)} images in {ctx.workspace.unsafe_dir}; "
                    f"label them in {ctx.workspace.labels_csv}")
@@ -318,16 +304,17 @@ def retrain(case, model, trust_model, arch, force, budget, method, **kwargs):
 @cli.command()
 @click.argument("case")
 @_options(_CLUSTER_OPTIONS)
+@_options(_METHOD_OPTIONS[:1])
 @_step_options
-def analyze(case, model, trust_model, arch, force, **kwargs):
-    """Steps 0-2: test, heatmaps, clusters, export and report; finished steps are skipped, a killed run resumes."""
+def analyze(case, model, trust_model, arch, force, method, **kwargs):
+    """Steps 0-2: test, cluster the errors (--method), export and report; finished steps are skipped, a killed run resumes."""
     from .pipeline import analyze as analyze_pipeline
-    from .text import cluster_summary, test_summary
+    from .text import clustering_summary, test_summary
 
     with _step_context(case, "analyze", model, trust_model, arch, kwargs) as ctx:
-        outcome = analyze_pipeline(ctx, force=force)
+        outcome = analyze_pipeline(ctx, method=method, force=force)
         click.echo(test_summary(outcome.tested.train, outcome.tested.test, ctx.model.spec.task))
-        click.echo(cluster_summary(outcome.clusters.summary, outcome.clusters.clusters, ctx.workspace))
+        click.echo(clustering_summary(outcome.clustering, ctx.workspace, method))
         click.echo(f"report: {outcome.report}")
 
 
@@ -415,7 +402,7 @@ def demo(directory, force, **kwargs):
     """Run the whole story on simulated eyes in DIRECTORY (default ./demo-case)."""
     from .config import load_config
     from .demo import run_demo
-    from .text import cluster_summary, evaluation_summary, results_summary, retrain_summary
+    from .text import clustering_summary, evaluation_summary, results_summary, retrain_summary
 
     Path(directory).mkdir(parents=True, exist_ok=True)
     config = load_config(Path(directory), kwargs)
@@ -423,9 +410,7 @@ def demo(directory, force, **kwargs):
     analysis, retraining = result.analysis, result.retraining
     click.echo(f"demo case: {result.case.root} (model {result.model_path.name}, {'trained now' if result.trained else 'reused'})")
     click.echo(results_summary(result.test_results, "classification"))
-    click.echo(f"heatmaps: {analysis.heatmaps.n_images} error-inducing images x {len(analysis.heatmaps.layers)} layers "
-               f"({', '.join(analysis.heatmaps.layers['alias'])})")
-    click.echo(cluster_summary(analysis.clusters.summary, analysis.clusters.clusters, result.workspace))
+    click.echo(clustering_summary(analysis.clustering, result.workspace, analysis.clustering.method))
     unsafe = retraining.unsafe.unsafe
     wrong = int((unsafe["label"] != unsafe["prediction"]).sum()) if (unsafe["label"] != "").all() else None
     click.echo(f"unsafe set: {len(unsafe)} improvement images selected for labelling"

@@ -1,6 +1,11 @@
-"""The two pipelines an engineer runs: ``hudd analyze`` and ``hudd retrain``.
+"""The two pipelines an engineer runs: ``hudd analyze`` and ``hudd retrain``, and the clustering between them.
 
-- analyze = test -> heatmaps -> cluster -> export -> report;
+- analyze = test -> cluster (by the method asked for; :func:`cluster`) -> report;
+- cluster, ``hudd`` (the default, :mod:`hudd.methods`) = the primary feature method
+  (``pretrained``) and, for the heatmap view beside it, heatmaps -> the paper's cluster -> export;
+  ``paper`` = heatmaps -> cluster -> export; another feature method = that method alone. The
+  method that ran is recorded as the workspace's active method: assign, evaluate and the report
+  read its clusters;
 - retrain = assign -> (labels needed?) -> [doctor, with ``--treatment doctor``] -> retrain -> report.
 
 Each step decides for itself whether it is current (:func:`hudd.steps.common.run_step`): its
@@ -20,18 +25,35 @@ from pathlib import Path
 import pandas as pd
 
 from .errors import HuddError
-from .methods import PAPER
+from .methods import HUDD, PAPER, resolve
+from .progress import echo
 from .steps import assign as assign_step
 from .steps import cluster as cluster_step
 from .steps import doctor as doctor_step
 from .steps import export as export_step
+from .steps import feature_cluster
 from .steps import heatmaps as heatmaps_step
 from .steps import report as report_step
 from .steps import retrain as retrain_step
 from .steps import test as test_step
 from .steps.common import Context
 
-__all__ = ["AnalyzeOutcome", "RetrainPipelineOutcome", "analyze", "retrain"]
+__all__ = ["AnalyzeOutcome", "ClusterPipelineOutcome", "RetrainPipelineOutcome", "analyze", "cluster", "retrain"]
+
+
+@dataclass
+class ClusterPipelineOutcome:
+    """The clusterings made: the active method's name, the paper's outcome and the feature method's (None when not run)."""
+
+    method: str
+    note: str
+    paper: cluster_step.ClusterOutcome | None
+    feature: feature_cluster.FeatureOutcome | None
+
+    @property
+    def clusters(self) -> pd.DataFrame:
+        """The active method's clusters (image, cluster, ...)."""
+        return self.paper.clusters if self.method == PAPER else self.feature.clusters
 
 
 @dataclass
@@ -39,8 +61,7 @@ class AnalyzeOutcome:
     """What ``hudd analyze`` produced."""
 
     tested: test_step.TestOutcome
-    heatmaps: heatmaps_step.HeatmapsOutcome
-    clusters: cluster_step.ClusterOutcome
+    clustering: ClusterPipelineOutcome
     report: Path
 
 
@@ -53,13 +74,36 @@ class RetrainPipelineOutcome:
     report: Path
 
 
-def analyze(ctx: Context, *, force: bool = False) -> AnalyzeOutcome:
-    """Test the model, explain and cluster its errors, export the clusters, write the report."""
+def cluster(ctx: Context, method: str = HUDD, *, heatmaps: bool = True, force: bool = False,
+            **feature_options) -> ClusterPipelineOutcome:
+    """Cluster the error-inducing images with ``method`` and make it the workspace's active method.
+
+    ``hudd`` runs :data:`hudd.methods.PRIMARY` (or the paper's method without the pretrained extra,
+    with a note) and the paper's clustering as the second view: with ``heatmaps`` the heatmaps are
+    computed (or found current), without, the view is added only when they exist. ``paper``
+    computes the heatmaps with ``heatmaps``; without, they must exist (``hudd cluster``). ``feature_options``
+    (extractor, weights, clusterer, reducer) go to a feature method.
+    """
+    name, note = resolve(method, ctx.model.spec.task)
+    if note:
+        echo(f"note: {note}")
+    feature = feature_cluster.run(ctx, name, force=force, **feature_options) if name != PAPER else None
+    paper = None
+    heatmaps_done = bool((ctx.workspace.step_entry("heatmaps") or {}).get("done"))
+    if name == PAPER or (method == HUDD and (heatmaps or heatmaps_done)):
+        if heatmaps:
+            heatmaps_step.run(ctx, force=force)
+        paper = cluster_step.run(ctx, force=force)
+        export_step.run(ctx, force=force)
+    ctx.workspace.set_active_method(name, requested=method, note=note)
+    return ClusterPipelineOutcome(name, note, paper, feature)
+
+
+def analyze(ctx: Context, *, method: str = HUDD, force: bool = False) -> AnalyzeOutcome:
+    """Test the model, cluster its errors with ``method`` (and export them), write the report."""
     tested = test_step.run(ctx, force=force)
-    heatmaps = heatmaps_step.run(ctx, force=force)
-    clusters = cluster_step.run(ctx, force=force)
-    export_step.run(ctx, force=force)
-    return AnalyzeOutcome(tested, heatmaps, clusters, report_step.run(ctx))
+    clustering = cluster(ctx, method, force=force)
+    return AnalyzeOutcome(tested, clustering, report_step.run(ctx))
 
 
 def unlabelled_count(ctx: Context) -> int:
@@ -89,18 +133,15 @@ def retrain(ctx: Context, *, method: str | None = None, budget: int | None = Non
             force: bool = False) -> RetrainPipelineOutcome:
     """Select the unsafe set, stop if it needs labels, fine-tune and compare, write the report.
 
-    ``method`` names whose clusters the unsafe set is selected for (default: the last ``hudd assign``'s,
-    else ``paper``). ``reselect=False`` (the CLI without ``--sf`` or ``--budget``) keeps the selection
+    ``method`` names whose clusters the unsafe set is selected for (default: without ``--sf``/``--budget``
+    the last ``hudd assign``'s, else the workspace's active method). ``reselect=False`` (the CLI without ``--sf`` or ``--budget``) keeps the selection
     settings of the last ``hudd assign``: its unsafe set stays as it is unless the model, clusters or
     improvement set changed (or ``force``), and then it is selected again the same way.
     """
-    if reselect:
-        selecting = ctx
-        if method is None:
-            method = ((ctx.workspace.step_entry("assign") or {}).get("config") or {}).get("method")
-    else:
+    selecting = ctx
+    if not reselect:
         selecting, method, budget = _previous_selection(ctx, method, budget)
-    unsafe = assign_step.run(selecting, method=method or PAPER, budget=budget, force=force)
+    unsafe = assign_step.run(selecting, method=method, budget=budget, force=force)
     missing = unlabelled_count(ctx)
     if missing and missing == len(unsafe.unsafe):  # nothing labelled yet; a partly filled sheet gets read_labels' row numbers
         report_step.run(ctx)

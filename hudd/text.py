@@ -70,6 +70,31 @@ def cluster_summary(summary: pd.DataFrame, clusters: pd.DataFrame, workspace) ->
     return "\n".join(lines)
 
 
+def feature_summary(summary: pd.DataFrame, clusters: pd.DataFrame, folder) -> str:
+    """A feature method's row of ``method.csv`` (and its note), the cluster sizes, where to look."""
+    row = summary.iloc[0]
+    lines = [format_table(summary.drop(columns=["note", "extractor_name"]), floats="{:.2f}")]
+    if row["note"]:
+        lines.append(f"note: {row['note']}")
+    sizes = clusters["cluster"].value_counts()
+    lines.append(f"{row['method']}: k = {row['k']} ({row['params']}): "
+                 + ", ".join(f"{name} {sizes[name]}" for name in sorted(sizes.index, key=cluster_order)))
+    lines.append(f"clusters, GIFs and contact sheets in {folder}")
+    return "\n".join(lines)
+
+
+def clustering_summary(clustering, workspace, requested: str) -> str:
+    """What ``hudd cluster`` / ``hudd analyze`` clustered: the paper's layers, the feature method, the active one."""
+    lines = []
+    if clustering.paper is not None:
+        lines.append(cluster_summary(clustering.paper.summary, clustering.paper.clusters, workspace))
+    if clustering.feature is not None:
+        lines.append(feature_summary(clustering.feature.summary, clustering.feature.clusters, workspace.cluster_dir(clustering.method)))
+    lines.append(f"active method: {clustering.method}" + (f" (for {requested})" if requested != clustering.method else "")
+                 + ": hudd assign, evaluate and the report use its clusters")
+    return "\n".join(lines)
+
+
 def retrain_summary(metrics: pd.DataFrame, comparison: pd.DataFrame) -> str:
     """Test accuracy per method (mean, sd, gain over the original, A12 and p of HUDD vs B1/B2), and on hazard images."""
     lines = ["test accuracy", format_table(comparison, floats="{:.4f}")]

@@ -38,6 +38,7 @@ import numpy as np
 
 from . import __version__
 from .errors import HuddError
+from .methods import PAPER
 
 __all__ = ["Workspace", "atomic_path", "write_text", "save_npy", "save_npz", "write_csv", "file_hash", "listing_hash", "fingerprint"]
 
@@ -216,6 +217,10 @@ class Workspace:
     def clusters_csv(self) -> Path:
         return self.root / "clusters.csv"
 
+    def method_clusters_csv(self, method: str) -> Path:
+        """The clusters of ``method``: ``clusters.csv`` for ``paper``, ``ClusterAnalysis/<method>/clusters.csv`` otherwise."""
+        return self.clusters_csv if method == PAPER else self.layer_clusters_csv(method)
+
     @property
     def summary_csv(self) -> Path:
         return self.root / "summary.csv"
@@ -367,6 +372,23 @@ class Workspace:
             "started": entry.get("started", _now()),
             "finished": _now(),
         }
+        self._write_manifest(data)
+
+    def active_method(self) -> dict:
+        """The clustering the case's root causes are read from: ``{"name", "requested", "note"}``.
+
+        Recorded by ``hudd cluster`` / ``hudd analyze`` (:meth:`set_active_method`); a workspace
+        without the record (made before methods existed, or by the paper's step alone) reads ``paper``.
+        """
+        record = self.read_manifest().get("method")
+        if not isinstance(record, dict) or not record.get("name"):
+            return {"name": PAPER, "requested": PAPER, "note": ""}
+        return {"requested": record["name"], "note": "", **record}
+
+    def set_active_method(self, name: str, *, requested: str, note: str = "") -> None:
+        """Record ``name`` as the active clustering (``requested``: what the user asked for, e.g. the default)."""
+        data = self.read_manifest()
+        data["method"] = {"name": name, "requested": requested, "note": note}
         self._write_manifest(data)
 
     # ---- lock ----------------------------------------------------------------------------

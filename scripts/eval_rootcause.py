@@ -48,6 +48,7 @@ from hudd.baseline import train_baseline  # noqa: E402
 from hudd.config import load_config  # noqa: E402
 from hudd.data import Case, read_params  # noqa: E402
 from hudd.evaluation import NOISE, evaluate_clusters  # noqa: E402
+from hudd.features import PRETRAINED  # noqa: E402
 from hudd.methods import FEATURE_METHODS, PAPER  # noqa: E402
 from hudd.progress import set_quiet  # noqa: E402
 from hudd.sim import SimulationSettings, simulate_case  # noqa: E402
@@ -99,11 +100,16 @@ def _scores(clusters: pd.DataFrame, params: pd.DataFrame) -> dict:
 
 
 def run_method(ctx, method: str) -> tuple[pd.DataFrame, float]:
-    """Clusters of ``method`` on the case of ``ctx`` (image, cluster) and the seconds it took (features included)."""
+    """Clusters of ``method`` on the case of ``ctx`` (image, cluster) and the seconds it took (features included).
+
+    ``pretrained:<block>`` is the pretrained method on another block of the backbone (for choosing the default).
+    """
     started = time.perf_counter()
     if method == PAPER:
         heatmaps_step.run(ctx)
         clusters = cluster_step.run(ctx).clusters
+    elif method.startswith("pretrained:"):
+        clusters = feature_cluster.run(ctx, "pretrained", extractor=f"{PRETRAINED}:{method.split(':', 1)[1]}").clusters
     else:
         clusters = feature_cluster.run(ctx, method).clusters
     return clusters[["image", "cluster"]], time.perf_counter() - started
@@ -183,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     scale = TINY if args.tiny else FULL
     families = [f for f in args.families.split(",") if f]
     methods = tuple(m for m in args.methods.split(",") if m)
-    unknown = [f for f in families if f not in FAMILIES] + [m for m in methods if m not in METHODS]
+    unknown = [f for f in families if f not in FAMILIES] + [m for m in methods if m.split(":")[0] not in METHODS]
     if unknown:
         parser.error(f"unknown family or method: {', '.join(unknown)}")
     rows, probes = [], []

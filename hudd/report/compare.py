@@ -1,5 +1,5 @@
 """The report's comparison of clusterings: every clustering ``hudd evaluate --compare`` scored
-(HUDD's selected layer, each layer alone, the black-box pipeline), with purity, coverage and time."""
+(the paper's selected layer, each layer alone, every feature method), with purity, coverage and time."""
 
 from __future__ import annotations
 
@@ -15,10 +15,12 @@ def comparison_section(data: ReportInputs) -> str:
     if frame is None:
         return ""
     shown = frame[["method", "unit", "clusters", "images", "purity", "coverage", "noise", "in_small_clusters", "seconds"]]
-    body = [table(shown, floats="{:.2f}", highlight=(frame["unit"] == "selected").tolist(),
+    active = frame["active"] if "active" in frame.columns else frame["unit"] == "selected"
+    body = [table(shown, floats="{:.2f}", highlight=active.astype(str).str.lower().eq("true").tolist(),
                   headers={"in_small_clusters": "in clusters < 3", "seconds": "time (s)"}),
             note("purity: images of their cluster's dominant injected cause / all; coverage: injected causes dominating "
                  "a cluster of >= 3 images at purity >= 0.5; noise: images a density-based clustering left unclustered; "
-                 "time: the steps that made the clustering (heatmaps + cluster for HUDD), from the manifest"),
+                 "time: the steps that made the clustering (heatmaps + cluster for the paper's), from the manifest; highlighted: "
+                 "the active method, whose clusters the report shows"),
             note(f"written by {code(data.command('evaluate') + ' --compare')}")]
     return section("compare", "Clusterings compared", "\n".join(body))

@@ -15,6 +15,8 @@ import pandas as pd
 from ..config import Config
 from ..data import SPLITS, Case, read_params
 from ..errors import HuddError
+from ..methods import PAPER
+from ..steps.assign import assigned_method
 from ..models import ModelSpec
 from ..workspace import Workspace
 
@@ -50,7 +52,10 @@ class ReportInputs:
     test: pd.DataFrame | None = None
     layers: pd.DataFrame | None = None
     summary: pd.DataFrame | None = None
-    clusters: pd.DataFrame | None = None
+    clusters: pd.DataFrame | None = None  # the active method's, with a ``layer`` column (the method's name for a feature method)
+    method: dict = field(default_factory=dict)  # the active method: name, requested, note
+    method_row: pd.DataFrame | None = None  # a feature method's method.csv
+    paper_clusters: pd.DataFrame | None = None  # the paper's clusters when another method is active
     unsafe: pd.DataFrame | None = None
     quotas: pd.DataFrame | None = None
     clusterings: pd.DataFrame | None = None
@@ -59,6 +64,13 @@ class ReportInputs:
     params: pd.DataFrame | None = None
     problems: list[str] = field(default_factory=list)
     base: Path | None = None  # the folder the report is written to: links are relative to it
+
+    def steps(self) -> tuple[tuple[str, str], ...]:
+        """:data:`STEPS`, with the active feature method's step (and its command) after ``test``."""
+        name = self.method.get("name", PAPER)
+        if name == PAPER:
+            return STEPS
+        return (STEPS[0], (name, f"cluster --method {name}"), *STEPS[1:])
 
     def command(self, step: str) -> str:
         """The command line that runs ``step`` on this case."""
@@ -117,10 +129,22 @@ def read_inputs(ctx) -> ReportInputs:
     data.test = _csv(ws.test_result, problems, **strings)
     data.layers = _csv(ws.heatmap_layers, problems)
     data.summary = _csv(ws.summary_csv, problems, **strings)
-    data.clusters = _csv(ws.clusters_csv, problems)
+    data.method = ws.active_method()
+    name = data.method["name"]
+    data.clusters = _csv(ws.method_clusters_csv(name), problems)
+    if name != PAPER:
+        data.method_row = _csv(ws.cluster_dir(name) / "method.csv", problems, **strings)
+        data.paper_clusters = _csv(ws.clusters_csv, problems)
+        if data.clusters is not None:
+            data.clusters["layer"] = name
     data.unsafe = _csv(ws.unsafe_csv, problems, **strings)
     data.quotas = _csv(ws.quotas_csv, problems, **strings)
     data.clusterings = _csv(ws.clusterings_csv, problems, **strings)
+    assigned = assigned_method(ws)
+    if data.unsafe is not None and assigned != name:
+        problems.append(f"{ws.unsafe_dir}: selected for the clusters of method {assigned}, not of the active method {name}; "
+                        f"run `hudd assign {ctx.case.root}` to select for these clusters")
+        data.unsafe = data.quotas = None
     data.metrics = _csv(ws.metrics_csv, problems)
     data.comparison = _csv(ws.retrain_dir / "comparison.csv", problems)
     try:

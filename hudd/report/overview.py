@@ -7,7 +7,7 @@ import pandas as pd
 from ..predictions import accuracy_by
 from ..text import hazard_ratio
 from .html import code, esc, note, not_run, section, table
-from .inputs import STEPS, ReportInputs
+from .inputs import ReportInputs
 
 __all__ = ["steps_section", "model_section", "data_section", "test_section"]
 
@@ -19,7 +19,7 @@ def _status(data: ReportInputs, name: str) -> tuple[str, bool]:
         return "not run yet", True
     if not entry.get("done"):
         return "started, not finished (run it again to resume)", True
-    steps = {step for step, _ in STEPS}
+    steps = {step for step, _ in data.steps()}
     changed = sorted(key for key, value in (entry.get("inputs") or {}).items()
                      if key in steps and data.step(key).get("fingerprint") != value)
     if changed:
@@ -30,7 +30,7 @@ def _status(data: ReportInputs, name: str) -> tuple[str, bool]:
 def steps_section(data: ReportInputs) -> str:
     """Each step's state, and the next command to run."""
     states, commands, todo = {}, {}, []
-    for name, command in STEPS:
+    for name, command in data.steps():
         state, pending = _status(data, name)
         line = data.command(command)
         states[name] = esc(state)

@@ -1,14 +1,16 @@
 """Write a simulated case folder: ``DataSets/{TrainingSet,TestSet,ImprovementSet}`` with ``params.csv``.
 
-Classification tasks (``gaze``, ``openness``) use the image-folder layout ``<Set>/<Class>/<id>.png``;
-``landmarks`` writes ``<Set>/images/<id>.png`` and ``<Set>/keypoints.csv``. Every set has a
-``params.csv`` (image relative to the set folder, label, every simulator parameter, ``cause``).
-Every image also gets a foreground mask (the opening between the lids, see
-:func:`hudd.sim.render.eye_masks`) at ``<Set>/masks/<same path as the image>``, 8-bit grayscale
-0/255, for Model Doctor's space-wise constraint. ``DataSets/simulation.json`` records the settings
-and the format of what was written (:data:`FORMAT`; 2 = with masks), so a rerun with the same ones
-can be skipped; a simulation of an older format with the same settings gets its masks added (its
-images stay as they are: they would come out byte-identical). The same seed gives byte-identical files.
+Classification tasks (``gaze``, ``openness``, and the families of :data:`hudd.sim.params.FAMILIES`:
+``signs``, RGB traffic signs, and ``glyphs``, grayscale digits) use the image-folder layout
+``<Set>/<Class>/<id>.png``; ``landmarks`` writes ``<Set>/images/<id>.png`` and ``<Set>/keypoints.csv``.
+Every set has a ``params.csv`` (image relative to the set folder, label, every parameter of the
+task's family, ``cause``). Every image also gets a foreground mask (the opening between the lids,
+see :func:`hudd.sim.render.eye_masks`; the visible sign; the glyph's strokes) at
+``<Set>/masks/<same path as the image>``, 8-bit grayscale 0/255, for Model Doctor's space-wise
+constraint. ``DataSets/simulation.json`` records the settings and the format of what was written
+(:data:`FORMAT`; 2 = with masks), so a rerun with the same ones can be skipped; a simulation of an
+older format with the same settings gets its masks added (its images stay as they are: they would
+come out byte-identical). The same seed gives byte-identical files.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from ..data import MASKS_FOLDER
 from ..errors import HuddError
 from ..progress import echo, progress
 from ..workspace import atomic_path, write_csv, write_text
-from .params import GAZE_CLASSES, OPENNESS_CLASSES, PARAMETERS, TASKS, gaze_class, openness_class, sample_parameters
+from .params import FAMILIES, GAZE_CLASSES, OPENNESS_CLASSES, PARAMETERS, TASKS, gaze_class, openness_class, sample_parameters
 from .render import KEYPOINT_NAMES, eye_keypoints, eye_masks, render_eyes
 
 __all__ = ["SimulationSettings", "simulate_case", "SPLITS", "SIMULATION_RECORD", "FORMAT"]
@@ -67,6 +69,8 @@ class SimulationSettings:
 
 
 def _labels(task: str, params: dict[str, np.ndarray]) -> np.ndarray:
+    if task in FAMILIES:
+        return FAMILIES[task].labels(params)
     if task == "gaze":
         return np.array(GAZE_CLASSES, dtype=object)[gaze_class(params["gaze_angle"])]
     if task == "openness":
@@ -94,8 +98,20 @@ def _plan(split: str, n: int, split_index: int, settings: SimulationSettings):
     return params, causes, labels, relpaths
 
 
+def _render(task: str, params: dict[str, np.ndarray], size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """One chunk's uint8 images and 0/255 masks, from the task's family or the eye renderer."""
+    if task in FAMILIES:
+        images, masks = FAMILIES[task].render(params, size, rng)
+    else:
+        images, masks = render_eyes(params, size, rng), eye_masks(params, size)
+    return images, masks.astype(np.uint8) * np.uint8(255)
+
+
 def _add_masks(root: Path, split: str, n: int, split_index: int, settings: SimulationSettings) -> None:
-    """Write only the masks of a set simulated before masks existed (its images stay untouched)."""
+    """Write only the masks of a set simulated before masks existed (its images stay untouched).
+
+    Only eye tasks can need it: the other families were written with their masks from the start.
+    """
     params, _, _, relpaths = _plan(split, n, split_index, settings)
     for chunk in progress(range((n + _CHUNK - 1) // _CHUNK), desc=f"masks {split}", unit="batch"):
         lo, hi = chunk * _CHUNK, min(n, (chunk + 1) * _CHUNK)
@@ -116,15 +132,14 @@ def _simulate_split(root: Path, split: str, n: int, split_index: int, settings: 
         lo, hi = chunk * _CHUNK, min(n, (chunk + 1) * _CHUNK)
         chunk_params = {k: v[lo:hi] for k, v in params.items()}
         noise_rng = np.random.default_rng(np.random.SeedSequence([settings.seed, split_index, chunk, 1]))
-        images = render_eyes(chunk_params, settings.size, noise_rng)
-        masks = eye_masks(chunk_params, settings.size).astype(np.uint8) * np.uint8(255)
+        images, masks = _render(settings.task, chunk_params, settings.size, noise_rng)
         for i, (image, mask) in enumerate(zip(images, masks)):
             _write_png(set_dir / relpaths[lo + i], image)
             _write_png(set_dir / MASKS_FOLDER / relpaths[lo + i], mask)
         if settings.task == "landmarks":
             keypoints.append(eye_keypoints(chunk_params, settings.size))
     table = pd.DataFrame({"image": relpaths, "label": labels})
-    for name in PARAMETERS:
+    for name in FAMILIES[settings.task].PARAMETERS if settings.task in FAMILIES else PARAMETERS:
         table[name] = np.round(params[name], 6)
     table["cause"] = causes
     write_csv(set_dir / "params.csv", table)

@@ -9,13 +9,19 @@ the training data lacked the conditions that made the DNN fail.
 Gaze angle convention: degrees counter-clockwise from "looking right" in the image (0 = right,
 90 = up). The eight gaze classes are 45-degree sectors centred on multiples of 45 degrees, named as
 in the paper (TopCenter is 67.5-112.5 degrees).
+
+The other families (traffic signs, digit-like glyphs) keep their parameters, hazards, classes and
+renderer in their own modules, listed in :data:`FAMILIES`; :data:`TASKS` names every task's hazards.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["PARAMETERS", "GAZE_CLASSES", "OPENNESS_CLASSES", "HAZARDS", "TASKS", "sample_parameters", "gaze_class", "openness_class", "OPENNESS_THRESHOLD"]
+from . import glyphs, signs
+
+__all__ = ["PARAMETERS", "GAZE_CLASSES", "OPENNESS_CLASSES", "HAZARDS", "TASKS", "FAMILIES", "sample_parameters", "gaze_class", "openness_class",
+           "OPENNESS_THRESHOLD"]
 
 PARAMETERS = (
     "gaze_angle", "gaze_magnitude", "openness", "iris_size", "pupil_size", "iris_tone", "head_yaw", "head_pitch",
@@ -55,7 +61,11 @@ TASKS = {
     "gaze": ("closed", "dim", "yaw", "border", "center"),
     "openness": ("dim", "yaw", "threshold"),
     "landmarks": ("closed", "dim", "yaw"),
+    "signs": tuple(signs.HAZARDS),
+    "glyphs": tuple(glyphs.HAZARDS),
 }
+# tasks with their own module: PARAMETERS, HAZARDS, CLASSES, sample_parameters, labels, render (images and masks)
+FAMILIES = {"signs": signs, "glyphs": glyphs}
 
 
 def gaze_class(angle_deg: np.ndarray) -> np.ndarray:
@@ -81,7 +91,11 @@ def sample_parameters(task: str, n: int, hazard_rate: float, rng: np.random.Gene
         One float array per name in :data:`PARAMETERS`.
     causes : ndarray of str, shape (n,)
         The injected hazard of each image, or ``"none"``.
+
+    For a task of :data:`FAMILIES`, the names are that family's ``PARAMETERS`` instead.
     """
+    if task in FAMILIES:
+        return FAMILIES[task].sample_parameters(n, hazard_rate, rng)
     hazards = TASKS[task]
     params = {name: _uniform(rng, bounds, n) for name, bounds in _NOMINAL.items()}
     sector = rng.integers(0, 8, n)

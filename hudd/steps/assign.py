@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import shutil
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -41,7 +40,7 @@ from ..lrp import Explainer
 from ..models import decode_keypoints
 from ..evaluation import NOISE
 from ..features import extract_features
-from ..methods import PAPER
+from ..methods import PAPER, resolve
 from ..predictions import check_finite, predict
 from ..progress import progress
 from ..workspace import Workspace, save_npy, write_csv
@@ -49,7 +48,7 @@ from . import feature_cluster
 from .common import Context, run_step
 from .heatmaps import channel_heatmap
 
-__all__ = ["AssignOutcome", "run", "clusters_path", "assigned_method", "VERSION"]
+__all__ = ["AssignOutcome", "run", "assigned_method", "VERSION"]
 
 VERSION = 3  # 2: quotas.csv; 3: the clusters of any method (config "method")
 
@@ -63,11 +62,6 @@ class AssignOutcome:
     clusters: pd.DataFrame
 
 
-def clusters_path(ws: Workspace, method: str) -> Path:
-    """The ``clusters.csv`` of ``method``: HUDD's selected clusters for ``paper``, else ``ClusterAnalysis/<method>/``."""
-    return ws.clusters_csv if method == PAPER else ws.layer_clusters_csv(method)
-
-
 def assigned_method(ws: Workspace) -> str:
     """The method whose clusters the last ``hudd assign`` selected for (``paper`` before any)."""
     return ((ws.step_entry("assign") or {}).get("config") or {}).get("method", PAPER)
@@ -76,7 +70,7 @@ def assigned_method(ws: Workspace) -> str:
 def _clusters(ctx: Context, method: str) -> pd.DataFrame:
     """The clusters to assign to: HUDD's selected ones (``paper``) or a feature method's, without ``noise``."""
     ws = ctx.workspace
-    step, path = ("cluster" if method == PAPER else method), clusters_path(ws, method)
+    step, path = ("cluster" if method == PAPER else method), ws.method_clusters_csv(method)
     entry = ws.step_entry(step)
     if not entry or not entry.get("done") or not path.is_file():
         run = f"hudd analyze {ctx.case.root}" if method == PAPER else f"hudd cluster {ctx.case.root} --method {method}"
@@ -188,9 +182,11 @@ def _feature_linkage(ctx: Context, method: str, clusters: pd.DataFrame, names: l
     return linkage, (outputs.argmax(1) if ctx.model.spec.task == "classification" else outputs)
 
 
-def run(ctx: Context, *, method: str = PAPER, budget: int | None = None, force: bool = False) -> AssignOutcome:
-    """Run (or skip, when current) the assignment to the clusters of ``method``; see the module docstring."""
+def run(ctx: Context, *, method: str | None = None, budget: int | None = None, force: bool = False) -> AssignOutcome:
+    """Run (or skip, when current) the assignment to the clusters of ``method`` (default: the workspace's
+    active method); see the module docstring."""
     ws = ctx.workspace
+    method = resolve(method, ctx.model.spec.task)[0] if method else ws.active_method()["name"]
     clusters = _clusters(ctx, method)
     names = sorted(clusters["cluster"].unique(), key=cluster_order)
     sizes = clusters["cluster"].value_counts().reindex(names).to_numpy()
@@ -204,8 +200,8 @@ def run(ctx: Context, *, method: str = PAPER, budget: int | None = None, force: 
     listing = ctx.listing("ImprovementSet", unlabelled_ok=True)
     dataset = ImageDataset(ctx.case, listing, ctx.model.spec, model_name=ctx.model_name, cache=False)
     config = {"sf": ctx.config.sf, "budget": budget, "lrp_rule": ctx.config.lrp_rule, "device": ctx.device.type, "method": method}
-    inputs = {"cluster": ws.step_entry("cluster" if method == PAPER else method)["fingerprint"], "model": ctx.model_hash,
-              "ImprovementSet": ctx.listing_hash(listing)}
+    clustering = "cluster" if method == PAPER else method  # the step that made the clusters
+    inputs = {clustering: ws.step_entry(clustering)["fingerprint"], "model": ctx.model_hash, "ImprovementSet": ctx.listing_hash(listing)}
     spec = ctx.model.spec
 
     def compute(fingerprint: str, resume: bool):

@@ -1,13 +1,15 @@
 """``hudd evaluate``: score the root-cause clusters against the causes the simulator injected.
 
-Reads ``clusters.csv`` and ``DataSets/TestSet/params.csv`` (which needs a ``cause`` column) and
-writes ``evaluation.csv``: one row per cluster with its size, dominant cause, purity, the count of
+Reads the clusters of the workspace's active method (the last ``hudd cluster`` / ``hudd analyze``:
+``clusters.csv`` for ``paper``, ``ClusterAnalysis/<method>/clusters.csv`` for a feature method) and
+``DataSets/TestSet/params.csv`` (which needs a ``cause`` column) and writes ``evaluation.csv``: one row per cluster with its size, dominant cause, purity, the count of
 each cause and the variance ratio RR of each parameter (see :mod:`hudd.evaluation`).
 
 ``--compare`` (:func:`compare`) scores every clustering the workspace holds side by side and writes
-``clusterings.csv``: HUDD's selected clusters, each layer's clusters, and the black-box pipeline's
-(``ClusterAnalysis/blackbox/``), with the wall time of the steps that made them (from the manifest:
-heatmaps + cluster for HUDD, the black-box step for black-box). Cheap, so it always reruns.
+``clusterings.csv``: the paper's selected clusters (``paper``), each layer's (``paper-layer``), and
+every feature method's (``ClusterAnalysis/<method>/``), with the wall time of the steps that made
+them (from the manifest: heatmaps + cluster for the paper's, the method's step otherwise) and which
+one is active. Cheap, so it always reruns.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from ..data import read_params
 from ..errors import HuddError
 from ..evaluation import NOISE, Evaluation, evaluate_clusters
 from ..workspace import write_csv
-from ..methods import FEATURE_METHODS
+from ..methods import FEATURE_METHODS, PAPER
 from .cluster import unit_name
 from .common import Context
 
@@ -45,12 +47,13 @@ def _score(ctx: Context, clusters: pd.DataFrame, params: pd.DataFrame) -> Evalua
 
 
 def run(ctx: Context) -> Evaluation:
-    """Evaluate the clusters of ``clusters.csv``; write and return the scores."""
+    """Evaluate the clusters of the workspace's active method; write and return the scores."""
     ws = ctx.workspace
     params = _ground_truth(ctx)
-    if not ws.clusters_csv.is_file():
-        raise HuddError(f"{ws.clusters_csv}: missing; run `hudd analyze {ctx.case.root}` first")
-    evaluation = _score(ctx, pd.read_csv(ws.clusters_csv), params)
+    clusters = ws.method_clusters_csv(ws.active_method()["name"])
+    if not clusters.is_file():
+        raise HuddError(f"{clusters}: missing; run `hudd analyze {ctx.case.root}` first")
+    evaluation = _score(ctx, pd.read_csv(clusters), params)
     write_csv(ws.evaluation_csv, evaluation.table)
     return evaluation
 
@@ -82,12 +85,12 @@ def compare(ctx: Context) -> pd.DataFrame:
     params = _ground_truth(ctx)
     rows = []
     if ws.clusters_csv.is_file():
-        hudd_seconds = _seconds(ctx, "heatmaps", "cluster")
-        rows.append(_row("hudd", "selected", _score(ctx, pd.read_csv(ws.clusters_csv), params), hudd_seconds))
+        paper_seconds = _seconds(ctx, "heatmaps", "cluster")
+        rows.append(_row(PAPER, "selected", _score(ctx, pd.read_csv(ws.clusters_csv), params), paper_seconds))
         summary = pd.read_csv(ws.summary_csv, keep_default_na=False)
         for layer in summary.itertuples():
             unit = unit_name(layer.group, layer.layer)
-            rows.append(_row("hudd-layer", f"{unit} ({layer.alias})", _score(ctx, pd.read_csv(ws.layer_clusters_csv(unit)), params),
+            rows.append(_row(f"{PAPER}-layer", f"{unit} ({layer.alias})", _score(ctx, pd.read_csv(ws.layer_clusters_csv(unit)), params),
                              float("nan")))
     for method in FEATURE_METHODS:
         clusters = ws.layer_clusters_csv(method)
@@ -96,5 +99,6 @@ def compare(ctx: Context) -> pd.DataFrame:
     if not rows:
         raise HuddError(f"{ws.clusters_csv}: no clustering to compare; run `hudd analyze {ctx.case.root}` first")
     table = pd.DataFrame(rows)
+    table["active"] = (table["method"] == ws.active_method()["name"]) & (table["unit"] == "selected")
     write_csv(ws.clusterings_csv, table)
     return table

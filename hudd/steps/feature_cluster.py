@@ -24,7 +24,8 @@ Clusters are ``C1..Ck`` by decreasing size, as HUDD's. Outputs, in ``ClusterAnal
 - ``clusters.csv`` (image, cluster); ``grid.csv`` (density: every grid point, its scores and the
   one chosen) or ``wicd.csv``/``wicd.png`` (Ward: the WICD curve and the k chosen);
 - ``method.csv``: one row: method, extractor, feature layer, weights file, reducer (with a note
-  when PCA stood in for UMAP), clusterer, chosen parameters, n, k, noise, silhouette, score, seconds;
+  when PCA stood in for UMAP), clusterer, chosen parameters, n, k, noise, silhouette, score (the
+  time is in the manifest, so the same inputs give the same bytes);
 - ``C<i>/``, ``C<i>.gif``, ``C<i>.png`` (and ``noise/``, ...) as :func:`hudd.export.clusters.export_unit`
   writes them for HUDD's layers, so evaluate, assign, report and the engineer read any method alike.
 """
@@ -32,7 +33,6 @@ Clusters are ``C1..Ck`` by decreasing size, as HUDD's. Outputs, in ``ClusterAnal
 from __future__ import annotations
 
 import dataclasses
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -153,7 +153,7 @@ def _plot(path: Path, result: FeatureClustering, names: list[str], title: str) -
 
 
 def _summary(method: FeatureMethod, extractor_name: str, extractor: FeatureExtractor, result: FeatureClustering,
-             n_features: int, seconds: float) -> pd.DataFrame:
+             n_features: int) -> pd.DataFrame:
     params = result.params
     return pd.DataFrame([{
         "method": method.name, "extractor": extractor.name, "extractor_name": extractor_name, "layer": extractor.layer,
@@ -161,7 +161,6 @@ def _summary(method: FeatureMethod, extractor_name: str, extractor: FeatureExtra
         "note": PCA_NOTE if result.reducer == "pca" and not umap_available() else "",
         "clusterer": result.clusterer, "params": _params_text(params), "n": len(result.labels), "k": result.n_clusters,
         "noise": result.n_noise, "silhouette": params.get("silhouette", float("nan")), "score": params.get("score", float("nan")),
-        "seconds": round(seconds, 2),
     }])
 
 
@@ -224,7 +223,6 @@ def run(ctx: Context, method: str = "blackbox", *, extractor: str | None = None,
         inputs["weights"] = file_hash(Path(weights))
 
     def compute(fingerprint: str, resume: bool):
-        started = time.perf_counter()
         dataset = _error_dataset(ctx, errors)
         features = extract_features(feature_extractor, dataset, batch_size=ctx.config.batch_size, device=ctx.device)
         result = _cluster(ctx, features, clusterer, reducer, spec.k)
@@ -245,7 +243,7 @@ def run(ctx: Context, method: str = "blackbox", *, extractor: str | None = None,
         else:
             write_csv(paths["grid.csv"], pd.DataFrame(result.grid or [result.params]))
         written += export_unit(ws, method, ctx.case.datasets, clusters, describe_images(ctx))
-        write_csv(paths["method.csv"], _summary(spec, extractor, feature_extractor, result, features.shape[1], time.perf_counter() - started))
+        write_csv(paths["method.csv"], _summary(spec, extractor, feature_extractor, result, features.shape[1]))
         if result.reducer == "pca" and not umap_available():
             echo(f"{method}: {PCA_NOTE}")
         return written

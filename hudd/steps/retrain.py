@@ -47,7 +47,7 @@ from ..stats import a12, mann_whitney_p
 from ..training import TrainSettings, fit
 from ..workspace import file_hash, listing_hash, write_csv
 from . import doctor as doctor_step
-from .assign import assigned_method, clusters_path
+from .assign import assigned_method
 from .common import Context, run_step
 
 __all__ = ["RetrainOutcome", "run", "read_labels", "compare", "VERSION", "DOCTOR_METHODS", "DOCTOR_KEYS"]
@@ -138,7 +138,7 @@ def _test_groups(ctx: Context, test: SplitListing) -> dict[str, np.ndarray]:
     ids = pd.Series(range(len(test)), index=list(test.ids))
     groups = {f"class_{c}": np.flatnonzero(test.targets == k) for k, c in enumerate(ctx.model.spec.classes)} \
         if ctx.model.spec.task == "classification" else {}
-    clusters = pd.read_csv(clusters_path(ctx.workspace, assigned_method(ctx.workspace)))
+    clusters = pd.read_csv(ctx.workspace.method_clusters_csv(assigned_method(ctx.workspace)))
     for name, members in clusters.groupby("cluster", sort=False)["image"]:
         groups[f"cluster_{name}"] = ids.reindex(members).dropna().to_numpy(np.int64)
     params = read_params(ctx.case, "TestSet")
