@@ -2,10 +2,9 @@
 
 Ten classes, the digits 0-9 named ``zero`` to ``nine`` (:data:`CLASSES`; words, so that no CSV
 reader takes a label for a number), each a fixed set of strokes (polylines and sampled arcs in a
-glyph box x in [-0.5, 0.5], y in [-1, 1], y down; :data:`_STROKES`). An image
-draws them as light ink on dark paper with its own stroke thickness, slant, aspect, rotation,
-position, size and a smooth wobble of the strokes (``jitter``), then adds sensor noise and a few
-salt-and-pepper specks. Nominal images keep these within ranges that make the task easy
+glyph box x in [-0.5, 0.5], y in [-1, 1], y down; :data:`_STROKES`). An image draws them as light
+ink on dark paper with its own stroke thickness, slant, aspect, rotation, position, size and a
+smooth wobble of the strokes (``jitter``), then adds sensor noise and a few salt-and-pepper specks. Nominal images keep these within ranges that make the task easy
 (:data:`_NOMINAL`); an image with a hazard has one parameter pushed outside its range:
 
 - ``thin``, ``slant``, ``cut``, ``speckle`` and ``low_contrast`` hit every class; ``cut`` (a disc of
@@ -99,7 +98,7 @@ _HAZARD_RANGES = {
 
 
 def sample_parameters(n: int, hazard_rate: float, rng: np.random.Generator) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Draw ``n`` glyphs' parameters; a share ``hazard_rate`` carries one hazard each (``short_bar`` only on 7s).
+    """Draw ``n`` glyphs' parameters; a share ``hazard_rate`` carries one hazard each (``short_bar`` only on sevens).
 
     Returns the parameters (one float array of shape (n,) per name in :data:`PARAMETERS`) and the
     cause of each image (``"none"`` or a name in :data:`HAZARDS`).

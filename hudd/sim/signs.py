@@ -40,8 +40,8 @@ HAZARDS = {
 }
 
 _RED, _BLUE, _YELLOW = (0.80, 0.10, 0.12), (0.10, 0.25, 0.75), (0.95, 0.78, 0.10)
-_WHITE, _BLACK, _GREEN = (0.95, 0.95, 0.95), (0.08, 0.08, 0.08), (0.10, 0.55, 0.25)
-_PALETTE = np.array([_RED, _BLUE, _YELLOW, _WHITE, _BLACK, _GREEN, (0.55, 0.35, 0.2), (0.5, 0.5, 0.5)], np.float32)
+_WHITE, _BLACK, _GREEN, _BROWN = (0.95, 0.95, 0.95), (0.08, 0.08, 0.08), (0.10, 0.55, 0.25), (0.55, 0.3, 0.12)
+_PALETTE = np.array([_RED, _BLUE, _YELLOW, _WHITE, _BLACK, _GREEN, _BROWN, (0.5, 0.5, 0.5)], np.float32)
 # edge normals (degrees, y down) and apothem of each outline, in the sign's units; None = a circle of radius 1
 _SHAPES = {
     "circle": (None, 1.0),
@@ -60,7 +60,7 @@ _DESIGNS = (
     ("triangle_down", _RED, 0.22, _WHITE, _BLACK, (_NO_BAR, _NO_BAR)),
     ("triangle_up", _RED, 0.2, _WHITE, _BLACK, ((0.0, -0.05, 0.08, 0.25), _NO_BAR)),
     ("circle", _RED, 0.2, _WHITE, _BLACK, ((-0.2, 0.0, 0.08, 0.35), (0.2, 0.0, 0.08, 0.35))),
-    ("square", _BLUE, 0.22, _WHITE, _BLUE, ((-0.12, 0.0, 0.1, 0.4), (0.08, -0.22, 0.15, 0.1))),
+    ("square", _WHITE, 0.07, _BROWN, _WHITE, ((-0.12, 0.0, 0.1, 0.4), (0.08, -0.22, 0.15, 0.1))),
     ("diamond", _WHITE, 0.14, _YELLOW, _WHITE, (_NO_BAR, _NO_BAR)),
     ("square", _WHITE, 0.07, _GREEN, _WHITE, ((0.0, 0.0, 0.5, 0.1), (0.0, 0.0, 0.1, 0.5))),
 )
@@ -95,10 +95,10 @@ _NOMINAL = {
 }
 _HAZARD_RANGES = {
     "occlusion": ("occlusion", (1.05, 1.3)),
-    "blur": ("blur", (0.11, 0.15)),
+    "blur": ("blur", (0.15, 0.3)),
     "dark": ("brightness", (0.09, 0.17)),
-    "small": ("scale", (0.16, 0.22)),
-    "colour": ("hue_shift", (225.0, 300.0)),
+    "small": ("scale", (0.18, 0.24)),
+    "colour": ("hue_shift", (225.0, 258.0)),
     "clutter": ("clutter", (0.85, 1.0)),
 }
 
@@ -190,7 +190,7 @@ def _distractors(params: dict[str, np.ndarray], rng: np.random.Generator) -> dic
     k, b = _DISTRACTORS, len(params["clutter"])
     classes = rng.integers(0, len(CLASSES), (k, b))
     angles = rng.uniform(0.0, 2.0 * np.pi, (k, b))
-    distances = (rng.uniform(0.85, 1.2, (k, b)) + 0.15 * (np.arange(k) >= _DISTRACTORS_BEHIND)[:, None]) * params["scale"]
+    distances = (rng.uniform(0.85, 1.2, (k, b)) + 0.1 * (np.arange(k) >= _DISTRACTORS_BEHIND)[:, None]) * params["scale"]
     return {
         "class": classes, "x": params["x"] + distances * np.cos(angles), "y": params["y"] + distances * np.sin(angles),
         "scale": rng.uniform(0.75, 1.0, (k, b)) * params["scale"], "rotation": rng.uniform(-10.0, 10.0, (k, b)),
