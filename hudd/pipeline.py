@@ -26,7 +26,7 @@ import pandas as pd
 
 from .errors import HuddError
 from .methods import HUDD, PAPER, resolve
-from .progress import echo
+from .progress import note
 from .steps import assign as assign_step
 from .steps import cluster as cluster_step
 from .steps import doctor as doctor_step
@@ -84,9 +84,9 @@ def cluster(ctx: Context, method: str = HUDD, *, heatmaps: bool = True, force: b
     computes the heatmaps with ``heatmaps``; without, they must exist (``hudd cluster``). ``feature_options``
     (extractor, weights, clusterer, reducer) go to a feature method.
     """
-    name, note = resolve(method, ctx.model.spec.task)
-    if note:
-        echo(f"note: {note}")
+    name, fallback_note = resolve(method, ctx.model.spec.task)
+    if fallback_note:
+        note(fallback_note)
     feature = feature_cluster.run(ctx, name, force=force, **feature_options) if name != PAPER else None
     paper = None
     heatmaps_done = bool((ctx.workspace.step_entry("heatmaps") or {}).get("done"))
@@ -95,8 +95,8 @@ def cluster(ctx: Context, method: str = HUDD, *, heatmaps: bool = True, force: b
             heatmaps_step.run(ctx, force=force)
         paper = cluster_step.run(ctx, force=force)
         export_step.run(ctx, force=force)
-    ctx.workspace.set_active_method(name, requested=method, note=note)
-    return ClusterPipelineOutcome(name, note, paper, feature)
+    ctx.workspace.set_active_method(name, requested=method, note=fallback_note)
+    return ClusterPipelineOutcome(name, fallback_note, paper, feature)
 
 
 def analyze(ctx: Context, *, method: str = HUDD, force: bool = False) -> AnalyzeOutcome:

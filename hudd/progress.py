@@ -4,7 +4,7 @@ import sys
 
 from tqdm.auto import tqdm
 
-__all__ = ["progress", "set_quiet", "echo"]
+__all__ = ["progress", "set_quiet", "echo", "note"]
 
 _QUIET = False
 
@@ -25,3 +25,9 @@ def echo(message: str) -> None:
     """Print an informational line on stderr unless quiet (results go to stdout, chatter here)."""
     if not _QUIET:
         print(message, file=sys.stderr, flush=True)
+
+
+def note(message: str) -> None:
+    """Print ``note: message`` on stderr even when quiet: a result that differs from what was asked
+    (a fallback, a skipped input) must reach the log of a batch job."""
+    print(f"note: {message}", file=sys.stderr, flush=True)

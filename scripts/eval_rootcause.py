@@ -22,7 +22,8 @@ held out. Usage::
     .venv/bin/python scripts/eval_rootcause.py --families gaze --seeds 0 --methods paper,pretrained
     .venv/bin/python scripts/eval_rootcause.py --tiny                # a minute-long smoke run
 
-Writes ``<cache>/eval_rootcause.csv`` and ``<cache>/probe.csv`` beside the printed tables.
+Writes ``<cache>/eval_rootcause.csv`` and ``<cache>/probe.csv`` beside the printed tables; a later run replaces
+the rows of the cases and methods it ran and keeps the others, so runs add up.
 """
 
 from __future__ import annotations
@@ -156,7 +157,7 @@ def evaluate_case(case: Case, family: str, seed: int, methods: tuple[str, ...], 
     rows, probes = [], []
     with open_context(case.root, config, command="eval_rootcause", model=MODEL) as ctx:
         test_step.run(ctx)
-        for method in methods:
+        for method in sorted(methods, key=lambda m: m == "pretrained"):  # its default last: the probe reads its features
             clusters, seconds = run_method(ctx, method)
             rows.append({"family": family, "seed": seed, "split": split, "method": method, **_scores(clusters, params),
                          "seconds": round(seconds, 1)})
@@ -174,6 +175,16 @@ def summarise(table: pd.DataFrame) -> pd.DataFrame:
             .agg(cases=("purity", "size"), mean_purity=("purity", "mean"), all_covered=("covered_share", lambda s: int((s == 1).sum())),
                  mean_small=("small", "mean"), mean_seconds=("seconds", "mean"))
             .reset_index())
+
+
+def _merged(path: Path, rows: pd.DataFrame, key: list[str]) -> pd.DataFrame:
+    """``rows`` written over the table at ``path``: earlier runs' other cases and methods are kept, so runs add up."""
+    if path.is_file():
+        earlier = pd.read_csv(path)
+        earlier = earlier[~earlier.set_index(key).index.isin(rows.set_index(key).index)]
+        rows = pd.concat([earlier, rows], ignore_index=True).sort_values(key, kind="stable")
+    rows.to_csv(path, index=False)
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -201,11 +212,9 @@ def main(argv: list[str] | None = None) -> int:
             probes += case_probes
             with contextlib.suppress(BrokenPipeError):
                 print(pd.DataFrame(case_rows).drop(columns="covered_share").to_string(index=False, float_format="{:.2f}".format), flush=True)
-    table = pd.DataFrame(rows)
-    probe_table = pd.DataFrame(probes)
     args.cache.mkdir(parents=True, exist_ok=True)
-    table.to_csv(args.cache / "eval_rootcause.csv", index=False)
-    probe_table.to_csv(args.cache / "probe.csv", index=False)
+    table = _merged(args.cache / "eval_rootcause.csv", pd.DataFrame(rows), ["family", "seed", "method"])
+    probe_table = _merged(args.cache / "probe.csv", pd.DataFrame(probes), ["family", "seed", "representation"])
     print("\nall cases:")
     print(table.drop(columns="covered_share").to_string(index=False, float_format="{:.2f}".format))
     print("\nlinear-probe bound (cross-validated accuracy predicting the cause from the representation):")

@@ -82,8 +82,10 @@ def test_assign_selects_for_a_feature_methods_clusters_in_its_space(case):
     picked = unsafe.set_index("image").loc[copies]
     assert (picked["cluster"] == "C1").all() and np.allclose(picked["distance"], 0, atol=1e-6), "a copy of a member is at distance 0"
     assert not (case / "HUDD/clusters.csv").exists(), "assigning for a feature method needs no heatmaps"
-    result = run_cli("assign", str(case))
-    assert result.exit_code == 2 and "run `hudd analyze" in result.output
+    result = run_cli("assign", str(case), "--budget", "10")
+    assert result.exit_code == 0, result.output
+    config = json.loads((case / "HUDD/manifest.json").read_text())["steps"]["assign"]["config"]
+    assert config["method"] == "naive", "without --method, assign selects for the method that clustered last"
 
 
 def test_pretrained_method_clusters_and_assigns(case):
@@ -93,8 +95,8 @@ def test_pretrained_method_clusters_and_assigns(case):
     assert result.exit_code == 0, result.output
     folder = case / "HUDD/ClusterAnalysis/pretrained"
     summary = pd.read_csv(folder / "method.csv", keep_default_na=False).iloc[0]
-    assert (summary["extractor"], summary["layer"], summary["clusterer"]) == ("efficientnet_lite0", "_blocks.11", "ward")
-    assert np.load(folder / "features.npy").shape[1] == 112, "block 10 of EfficientNet-Lite0 has 112 channels"
+    assert (summary["extractor"], summary["layer"], summary["clusterer"]) == ("efficientnet_lite0", "_blocks.15", "ward")
+    assert np.load(folder / "features.npy").shape[1] == 192, "block 14 of EfficientNet-Lite0 has 192 channels"
     wicd = pd.read_csv(folder / "wicd.csv")
     assert summary["k"] in wicd["k"].tolist() and (folder / "wicd.png").is_file()
     first = (folder / "clusters.csv").read_bytes()
