@@ -7,6 +7,11 @@ only its single-linkage distance to each cluster is kept (``UnsafeSet/single_lin
 ``(M, K)``). Quotas follow the paper's equation 7 (or split ``--budget``), and the ranked
 assignment of Fig. 10 fills them (:mod:`hudd.assignment`).
 
+``--method`` other than ``paper`` assigns to a feature method's clusters
+(``ClusterAnalysis/<method>/``) in the space they were made in: the improvement images' features
+from the same extractor, through the method's ``space.npz``, single linkage to each cluster's
+members; the ``noise`` group of a density clustering gets no quota.
+
 Outputs: ``UnsafeSet/C<i>/`` (the selected images, hard links), ``UnsafeSet/unsafe.csv`` (image,
 cluster, rank, distance, prediction, label when known), ``UnsafeSet/quotas.csv`` (cluster, size,
 quota, selected) and ``UnsafeSet/labels.csv``, the sheet an
@@ -120,6 +125,12 @@ def _keep_typed_labels(ctx: Context, labels: pd.DataFrame) -> pd.DataFrame:
     return labels
 
 
+def _sorted_by_cluster(cluster_of_row: np.ndarray, columns) -> tuple[np.ndarray, np.ndarray]:
+    """The row order that groups rows by cluster (stable), and where each of ``columns``' clusters starts in it."""
+    order = np.argsort(cluster_of_row, kind="stable")
+    return order, np.searchsorted(cluster_of_row[order], columns)
+
+
 def _heatmap_linkage(ctx: Context, clusters: pd.DataFrame, names: list[str], dataset: ImageDataset) -> tuple[np.ndarray, np.ndarray]:
     """``(M, K)`` single-linkage distances of the improvement images' raw heatmaps to HUDD's clusters, and the
     predictions (class index, or ``(M, K, 2)`` keypoints); one LRP pass per batch and face element."""
@@ -133,9 +144,7 @@ def _heatmap_linkage(ctx: Context, clusters: pd.DataFrame, names: list[str], dat
         columns = [i for i, name in enumerate(names) if _face_element(name) == element]
         layer = layer_of[names[columns[0]]]
         rows = np.array([i for i, image in enumerate(index["image"]) if _face_element(label_of[image]) == element])
-        cluster_of_row = np.array([names.index(label_of[index["image"][r]]) for r in rows])
-        order = np.argsort(cluster_of_row, kind="stable")
-        starts = np.searchsorted(cluster_of_row[order], columns)
+        order, starts = _sorted_by_cluster(np.array([names.index(label_of[index["image"][r]]) for r in rows]), columns)
         reference = np.asarray(np.load(ws.heatmap(layer), mmap_mode="r")[rows[order]], dtype=np.float64).reshape(len(rows), -1)
         explainer = Explainer(ctx.model.module, composite=ctx.config.lrp_rule, layers=[layer], device=ctx.device)
         members = spec.keypoint_groups.get(element, list(range(len(spec.keypoints)))) if spec.task == "keypoints" else None
@@ -169,9 +178,7 @@ def _feature_linkage(ctx: Context, method: str, clusters: pd.DataFrame, names: l
     space = feature_cluster.space(ctx, method)
     errors = pd.read_csv(ctx.workspace.layer_clusters_csv(method))["image"]
     row_of = {image: i for i, image in enumerate(errors)}
-    cluster_of_row = np.array([names.index(c) for c in clusters["cluster"]])
-    order = np.argsort(cluster_of_row, kind="stable")
-    starts = np.searchsorted(cluster_of_row[order], np.arange(len(names)))
+    order, starts = _sorted_by_cluster(np.array([names.index(c) for c in clusters["cluster"]]), np.arange(len(names)))
     reference = space.transform(features[[row_of[image] for image in clusters["image"].to_numpy()[order]]])
     extractor = feature_cluster.extractor_of(ctx, method)
     improvement = space.transform(extract_features(extractor, dataset, batch_size=ctx.config.batch_size, device=ctx.device))
