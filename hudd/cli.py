@@ -129,7 +129,10 @@ def cli(quiet: bool, debug: bool) -> None:
 @click.option("--hazard-rate-train", type=float, default=0.02, show_default=True, help="Share of training images with a hazard.")
 @click.option("--force", is_flag=True, help="Replace existing DataSets/ sets.")
 def simulate(case, task, n_train, n_test, n_improve, size, seed, hazard_rate, hazard_rate_train, force):
-    """Write a simulated eye case (DataSets/ with params.csv) into CASE."""
+    """Write a simulated case (DataSets/ with params.csv and masks/) into CASE.
+
+    Tasks: eyes (gaze, openness, landmarks), traffic signs (signs, RGB) and handwritten-like
+    digits (glyphs); each with injected hazards recorded as the `cause` column."""
     from .sim import SimulationSettings, simulate_case
 
     settings = SimulationSettings(task=task, n_train=n_train, n_test=n_test, n_improve=n_improve,

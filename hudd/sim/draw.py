@@ -14,7 +14,7 @@ from .render import _col as col
 from .render import _cover as cover
 from .render import _grid as grid
 
-__all__ = ["assign_causes", "col", "cover", "grid", "polygon_inside", "segment_distance", "gaussian_blur", "rotate_hue", "hsv_to_rgb"]
+__all__ = ["assign_causes", "sample_with_causes", "col", "cover", "grid", "polygon_inside", "segment_distance", "gaussian_blur", "rotate_hue", "hsv_to_rgb"]
 
 
 def assign_causes(hazards: tuple[str, ...], n: int, hazard_rate: float, rng: np.random.Generator) -> np.ndarray:
@@ -25,6 +25,26 @@ def assign_causes(hazards: tuple[str, ...], n: int, hazard_rate: float, rng: np.
     chosen = rng.permutation(n)[:n_hazard]
     causes[chosen] = np.array(hazards, dtype=object)[np.arange(n_hazard) % len(hazards)]
     return causes
+
+
+def sample_with_causes(nominal: dict, hazard_ranges: dict, n_classes: int, n: int, hazard_rate: float,
+                       rng: np.random.Generator, adjust=None) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Draw ``n`` images' parameters uniformly in their ``nominal`` ranges and a ``class_id``; a share
+    ``hazard_rate`` gets one hazard each (:func:`assign_causes`), whose parameter is redrawn in its
+    ``hazard_ranges`` entry (``hazard -> (parameter, (low, high))``). ``adjust(hazard, rows, params, rng)``
+    adds what a hazard needs beyond its range (a sign flip, a class it is specific to).
+
+    Returns the parameters and the cause of each image (``"none"`` or a hazard).
+    """
+    params = {name: rng.uniform(lo, hi, n) for name, (lo, hi) in nominal.items()}
+    params["class_id"] = rng.integers(0, n_classes, n).astype(np.float64)
+    causes = assign_causes(tuple(hazard_ranges), n, hazard_rate, rng)
+    for hazard, (name, (lo, hi)) in hazard_ranges.items():
+        rows = np.flatnonzero(causes == hazard)
+        params[name][rows] = rng.uniform(lo, hi, len(rows))
+        if adjust is not None:
+            adjust(hazard, rows, params, rng)
+    return params, causes.astype(str)
 
 
 def polygon_inside(u: np.ndarray, v: np.ndarray, normals_deg, apothem: float) -> np.ndarray:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .draw import assign_causes, col, cover, grid, segment_distance
+from .draw import col, cover, grid, sample_with_causes, segment_distance
 
 __all__ = ["CLASSES", "PARAMETERS", "HAZARDS", "sample_parameters", "labels", "render"]
 
@@ -103,17 +103,16 @@ def sample_parameters(n: int, hazard_rate: float, rng: np.random.Generator) -> t
     Returns the parameters (one float array of shape (n,) per name in :data:`PARAMETERS`) and the
     cause of each image (``"none"`` or a name in :data:`HAZARDS`).
     """
-    params = {name: rng.uniform(lo, hi, n) for name, (lo, hi) in _NOMINAL.items()}
-    params["class_id"] = rng.integers(0, len(CLASSES), n).astype(np.float64)
-    causes = assign_causes(tuple(HAZARDS), n, hazard_rate, rng)
-    for hazard, (name, (lo, hi)) in _HAZARD_RANGES.items():
-        idx = np.flatnonzero(causes == hazard)
-        params[name][idx] = rng.uniform(lo, hi, len(idx))
-        if hazard == "slant":
-            params[name][idx] *= rng.choice([-1.0, 1.0], len(idx))
-        elif hazard == "short_bar":
-            params["class_id"][idx] = _SEVEN
-    return {name: params[name] for name in PARAMETERS}, causes.astype(str)
+    params, causes = sample_with_causes(_NOMINAL, _HAZARD_RANGES, len(CLASSES), n, hazard_rate, rng, _slant_sign_and_sevens)
+    return {name: params[name] for name in PARAMETERS}, causes
+
+
+def _slant_sign_and_sevens(hazard: str, rows: np.ndarray, params: dict[str, np.ndarray], rng: np.random.Generator) -> None:
+    """A slant leans either way; the short bar is specific to sevens (they read as ones)."""
+    if hazard == "slant":
+        params["slant"][rows] *= rng.choice([-1.0, 1.0], len(rows))
+    elif hazard == "short_bar":
+        params["class_id"][rows] = _SEVEN
 
 
 def labels(params: dict[str, np.ndarray]) -> np.ndarray:

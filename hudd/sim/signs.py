@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .draw import assign_causes, col, cover, gaussian_blur, grid, hsv_to_rgb, polygon_inside, rotate_hue
+from .draw import col, cover, gaussian_blur, grid, hsv_to_rgb, polygon_inside, rotate_hue, sample_with_causes
 
 __all__ = ["CLASSES", "PARAMETERS", "HAZARDS", "sample_parameters", "labels", "render"]
 
@@ -109,15 +109,14 @@ def sample_parameters(n: int, hazard_rate: float, rng: np.random.Generator) -> t
     Returns the parameters (one float array of shape (n,) per name in :data:`PARAMETERS`) and the
     cause of each image (``"none"`` or a name in :data:`HAZARDS`).
     """
-    params = {name: rng.uniform(lo, hi, n) for name, (lo, hi) in _NOMINAL.items()}
-    params["class_id"] = rng.integers(0, len(CLASSES), n).astype(np.float64)
-    causes = assign_causes(tuple(HAZARDS), n, hazard_rate, rng)
-    for hazard, (name, (lo, hi)) in _HAZARD_RANGES.items():
-        idx = np.flatnonzero(causes == hazard)
-        params[name][idx] = rng.uniform(lo, hi, len(idx))
-        if hazard == "colour":
-            params["class_id"][idx] = _STOP
-    return {name: params[name] for name in PARAMETERS}, causes.astype(str)
+    params, causes = sample_with_causes(_NOMINAL, _HAZARD_RANGES, len(CLASSES), n, hazard_rate, rng, _stop_only_colour)
+    return {name: params[name] for name in PARAMETERS}, causes
+
+
+def _stop_only_colour(hazard: str, rows: np.ndarray, params: dict[str, np.ndarray], rng: np.random.Generator) -> None:
+    """The colour shift is specific to stop signs (they turn blue and read as mandatory)."""
+    if hazard == "colour":
+        params["class_id"][rows] = _STOP
 
 
 def labels(params: dict[str, np.ndarray]) -> np.ndarray:

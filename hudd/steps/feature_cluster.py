@@ -215,7 +215,7 @@ def run(ctx: Context, method: str = "blackbox", *, extractor: str | None = None,
     feature_extractor = make_extractor(extractor, model=ctx.model.module, weights=weights)
     paths = _paths(ctx, method)
     config = {"seed": ctx.config.seed, "batch_size": ctx.config.batch_size, "device": ctx.device.type, "extractor": extractor,
-              "clusterer": clusterer, "reducer": reducer, "umap": umap_available(), "k": spec.k,
+              "layer": feature_extractor.layer, "clusterer": clusterer, "reducer": reducer, "umap": umap_available(), "k": spec.k,
               "k_range": [ctx.config.k_min, ctx.config.k_max]}
     test = ws.step_entry("test") or {}
     inputs = {"test": test.get("fingerprint"), "testResult": file_hash(ws.test_result), "model": ctx.model_hash}
