@@ -27,14 +27,15 @@ def assign_causes(hazards: tuple[str, ...], n: int, hazard_rate: float, rng: np.
     return causes
 
 
-def sample_with_causes(nominal: dict, hazard_ranges: dict, n_classes: int, n: int, hazard_rate: float,
-                       rng: np.random.Generator, adjust=None) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def sample_with_causes(nominal: dict, hazard_ranges: dict, parameters: tuple[str, ...], n_classes: int, n: int,
+                       hazard_rate: float, rng: np.random.Generator, adjust=None) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Draw ``n`` images' parameters uniformly in their ``nominal`` ranges and a ``class_id``; a share
     ``hazard_rate`` gets one hazard each (:func:`assign_causes`), whose parameter is redrawn in its
     ``hazard_ranges`` entry (``hazard -> (parameter, (low, high))``). ``adjust(hazard, rows, params, rng)``
     adds what a hazard needs beyond its range (a sign flip, a class it is specific to).
 
-    Returns the parameters and the cause of each image (``"none"`` or a hazard).
+    Returns the parameters (one float array of shape (n,) per name in ``parameters``, in that order)
+    and the cause of each image (``"none"`` or a hazard).
     """
     params = {name: rng.uniform(lo, hi, n) for name, (lo, hi) in nominal.items()}
     params["class_id"] = rng.integers(0, n_classes, n).astype(np.float64)
@@ -44,7 +45,7 @@ def sample_with_causes(nominal: dict, hazard_ranges: dict, n_classes: int, n: in
         params[name][rows] = rng.uniform(lo, hi, len(rows))
         if adjust is not None:
             adjust(hazard, rows, params, rng)
-    return params, causes.astype(str)
+    return {name: params[name] for name in parameters}, causes.astype(str)
 
 
 def polygon_inside(u: np.ndarray, v: np.ndarray, normals_deg, apothem: float) -> np.ndarray:

@@ -4,8 +4,9 @@ Ten classes, the digits 0-9 named ``zero`` to ``nine`` (:data:`CLASSES`; words, 
 reader takes a label for a number), each a fixed set of strokes (polylines and sampled arcs in a
 glyph box x in [-0.5, 0.5], y in [-1, 1], y down; :data:`_STROKES`). An image draws them as light
 ink on dark paper with its own stroke thickness, slant, aspect, rotation, position, size and a
-smooth wobble of the strokes (``jitter``), then adds sensor noise and a few salt-and-pepper specks. Nominal images keep these within ranges that make the task easy
-(:data:`_NOMINAL`); an image with a hazard has one parameter pushed outside its range:
+smooth wobble of the strokes (``jitter``), then adds sensor noise and a few salt-and-pepper specks.
+Nominal images keep these within ranges that make the task easy (:data:`_NOMINAL`); an image with
+a hazard has one parameter pushed outside its range:
 
 - ``thin``, ``slant``, ``cut``, ``speckle`` and ``low_contrast`` hit every class; ``cut`` (a disc of
   the glyph erased) makes the model err into several classes;
@@ -103,8 +104,7 @@ def sample_parameters(n: int, hazard_rate: float, rng: np.random.Generator) -> t
     Returns the parameters (one float array of shape (n,) per name in :data:`PARAMETERS`) and the
     cause of each image (``"none"`` or a name in :data:`HAZARDS`).
     """
-    params, causes = sample_with_causes(_NOMINAL, _HAZARD_RANGES, len(CLASSES), n, hazard_rate, rng, _slant_sign_and_sevens)
-    return {name: params[name] for name in PARAMETERS}, causes
+    return sample_with_causes(_NOMINAL, _HAZARD_RANGES, PARAMETERS, len(CLASSES), n, hazard_rate, rng, _slant_sign_and_sevens)
 
 
 def _slant_sign_and_sevens(hazard: str, rows: np.ndarray, params: dict[str, np.ndarray], rng: np.random.Generator) -> None:

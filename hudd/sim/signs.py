@@ -109,8 +109,7 @@ def sample_parameters(n: int, hazard_rate: float, rng: np.random.Generator) -> t
     Returns the parameters (one float array of shape (n,) per name in :data:`PARAMETERS`) and the
     cause of each image (``"none"`` or a name in :data:`HAZARDS`).
     """
-    params, causes = sample_with_causes(_NOMINAL, _HAZARD_RANGES, len(CLASSES), n, hazard_rate, rng, _stop_only_colour)
-    return {name: params[name] for name in PARAMETERS}, causes
+    return sample_with_causes(_NOMINAL, _HAZARD_RANGES, PARAMETERS, len(CLASSES), n, hazard_rate, rng, _stop_only_colour)
 
 
 def _stop_only_colour(hazard: str, rows: np.ndarray, params: dict[str, np.ndarray], rng: np.random.Generator) -> None:
