@@ -24,7 +24,8 @@ from kneed import KneeLocator
 from scipy.cluster.hierarchy import leaves_list, linkage
 from scipy.spatial.distance import squareform
 
-__all__ = ["ward_linkage", "wicd_curve", "cut", "derivative", "choose_k", "k_range", "ward_clusters", "WardClusters", "cluster_order"]
+__all__ = ["ward_linkage", "wicd_curve", "cut", "derivative", "choose_k", "k_range", "ward_clusters", "WardClusters", "cluster_order",
+           "why_k"]
 
 
 def ward_linkage(distances: np.ndarray) -> np.ndarray:
@@ -151,6 +152,24 @@ def choose_k(ks: np.ndarray, wicd: np.ndarray) -> tuple[int, str]:
     if len(ks) >= 3:
         return int(ks[1 + int(np.argmax(np.diff(wicd, 2)))]), "max-curvature"
     return int(ks[0]), "smallest-k"
+
+
+_K_REASONS = {
+    "derivative-knee": "the knee of the WICD curve's fourth-order derivative (kneedle), as the paper",
+    "wicd-knee": "the knee of the WICD curve itself (its derivative has none)",
+    "max-curvature": "the largest second difference of the WICD curve (kneedle found no knee)",
+    "single-k": "the only k in range",
+    "flat": "the smallest k (WICD does not change with k)",
+    "smallest-k": "the smallest k (too few k to find a knee)",
+    "fixed": "fixed by the method",
+    "too-few-images": "one cluster: fewer than 2 k_min images",
+    "single-image": "one cluster: a single image",
+}
+
+
+def why_k(k: int, method: str) -> str:
+    """Why a Ward clustering has ``k`` clusters, in words, from the ``method`` that chose it (:func:`choose_k`)."""
+    return f"k = {k}: {_K_REASONS.get(method, method)}"
 
 
 @dataclass

@@ -25,6 +25,7 @@ pooled to ``(n, C)``. :func:`extract_features` runs any extractor on a data set;
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from pathlib import Path
 
@@ -248,6 +249,10 @@ def make_extractor(name: str, *, model: nn.Module, weights: Path | None = None) 
     return backbone_extractor(name, weights)
 
 
+class _Captured(Exception):
+    """Raised by :func:`extract_features`' hook once the features are taken, to skip the rest of the network."""
+
+
 @torch.no_grad()
 def extract_features(extractor: FeatureExtractor, dataset: ImageDataset, *, batch_size: int, device: torch.device) -> np.ndarray:
     """``(n, d)`` float32 features of every image of ``dataset``, in order, computed on ``device`` in batches.
@@ -263,12 +268,18 @@ def extract_features(extractor: FeatureExtractor, dataset: ImageDataset, *, batc
     module = extractor.module.to(device).eval()
     prepared = extractor.prepare_dataset(dataset)
     captured = []
-    handle = module.get_submodule(extractor.layer).register_forward_pre_hook(lambda _, inputs: captured.append(inputs[0]))
+
+    def capture(_, inputs):
+        captured.append(inputs[0])
+        raise _Captured  # the layers after the feature layer are not needed: stop the forward pass here
+
+    handle = module.get_submodule(extractor.layer).register_forward_pre_hook(capture)
     chunks = []
     try:
         for images, _, index in progress(make_loader(prepared, batch_size=batch_size), desc="features", unit="batch"):
             captured.clear()
-            module(extractor.prepare_batch(images.to(device, non_blocking=True)))
+            with contextlib.suppress(_Captured):
+                module(extractor.prepare_batch(images.to(device, non_blocking=True)))
             features = captured[-1]
             features = features.mean(dim=(2, 3)) if features.dim() == 4 else features.flatten(1)
             check_finite(features, prepared, index)

@@ -66,6 +66,8 @@ def cluster_summary(summary: pd.DataFrame, clusters: pd.DataFrame, workspace) ->
         sizes = members["cluster"].value_counts()
         ordered = sorted(sizes.index, key=cluster_order)
         lines.append(f"{prefix}selected layer {row.layer} ({row.alias}), k = {row.k}: " + ", ".join(f"{c} {sizes[c]}" for c in ordered))
+        if "why" in summary:
+            lines.append(f"{prefix}why: {row.why}")
     lines.append(f"clusters: {workspace.clusters_csv}; images, GIFs and contact sheets in {workspace.root / 'ClusterAnalysis'}")
     return "\n".join(lines)
 
@@ -73,9 +75,12 @@ def cluster_summary(summary: pd.DataFrame, clusters: pd.DataFrame, workspace) ->
 def feature_summary(summary: pd.DataFrame, clusters: pd.DataFrame, folder) -> str:
     """A feature method's row of ``method.csv`` (and its note), the cluster sizes, where to look."""
     row = summary.iloc[0]
-    lines = [format_table(summary.drop(columns=["note", "extractor_name"]), floats="{:.2f}")]
+    words = [c for c in ("note", "extractor_name", "representation", "why") if c in summary]
+    lines = [format_table(summary.drop(columns=words), floats="{:.2f}")]
     if row["note"]:
         lines.append(f"note: {row['note']}")
+    if "why" in summary:
+        lines += [f"representation: {row['representation']}", f"why: {row['why']}"]
     sizes = clusters["cluster"].value_counts()
     lines.append(f"{row['method']}: k = {row['k']} ({row['params']}): "
                  + ", ".join(f"{name} {sizes[name]}" for name in sorted(sizes.index, key=cluster_order)))

@@ -5,7 +5,7 @@
 # Usage: scripts/bench_demo.sh [extra hudd demo flags, e.g. --device cuda]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup-venv >/dev/null
+scripts/setup-venv pretrained >/dev/null  # the default method needs the backbone, as scripts/demo installs it
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 seconds() { python3 -c 'import time; print(time.monotonic())'; }

@@ -73,6 +73,7 @@ class Scale:
     n_train: int
     n_test: int
     epochs: int
+    n_improve: int = 0
 
 
 FULL = Scale(n_train=6000, n_test=3000, epochs=6)
@@ -82,7 +83,7 @@ TINY = Scale(n_train=400, n_test=300, epochs=1)
 def prepare(cache: Path, family: str, seed: int, scale: Scale, device: str) -> Case:
     """The case of ``family`` at ``seed``: simulated and trained once, reused afterwards."""
     case = Case(cache / f"{family}-{seed}")
-    settings = SimulationSettings(task=family, n_train=scale.n_train, n_test=scale.n_test, n_improve=0, seed=seed,
+    settings = SimulationSettings(task=family, n_train=scale.n_train, n_test=scale.n_test, n_improve=scale.n_improve, seed=seed,
                                   size=32 if family == "glyphs" else 64)
     simulated = simulate_case(case.root, settings)
     if simulated or not (case.models / MODEL).is_file():

@@ -145,10 +145,16 @@ def test_cluster_writes_every_artifact_and_selects_one_layer(analysed: Path):
     assert result.exit_code == 0, result.output
     ws = analysed / "HUDD"
     summary = pd.read_csv(ws / "summary.csv", keep_default_na=False)
-    assert list(summary.columns) == ["group", "layer", "alias", "n", "k", "wicd", "knee_method", "xlsx", "selected"]
+    assert list(summary.columns) == ["group", "layer", "alias", "n", "k", "wicd", "knee_method", "xlsx", "selected", "method",
+                                     "representation", "why"]
     assert summary["selected"].sum() == 1
     best = summary.loc[summary["selected"]].iloc[0]
     assert best["wicd"] == summary["wicd"].min()
+    assert (summary["method"] == "paper").all() and best["layer"] in best["representation"]
+    assert best["why"].startswith(f"k = {best['k']}: ") and "selected: the lowest WICD" in best["why"]
+    other = summary.loc[~summary["selected"]].iloc[0]
+    assert f"not selected: WICD above {best['wicd']:.4g} of {best['layer']}" in other["why"], "a user sees why a layer lost"
+    assert f"why: {best['why']}" in result.output
     errors = pd.read_csv(ws / "Heatmaps/images.csv")
     clusters = pd.read_csv(ws / "clusters.csv")
     assert clusters["image"].tolist() == errors["image"].tolist()

@@ -34,3 +34,18 @@ def test_the_suite_scores_every_method_and_the_probe_on_a_tiny_case(tmp_path, ca
     again = pd.read_csv(tmp_path / "eval_rootcause.csv").set_index("method")
     assert sorted(again.index) == ["naive", "paper"], "a later run replaces its own rows and keeps the others"
     assert again.loc["naive", "purity"] == table.set_index("method").loc["naive", "purity"], "the cached case gives the same scores"
+
+
+def test_the_retraining_comparison_runs_both_selections_with_the_same_budget(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("eval_retrain", SCRIPT.with_name("eval_retrain.py"))
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.main(["--tiny", "--cache", str(tmp_path), "--families", "signs", "--seeds", "1"]) == 0
+    runs = pd.read_csv(tmp_path / "eval_retrain_runs.csv")
+    retrained = runs[runs["method"] == "hudd"]
+    assert retrained.groupby("selection")["run"].apply(sorted).to_dict() == {"paper": [1, 2], "pretrained": [1, 2]}
+    budgets = retrained.groupby("selection")["unsafe_images"].first()
+    assert abs(budgets["paper"] - budgets["pretrained"]) <= 0.1 * budgets.max(), "both selections label about the same images"
+    table = pd.read_csv(tmp_path / "eval_retrain.csv")
+    assert {"accuracy", "hazard"} <= set(table["metric"]) and table["A12"].between(0, 1).all()
+    assert "A12 = P(default run beats paper run)" in capsys.readouterr().out

@@ -1,5 +1,6 @@
 """Feature-based clustering methods (naive, pretrained) and assigning improvement images to any method's clusters."""
 
+import html
 import json
 import shutil
 
@@ -96,6 +97,8 @@ def test_pretrained_method_clusters_and_assigns(case):
     folder = case / "HUDD/ClusterAnalysis/pretrained"
     summary = pd.read_csv(folder / "method.csv", keep_default_na=False).iloc[0]
     assert (summary["extractor"], summary["layer"], summary["clusterer"]) == ("efficientnet_lite0", "_blocks.15", "ward")
+    assert "efficientnet_lite0 backbone's pooled features at the input of _blocks.15" in summary["representation"]
+    assert summary["why"].startswith(f"k = {summary['k']}: ") and "block 14, the default" in summary["why"]
     assert np.load(folder / "features.npy").shape[1] == 192, "block 14 of EfficientNet-Lite0 has 192 channels"
     wicd = pd.read_csv(folder / "wicd.csv")
     assert summary["k"] in wicd["k"].tolist() and (folder / "wicd.png").is_file()
@@ -126,6 +129,8 @@ def test_the_default_method_shows_its_clusters_with_the_heatmap_view_and_assigns
     assert "active method: pretrained (for hudd)" in result.output and "selected layer" in result.output
     report = (case / "HUDD/report.html").read_text()
     assert "method pretrained (the default method)" in report and "Where in the model" in report
+    why = pd.read_csv(case / "HUDD/ClusterAnalysis/pretrained/method.csv").iloc[0]["why"]
+    assert html.escape(why) in report, "the report says why that k and those features"
     assert run_cli("assign", str(case), "--budget", "10").exit_code == 0
     unsafe = pd.read_csv(case / "HUDD/UnsafeSet/unsafe.csv")
     pretrained = pd.read_csv(case / "HUDD/ClusterAnalysis/pretrained/clusters.csv")

@@ -118,19 +118,19 @@ def _card(data: ReportInputs, name: str, images: pd.Series, layer: str, alias: s
 
 
 def _how(data: ReportInputs, names: list[str], layer_of: dict, alias: dict) -> str:
-    """How the clusters were made, and why that representation and k: one phrase for the headline."""
+    """How the clusters were made, and why that representation, layer and k: one phrase for the headline
+    (from ``summary.csv``'s or ``method.csv``'s ``representation`` and ``why`` columns)."""
     method = data.method.get("name", PAPER)
     default = " (the default method)" if data.method.get("requested") == HUDD else ""
     if method == PAPER or data.method_row is None:
         units = list(dict.fromkeys(f"{layer_of[n]} ({alias.get((face_element(n), layer_of[n]), '?')})" for n in names))
-        return (f"method paper{default}: LRP heatmaps of layer {', '.join(units)}, the layer of minimal WICD; "
-                "k at the knee of its WICD curve")
+        chosen = data.summary[data.summary["selected"]] if data.summary is not None and "why" in data.summary else None
+        why = "; ".join(chosen["why"]) if chosen is not None and len(chosen) else "the layer of minimal WICD; k at the knee of its WICD curve"
+        return f"method paper{default}: LRP heatmaps of layer {', '.join(units)}; {why}"
     row = data.method_row.iloc[0]
-    if row["clusterer"] == "ward":
-        why = f"Ward on standardised features, k = {row['k']} ({row['params']})"
-    else:
-        why = f"{row['reducer']} + {row['clusterer']}, parameters of best silhouette x share clustered ({row['params']})"
-    return f"method {method}{default}: {row['extractor']} features ({row['layer']}, {row['features']} dimensions), {why}"
+    if "representation" in row:
+        return f"method {method}{default}: {row['representation']} ({row['features']} dimensions); {row['why']}"
+    return f"method {method}{default}: {row['extractor']} features ({row['layer']}, {row['features']} dimensions), k = {row['k']}"
 
 
 def heatmap_view(data: ReportInputs, clusters: pd.DataFrame) -> str:

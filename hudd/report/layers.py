@@ -27,6 +27,8 @@ def _group(data: ReportInputs, group: str, rows) -> str:
     for row in chosen.itertuples():
         parts.append(f'<p class="headline">{esc(group + ": ") if group else ""}selected layer <b>{esc(row.layer)}</b> '
                      f"({esc(row.alias)}): k = {int(row.k)} root-cause clusters of {int(row.n):,} images, WICD {row.wicd:.4f}</p>")
+        if "why" in rows:
+            parts.append(note(f"Why: {row.why}."))
     summary = table(rows[_COLUMNS], headers=_HEADERS, highlight=rows["selected"].tolist())
     parts.append('<div class="grid"><div>' + summary + "</div>" + "".join(_figure(data, group, r) for r in chosen.itertuples()) + "</div>")
     others = [_figure(data, group, r) for r in rows[~rows["selected"]].itertuples()]

@@ -12,7 +12,8 @@ its cluster ids carry the group name (``upper_lid-C3``) and its files live in
 
 Outputs: ``ClusterAnalysis/<layer>/{distances.npy (float32), distances.xlsx (while n + 1 fits
 Excel's 16,384 columns), wicd.csv, wicd.png, clusters.csv}``, ``clusters.csv`` (image, cluster,
-layer) and ``summary.csv`` (group, layer, alias, n, k, wicd, knee_method, xlsx, selected).
+layer) and ``summary.csv`` (group, layer, alias, n, k, wicd, knee_method, xlsx, selected, and
+method ``paper``, representation and why: that k, that layer or why not, in words).
 Fewer than four images in a group give one cluster (no k to choose), with a note.
 """
 
@@ -24,11 +25,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..clustering import WardClusters, derivative, ward_clusters
+from ..clustering import WardClusters, derivative, ward_clusters, why_k
 from ..distance import euclidean_distances, minmax_scale
 from ..errors import HuddError
 from ..export.plots import plot_wicd
-from ..methods import FEATURE_METHODS
+from ..methods import FEATURE_METHODS, PAPER
 from ..export.tables import EXCEL_MAX_COLUMNS, write_distance_sheet
 from ..progress import echo, progress
 from ..workspace import Workspace, save_npy, write_csv
@@ -36,7 +37,7 @@ from .common import Context, run_step
 
 __all__ = ["ClusterOutcome", "run", "VERSION", "cluster_name", "unit_name"]
 
-VERSION = 2  # 2: leaves ClusterAnalysis/blackbox/ alone (and the other feature methods' folders)
+VERSION = 3  # 2: leaves ClusterAnalysis/blackbox/ alone (and the other feature methods' folders); 3: summary.csv says why
 
 
 @dataclass
@@ -93,6 +94,21 @@ def _cluster_unit(ctx: Context, layer: str, heatmaps: np.ndarray, rows: np.ndarr
     return {"group": group, "layer": layer, "n": n, "k": ward.k, "wicd": ward.wicd, "knee_method": ward.method, "xlsx": xlsx}
 
 
+def _explained(summary: pd.DataFrame, best: pd.Series) -> pd.DataFrame:
+    """``summary`` with the columns method, representation and why (that k; that layer, or why not)."""
+    chosen = summary.loc[best.to_numpy()].set_index("group")
+    why = []
+    for row in summary.itertuples():
+        winner = chosen.loc[row.group]
+        layers = int((summary["group"] == row.group).sum())
+        layer = (f"selected: the lowest WICD of the {layers} layers" if row.selected
+                 else f"not selected: WICD above {winner['wicd']:.4g} of {winner['layer']}")
+        why.append(f"{why_k(row.k, row.knee_method)}; {layer}")
+    representation = [f"LRP relevance at the input of {layer}, min-max normalised over the error images; Euclidean, Ward"
+                      for layer in summary["layer"]]
+    return summary.assign(method=PAPER, representation=representation, why=why)
+
+
 def run(ctx: Context, *, force: bool = False) -> ClusterOutcome:
     """Run (or skip, when current) the cluster step; see the module docstring."""
     ws = ctx.workspace
@@ -125,6 +141,7 @@ def run(ctx: Context, *, force: bool = False) -> ClusterOutcome:
         summary = pd.DataFrame(rows)[["group", "layer", "alias", "n", "k", "wicd", "knee_method", "xlsx"]]
         best = summary.groupby("group", sort=False)["wicd"].idxmin()
         summary["selected"] = summary.index.isin(best.to_numpy())
+        summary = _explained(summary, best)
         final = []
         for row in summary[summary["selected"]].itertuples():
             table = pd.read_csv(ws.layer_clusters_csv(unit_name(row.group, row.layer)))

@@ -24,8 +24,9 @@ Clusters are ``C1..Ck`` by decreasing size, as HUDD's. Outputs, in ``ClusterAnal
 - ``clusters.csv`` (image, cluster); ``grid.csv`` (density: every grid point, its scores and the
   one chosen) or ``wicd.csv``/``wicd.png`` (Ward: the WICD curve and the k chosen);
 - ``method.csv``: one row: method, extractor, feature layer, weights file, reducer (with a note
-  when PCA stood in for UMAP), clusterer, chosen parameters, n, k, noise, silhouette, score (the
-  time is in the manifest, so the same inputs give the same bytes);
+  when PCA stood in for UMAP), clusterer, chosen parameters, n, k, noise, silhouette, score, and in
+  words the representation and why that k and those features (the time is in the manifest, so the
+  same inputs give the same bytes);
 - ``C<i>/``, ``C<i>.gif``, ``C<i>.png`` (and ``noise/``, ...) as :func:`hudd.export.clusters.export_unit`
   writes them for HUDD's layers, so evaluate, assign, report and the engineer read any method alike.
 """
@@ -40,6 +41,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from ..clustering import why_k
 from ..data import ImageDataset
 from ..errors import HuddError
 from ..evaluation import NOISE
@@ -47,7 +49,7 @@ from ..export.clusters import export_unit
 from ..export.plots import save_figure
 from ..feature_clustering import CLUSTERERS, REDUCERS, FeatureClustering, cluster_features, umap_available, ward_features
 from ..feature_space import FeatureSpace
-from ..features import MODEL, PRETRAINED, FeatureExtractor, extract_features, make_extractor
+from ..features import MODEL, PRETRAINED, PRETRAINED_BLOCK, FeatureExtractor, extract_features, make_extractor
 from ..progress import echo
 from ..workspace import file_hash, save_npy, write_csv
 from .cluster import cluster_name, write_wicd
@@ -57,7 +59,7 @@ from .heatmaps import error_positions, error_rows
 
 __all__ = ["FeatureMethod", "FeatureOutcome", "METHODS", "run", "cluster_names", "space", "extractor_of", "VERSION"]
 
-VERSION = 2  # 2: methods pretrained and naive; space.npz; method.csv (was blackbox.csv)
+VERSION = 3  # 2: methods pretrained and naive; space.npz; method.csv (was blackbox.csv); 3: method.csv says why
 PCA_NOTE = "umap-learn is not installed: PCA used instead of UMAP (pip install 'hudd[umap]')"
 WARD = "ward"
 
@@ -161,7 +163,28 @@ def _summary(method: FeatureMethod, extractor_name: str, extractor: FeatureExtra
         "note": PCA_NOTE if result.reducer == "pca" and not umap_available() else "",
         "clusterer": result.clusterer, "params": _params_text(params), "n": len(result.labels), "k": result.n_clusters,
         "noise": result.n_noise, "silhouette": params.get("silhouette", float("nan")), "score": params.get("score", float("nan")),
+        "representation": _representation(extractor, result), "why": _why(extractor_name, extractor, result),
     }])
+
+
+def _representation(extractor: FeatureExtractor, result: FeatureClustering) -> str:
+    """What was clustered, in words."""
+    source = "the model's" if extractor.name == MODEL else f"the {extractor.name} backbone's"
+    space = "standardised" if result.reducer == "standardise" else f"standardised, {result.reducer}-reduced"
+    return f"{source} pooled features at the input of {extractor.layer}, {space}; {result.clusterer}"
+
+
+def _why(extractor_name: str, extractor: FeatureExtractor, result: FeatureClustering) -> str:
+    """Why these features and this number of clusters, in words."""
+    if extractor.name == MODEL:
+        layer = "its penultimate layer (the input of the classifier)"
+    elif extractor_name == PRETRAINED:
+        layer = f"block {PRETRAINED_BLOCK}, the default, chosen on the evaluation suite's development seeds (README)"
+    else:
+        layer = "the layer asked for with --extractor"
+    k = why_k(result.n_clusters, result.ward.method) if result.ward is not None \
+        else f"k = {result.n_clusters}: the {result.clusterer} parameters with the best score over the grid (grid.csv)"
+    return f"{k}; features: {layer}"
 
 
 def _check_options(method: str, clusterer: str | None, reducer: str) -> None:
