@@ -19,7 +19,8 @@ the default's beats a run of the paper's, ``p`` the two-sided Mann-Whitney U p-v
     .venv/bin/python scripts/eval_retrain.py --families signs --seeds 1 --runs 3
     .venv/bin/python scripts/eval_retrain.py --tiny            # a smoke run: measures nothing
 
-Writes ``<cache>/eval_retrain_runs.csv`` (every run) and ``<cache>/eval_retrain.csv`` (the table); a
+A last table sums up each metric over the cases (means, mean A12, cases won and lost by each
+selection). Writes ``<cache>/eval_retrain_runs.csv`` (every run) and ``<cache>/eval_retrain.csv`` (the table); a
 case's runs are kept in ``<case>/eval_retrain-<selection>.csv``, so a rerun only computes what is missing.
 """
 
@@ -87,6 +88,19 @@ def compare_selections(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows).assign(**budget)
 
 
+def summarise(table: pd.DataFrame) -> pd.DataFrame:
+    """Per metric over the cases: mean original, default and paper values, mean A12, and the cases where
+    the default's runs beat the paper's (A12 > 0.5), lose (A12 < 0.5) and differ at p < 0.05."""
+    grouped = table.groupby("metric", sort=False)
+    return pd.DataFrame({
+        "cases": grouped.size(), "original": grouped["original"].mean(), "default": grouped["default"].mean(),
+        "paper": grouped["paper"].mean(), "mean_A12": grouped["A12"].mean(),
+        "default_better": grouped["A12"].apply(lambda a: int((a > 0.5).sum())),
+        "paper_better": grouped["A12"].apply(lambda a: int((a < 0.5).sum())),
+        "p_below_0.05": grouped["p"].apply(lambda p: int((p < 0.05).sum())),
+    }).reset_index().sort_values("metric", key=lambda m: m.map(lambda name: (name not in ("accuracy", "hazard"), name)))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cache", type=Path, default=Path("eval-retrain-cases"), help="Where the cases live (default ./eval-retrain-cases).")
@@ -120,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     table = _merged(args.cache / "eval_retrain.csv", pd.concat(tables, ignore_index=True), ["family", "seed", "metric"])
     print("\nall cases (default = unsafe set selected from the default method's clusters; A12 = P(default run beats paper run)):")
     print(table.to_string(index=False, float_format="{:.4f}".format))
+    print("\nper metric, over the cases:")
+    print(summarise(table).to_string(index=False, float_format="{:.4f}".format))
     return 0
 
 

@@ -259,6 +259,9 @@ def test_doctor_step_end_to_end(assigned: Path):
 def test_treated_retraining_adds_doctor_and_hudd_plus_doctor(assigned: Path):
     config = load_config(assigned, {"treatment": "doctor", "runs": 1})
     with open_context(assigned, config, command="test") as ctx:
+        with pytest.raises(HuddError, match=r"no finished diagnosis.*run `hudd doctor"):
+            retrain_step.run(ctx)
+        doctor_step.run(ctx)
         outcome = retrain_step.run(ctx)
     metrics = outcome.metrics
     assert metrics["method"].tolist() == ["original", "hudd", "B1", "B2", "doctor", "hudd+doctor"]

@@ -48,4 +48,5 @@ def test_the_retraining_comparison_runs_both_selections_with_the_same_budget(tmp
     assert abs(budgets["paper"] - budgets["pretrained"]) <= 0.1 * budgets.max(), "both selections label about the same images"
     table = pd.read_csv(tmp_path / "eval_retrain.csv")
     assert {"accuracy", "hazard"} <= set(table["metric"]) and table["A12"].between(0, 1).all()
-    assert "A12 = P(default run beats paper run)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "A12 = P(default run beats paper run)" in out and "per metric, over the cases" in out

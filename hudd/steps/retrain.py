@@ -15,9 +15,9 @@ and compare with the paper's baselines (RQ2).
   set + HUDD's balanced unsafe set, both with the channel-wise constraint (equation 5) on the
   diagnosed layers, plus the space-wise one (equation 6) when ``doctor_spatial`` is ``on``, or
   ``auto`` and ``DataSets/TrainingSet/masks/`` holds masks (``on`` without masks stops with a message
-  saying where they go). The class aggregates come from ``hudd doctor``'s outputs: this step runs
-  :func:`hudd.steps.doctor.run` first (it skips itself when current) and takes its fingerprint
-  as an input. Same seeds as the other methods;
+  saying where they go). The class aggregates come from ``hudd doctor``'s outputs (the pipeline runs
+  that step first; this one stops with a message when it has not run) and its fingerprint is an
+  input. Same seeds as the other methods;
 - writes ``Retrain/metrics.csv`` (run, method, seed, accuracy, per class, per root-cause cluster's
   test images, on hazard images and per cause when ``params.csv`` exists) and the first HUDD
   model to ``DNNModels/<model>-hudd.pt`` (the input model file is never touched).
@@ -215,7 +215,9 @@ def run(ctx: Context, *, force: bool = False) -> RetrainOutcome:
               "TrainingSet": ctx.listing_hash(train), "TestSet": ctx.listing_hash(test)}
     output_model = ctx.case.models / f"{ctx.model.path.stem}-hudd.pt"
     if treated:
-        doctor_step.run(ctx)
+        if not (ws.step_entry("doctor") or {}).get("done"):
+            raise HuddError(f"{ws.doctor_dir}: no finished diagnosis, which the treatment needs; run `hudd doctor {ctx.case.root}` "
+                            f"first (`hudd retrain` runs it for you)")
         aggregates = doctor_step.read_aggregates(ctx)
         keys += DOCTOR_KEYS
         inputs["doctor"] = ws.step_entry("doctor")["fingerprint"]
