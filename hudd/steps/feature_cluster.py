@@ -169,9 +169,9 @@ def _summary(method: FeatureMethod, extractor_name: str, extractor: FeatureExtra
 
 def _representation(extractor: FeatureExtractor, result: FeatureClustering) -> str:
     """What was clustered, in words."""
-    source = "the model's" if extractor.name == MODEL else f"the {extractor.name} backbone's"
+    source = "the model's features" if extractor.name == MODEL else f"the {extractor.name} backbone's pooled features"
     space = "standardised" if result.reducer == "standardise" else f"standardised, {result.reducer}-reduced"
-    return f"{source} pooled features at the input of {extractor.layer}, {space}; {result.clusterer}"
+    return f"{source} at the input of {extractor.layer}, {space}; {result.clusterer}"
 
 
 def _why(extractor_name: str, extractor: FeatureExtractor, result: FeatureClustering) -> str:
