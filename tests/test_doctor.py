@@ -2,6 +2,7 @@
 ``hudd doctor`` end to end, a treated retraining, and the bad inputs."""
 
 import hashlib
+import json
 import shutil
 from pathlib import Path
 
@@ -259,8 +260,6 @@ def test_doctor_step_end_to_end(assigned: Path):
 def test_treated_retraining_adds_doctor_and_hudd_plus_doctor(assigned: Path):
     config = load_config(assigned, {"treatment": "doctor", "runs": 1})
     with open_context(assigned, config, command="test") as ctx:
-        with pytest.raises(HuddError, match=r"no finished diagnosis.*run `hudd doctor"):
-            retrain_step.run(ctx)
         doctor_step.run(ctx)
         outcome = retrain_step.run(ctx)
     metrics = outcome.metrics
@@ -274,6 +273,19 @@ def test_treated_retraining_adds_doctor_and_hudd_plus_doctor(assigned: Path):
     assert np.isfinite(comparison.loc["hudd+doctor", "A12_vs_B1"])
     manifest = ctx.workspace.step_entry("retrain")
     assert manifest["config"]["doctor_spatial"] == "auto" and "masks" in manifest["inputs"], "the tiny case has masks: space-wise on"
+
+
+def test_the_treated_retraining_step_alone_says_to_run_the_diagnosis_first(assigned: Path, tmp_path: Path):
+    case = tmp_path / "case"
+    shutil.copytree(assigned, case)
+    manifest = json.loads((case / "HUDD/manifest.json").read_text())
+    manifest["steps"].pop("doctor", None)  # as if `hudd doctor` had never run
+    (case / "HUDD/manifest.json").write_text(json.dumps(manifest))
+    config = load_config(case, {"treatment": "doctor", "runs": 1})
+    with open_context(case, config, command="test") as ctx, pytest.raises(HuddError) as caught:
+        retrain_step.run(ctx)
+    message = str(caught.value)
+    assert message.startswith(str(ctx.workspace.doctor_dir)) and f"run `hudd doctor {case}` first" in message and "\n" not in message
 
 
 def test_space_wise_constraint_without_masks_says_where_they_go(tmp_path: Path, trained_case: Path):
