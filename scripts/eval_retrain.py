@@ -27,7 +27,6 @@ case's runs are kept in ``<case>/eval_retrain-<selection>.csv``, so a rerun only
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 from pathlib import Path
 
@@ -36,7 +35,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from eval_rootcause import FAMILIES, FULL, MODEL, TINY, _merged, prepare  # noqa: E402
+from eval_rootcause import FAMILIES, FULL, MODEL, TINY, _merged, each_case, show  # noqa: E402
 
 from hudd import pipeline  # noqa: E402
 from hudd.config import load_config  # noqa: E402
@@ -120,22 +119,19 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown family: {', '.join(unknown)}")
     all_runs, tables = [], []
-    for family in families:
-        for seed in (int(s) for s in args.seeds.split(",")):
-            case = prepare(args.cache, family, seed, scale, args.device)
-            case_runs = pd.concat([retrain_runs(case, s, runs, epochs, args.device) for s in SELECTIONS], ignore_index=True)
-            all_runs.append(case_runs.assign(family=family, case_seed=seed))
-            table = compare_selections(case_runs).assign(family=family, seed=seed)
-            tables.append(table[["family", "seed", *table.columns[:-2]]])
-            with contextlib.suppress(BrokenPipeError):
-                print(tables[-1].to_string(index=False, float_format="{:.4f}".format), flush=True)
+    for family, seed, case in each_case(args.cache, families, [int(s) for s in args.seeds.split(",")], scale, args.device):
+        case_runs = pd.concat([retrain_runs(case, s, runs, epochs, args.device) for s in SELECTIONS], ignore_index=True)
+        all_runs.append(case_runs.assign(family=family, case_seed=seed))
+        table = compare_selections(case_runs).assign(family=family, seed=seed)
+        tables.append(table[["family", "seed", *table.columns[:-2]]])
+        show(tables[-1], digits=4)
     args.cache.mkdir(parents=True, exist_ok=True)
     _merged(args.cache / "eval_retrain_runs.csv", pd.concat(all_runs, ignore_index=True), ["family", "case_seed", "selection", "method", "run"])
     table = _merged(args.cache / "eval_retrain.csv", pd.concat(tables, ignore_index=True), ["family", "seed", "metric"])
     print("\nall cases (default = unsafe set selected from the default method's clusters; A12 = P(default run beats paper run)):")
-    print(table.to_string(index=False, float_format="{:.4f}".format))
+    show(table, digits=4)
     print("\nper metric, over the cases:")
-    print(summarise(table).to_string(index=False, float_format="{:.4f}".format))
+    show(summarise(table), digits=4)
     return 0
 
 

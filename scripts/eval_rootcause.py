@@ -92,6 +92,19 @@ def prepare(cache: Path, family: str, seed: int, scale: Scale, device: str) -> C
     return case
 
 
+def each_case(cache: Path, families: list[str], seeds: list[int], scale: Scale, device: str):
+    """``(family, seed, case)`` for every family and seed, each case prepared (simulated and trained once)."""
+    for family in families:
+        for seed in seeds:
+            yield family, seed, prepare(cache, family, seed, scale, device)
+
+
+def show(frame: pd.DataFrame, digits: int = 2) -> None:
+    """Print ``frame`` as a table (a closed pipe, as with ``| head``, is not an error)."""
+    with contextlib.suppress(BrokenPipeError):
+        print(frame.to_string(index=False, float_format=f"{{:.{digits}f}}".format), flush=True)
+
+
 def _scores(clusters: pd.DataFrame, params: pd.DataFrame) -> dict:
     evaluation = evaluate_clusters(clusters, params)
     table = evaluation.table
@@ -205,23 +218,20 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown family or method: {', '.join(unknown)}")
     rows, probes = [], []
-    for family in families:
-        for seed in (int(s) for s in args.seeds.split(",")):
-            case = prepare(args.cache, family, seed, scale, args.device)
-            case_rows, case_probes = evaluate_case(case, family, seed, methods, args.device)
-            rows += case_rows
-            probes += case_probes
-            with contextlib.suppress(BrokenPipeError):
-                print(pd.DataFrame(case_rows).drop(columns="covered_share").to_string(index=False, float_format="{:.2f}".format), flush=True)
+    for family, seed, case in each_case(args.cache, families, [int(s) for s in args.seeds.split(",")], scale, args.device):
+        case_rows, case_probes = evaluate_case(case, family, seed, methods, args.device)
+        rows += case_rows
+        probes += case_probes
+        show(pd.DataFrame(case_rows).drop(columns="covered_share"))
     args.cache.mkdir(parents=True, exist_ok=True)
     table = _merged(args.cache / "eval_rootcause.csv", pd.DataFrame(rows), ["family", "seed", "method"])
     probe_table = _merged(args.cache / "probe.csv", pd.DataFrame(probes), ["family", "seed", "representation"])
     print("\nall cases:")
-    print(table.drop(columns="covered_share").to_string(index=False, float_format="{:.2f}".format))
+    show(table.drop(columns="covered_share"))
     print("\nlinear-probe bound (cross-validated accuracy predicting the cause from the representation):")
-    print(probe_table.to_string(index=False, float_format="{:.2f}".format))
+    show(probe_table)
     print("\nper method:")
-    print(summarise(table).to_string(index=False, float_format="{:.2f}".format))
+    show(summarise(table))
     return 0
 
 
