@@ -27,6 +27,7 @@ case's runs are kept in ``<case>/eval_retrain-<selection>.csv``, so a rerun only
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -105,15 +106,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path, default=Path("eval-retrain-cases"), help="Where the cases live (default ./eval-retrain-cases).")
     parser.add_argument("--families", default=",".join(FAMILIES), help=f"Comma-separated (default {','.join(FAMILIES)}).")
     parser.add_argument("--seeds", default=HELD_OUT, help=f"Comma-separated seeds (default the held-out {HELD_OUT}).")
-    parser.add_argument("--runs", type=int, default=5, help="Fine-tunings per selection (default 5).")
+    parser.add_argument("--runs", type=int, help="Fine-tunings per selection (default 5; 2 with --tiny).")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--tiny", action="store_true", help="Tiny cases, one epoch, two runs: checks the script runs, measures nothing.")
     args = parser.parse_args(argv)
     set_quiet(True)
-    scale = TINY if args.tiny else FULL
-    scale = type(scale)(scale.n_train, scale.n_test, scale.epochs, n_improve=scale.n_test if args.tiny else IMPROVEMENT_IMAGES)
+    scale = dataclasses.replace(TINY, n_improve=TINY.n_test) if args.tiny else dataclasses.replace(FULL, n_improve=IMPROVEMENT_IMAGES)
     epochs = TINY_RETRAIN_EPOCHS if args.tiny else RETRAIN_EPOCHS
-    runs = 2 if args.tiny and args.runs == 5 else args.runs
+    runs = args.runs or (2 if args.tiny else 5)
     families = [f for f in args.families.split(",") if f]
     unknown = [f for f in families if f not in FAMILIES]
     if unknown:
