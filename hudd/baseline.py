@@ -110,7 +110,7 @@ def train_baseline(case: Case, config: Config, *, arch: str | None = None, name:
         model = get_model(arch, **spec.arch_kwargs)
     except ValueError as exc:
         raise HuddError(f"{case.datasets / listing.ids[0]}: {exc}") from None
-    device = resolve_device(config.device)
+    device = resolve_device(config.device, config.where("device"))
     settings = TrainSettings(epochs=config.epochs, lr=config.lr, schedule="onecycle", batch_size=config.batch_size,
                              patience=config.patience, seed=config.seed)
     echo(f"train: {arch} on {len(train_part)} images ({len(val_part)} held out), {spec.describe_input()}, device {device}")

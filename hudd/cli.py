@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .errors import HuddError
+from .errors import HuddError, os_error_message
 from .methods import HUDD, METHOD_NAMES
 
 __all__ = ["cli", "main"]
@@ -37,9 +37,7 @@ class _Group(click.Group):
         except OSError as exc:
             if ctx.params.get("debug") or not (exc.filename or exc.errno in _STORAGE_ERRORS):
                 raise
-            where = f"{exc.filename}: " if exc.filename else ""
-            click.echo(f"hudd: error: {where}{exc.strerror}; free space or fix permissions, then run the command again "
-                       f"(finished steps are kept)", err=True)
+            click.echo(f"hudd: error: {os_error_message(exc)}", err=True)
             ctx.exit(2)
         except KeyboardInterrupt:
             click.echo("hudd: interrupted; finished steps are kept, run the command again to resume", err=True)

@@ -67,9 +67,17 @@ class Config:
     doctor_lambda: float = _key(1.0, lo=0.0, doc="Model Doctor: weight of the constraints against the cross-entropy")
     doctor_spatial: str = _key("auto", choices=("auto", "on", "off"),
                                doc="Model Doctor: space-wise constraint from DataSets/<Set>/masks/ (auto: when the TrainingSet has masks)")
+    sources: Mapping = dataclasses.field(default_factory=dict, compare=False, repr=False)  # key -> where its value came from
+
+    def where(self, key: str) -> str:
+        """How to name ``key`` in a message: the flag (``--batch-size``) or the toml key (``<case>/hudd.toml: batch_size``)."""
+        source = self.sources.get(key, "command line")
+        if source == "command line":
+            return f"--{key.replace('_', '-')}"
+        return key if source == "default" else f"{source}: {key}"
 
 
-_FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+_FIELDS = {f.name: f for f in dataclasses.fields(Config) if f.name != "sources"}
 
 
 def _check(name: str, value: Any, source: str) -> Any:
@@ -113,6 +121,8 @@ def _read_toml(path: Path) -> dict:
             data = tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         raise HuddError(f"{path}: not valid TOML ({exc}); fix the file or delete it") from exc
+    except UnicodeDecodeError:
+        raise HuddError(f"{path}: not UTF-8 text; save it as UTF-8") from None
     except OSError as exc:
         raise HuddError(f"{path}: cannot read ({exc.strerror})") from exc
     unknown = sorted(set(data) - set(_FIELDS))
@@ -141,4 +151,5 @@ def effective_config(case: Path | None, overrides: Mapping[str, Any] | None = No
 
 def load_config(case: Path | None, overrides: Mapping[str, Any] | None = None) -> Config:
     """Build the effective :class:`Config` of ``case``; ``None`` overrides are ignored (flag not given)."""
-    return Config(**{name: value for name, value, _ in effective_config(case, overrides)})
+    layered = effective_config(case, overrides)
+    return Config(**{name: value for name, value, _ in layered}, sources={name: source for name, _, source in layered})

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,7 @@ import imageio.v3 as iio
 import numpy as np
 import pandas as pd
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from .errors import HuddError
@@ -102,7 +104,7 @@ def detect_task(case: Case, split: str = "TrainingSet") -> str:
 
 def _list_unlabelled(case: Case, split: str, folder: Path, classes: tuple, keypoints: tuple, task: str) -> SplitListing:
     """Images directly in ``folder`` with unknown targets (-1 for classes, NaN for keypoints)."""
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.name not in _SET_FILES and not p.name.startswith("."))
+    files = _named_files(sorted(p for p in folder.iterdir() if p.is_file() and p.name not in _SET_FILES and not p.name.startswith(".")))
     for path in files:
         if path.suffix.lower() not in IMAGE_SUFFIXES:
             raise HuddError(f"{path}: not an image (expected {', '.join(IMAGE_SUFFIXES)}); move it out of the data set")
@@ -115,7 +117,7 @@ def _list_unlabelled(case: Case, split: str, folder: Path, classes: tuple, keypo
 
 def _list_classification(case: Case, split: str, classes: tuple | None, model_name: str, unlabelled_ok: bool = False) -> SplitListing:
     set_dir = case.split_dir(split)
-    folders = sorted(p for p in set_dir.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != MASKS_FOLDER)
+    folders = _named_files(sorted(p for p in set_dir.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != MASKS_FOLDER))
     stray = sorted(p for p in set_dir.iterdir() if p.is_file() and p.name not in _SET_FILES and not p.name.startswith("."))
     if unlabelled_ok and stray and not folders and classes is not None:
         return _list_unlabelled(case, split, set_dir, classes, (), "classification")
@@ -131,7 +133,7 @@ def _list_classification(case: Case, split: str, classes: tuple | None, model_na
         raise HuddError(f"{set_dir / unknown[0]}: class {unknown[0]!r} is unknown to {model_name} (classes: {', '.join(classes)}); rename or remove the folder")
     ids, targets = [], []
     for folder in folders:
-        files = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+        files = _named_files(sorted(p for p in folder.iterdir() if not p.name.startswith(".")))
         for path in files:
             if path.is_dir() or path.suffix.lower() not in IMAGE_SUFFIXES:
                 raise HuddError(f"{path}: not an image (expected {', '.join(IMAGE_SUFFIXES)}); move it out of the data set")
@@ -177,7 +179,7 @@ def _list_keypoints(case: Case, split: str, keypoints: tuple | None) -> SplitLis
     if len(bad_rows):
         raise HuddError(f"{csv}: row {bad_rows[0] + 2} ({table['image'].iloc[bad_rows[0]]}) has a missing or non-numeric coordinate; fix it")
     names = [str(n) if str(n).startswith("images/") else f"images/{n}" for n in table["image"]]
-    on_disk = {f"images/{p.name}" for p in images_dir.iterdir() if p.is_file() and not p.name.startswith(".")}
+    on_disk = {f"images/{p.name}" for p in _named_files(sorted(images_dir.iterdir())) if p.is_file() and not p.name.startswith(".")}
     for name in on_disk:
         if Path(name).suffix.lower() not in IMAGE_SUFFIXES:
             raise HuddError(f"{set_dir / name}: not an image (expected {', '.join(IMAGE_SUFFIXES)}); move it out of the data set")
@@ -226,9 +228,14 @@ def list_split(case: Case, split: str, *, spec: ModelSpec | None = None, task: s
 
 
 def read_image(path: Path) -> np.ndarray:
-    """Read an image as uint8 ``(H, W, C)``; an unreadable file is a HuddError naming it."""
+    """Read an image as uint8 ``(H, W, C)``; an unreadable, oversized or CMYK file is a HuddError naming it."""
     try:
-        image = np.asarray(iio.imread(path, plugin="pillow"))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = np.asarray(iio.imread(path, plugin="pillow"))
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+        raise HuddError(f"{path}: image too large to decode safely (over {Image.MAX_IMAGE_PIXELS} pixels); "
+                        f"scale it down or remove it") from None
     except Exception as exc:  # imageio raises many types for corrupt files
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise HuddError(f"{path}: cannot read image ({reason}); remove it or re-export it") from None
@@ -236,7 +243,19 @@ def read_image(path: Path) -> np.ndarray:
         image = (image // 257).astype(np.uint8)
     if image.dtype != np.uint8 or image.ndim not in (2, 3):
         raise HuddError(f"{path}: unsupported image ({image.dtype}, shape {image.shape}); save it as 8-bit grayscale or RGB")
+    if image.ndim == 3 and image.shape[2] == 4 and iio.immeta(path, plugin="pillow").get("mode") == "CMYK":
+        raise HuddError(f"{path}: a CMYK image; save it as RGB")
     return image[:, :, None] if image.ndim == 2 else image
+
+
+def _named_files(paths: list[Path]) -> list[Path]:
+    """``paths``; a HuddError for the first whose name is not valid UTF-8 (hudd's tables are UTF-8)."""
+    for path in paths:
+        try:
+            path.name.encode("utf-8")
+        except UnicodeEncodeError:
+            raise HuddError(f"{path.parent}: holds a file whose name is not valid UTF-8 ({ascii(path.name)}); rename it") from None
+    return paths
 
 
 def image_shape(path: Path) -> tuple[int, int, int]:

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 from sklearn.decomposition import PCA
 
-from .workspace import save_npz
+from .errors import HuddError
+from .files import save_npz
 
 __all__ = ["FeatureSpace"]
 
@@ -68,5 +69,12 @@ class FeatureSpace:
 
     @classmethod
     def load(cls, path: Path) -> "FeatureSpace":
-        with np.load(path) as data:
-            return cls(data["mean"], data["scale"], data["center"], data["components"])
+        """Read ``path`` written by :meth:`save`; a damaged file is a HuddError naming it."""
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return cls(*(np.asarray(data[key], dtype=np.float64) for key in ("mean", "scale", "center", "components")))
+        except (OSError, ValueError, EOFError, KeyError, TypeError) as exc:
+            if isinstance(exc, OSError) and exc.errno is not None:
+                raise
+            raise HuddError(f"{path}: not a readable feature space ({exc or type(exc).__name__}); "
+                            f"rerun the clustering that wrote it with --force") from None

@@ -25,6 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from .errors import HuddError
+from .labels import LABELS_FIX, read_labels
 from .methods import HUDD, PAPER, resolve
 from .progress import note
 from .steps import assign as assign_step
@@ -111,7 +112,7 @@ def unlabelled_count(ctx: Context) -> int:
 
     Zero when the sheet lacks its label columns: :func:`hudd.steps.retrain.read_labels` names those.
     """
-    labels = pd.read_csv(ctx.workspace.labels_csv, keep_default_na=False, dtype=str)
+    labels = read_labels(ctx.workspace.labels_csv, fix=LABELS_FIX)
     values = labels.drop(columns=[c for c in ("image", "cluster") if c in labels.columns])
     if values.columns.empty:
         return 0

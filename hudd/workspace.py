@@ -7,16 +7,16 @@ No other module builds a path into the workspace. Layout (``<case>/HUDD/`` by de
     Heatmaps/<layer>.npy     (n_error_images, N, M) relevance; rows indexed by Heatmaps/images.csv
     ClusterAnalysis/<layer>/ distances.npy, distances.xlsx, wicd.csv, wicd.png, clusters.csv, C<i>/, C<i>.gif
     clusters.csv, summary.csv
-    UnsafeSet/C<i>/, unsafe.csv, quotas.csv, labels.csv
+    UnsafeSet/C<i>/, unsafe.csv, quotas.csv, labels.csv; labels-history.csv
     Retrain/metrics.csv, Retrain/comparison.csv
     evaluation.csv           clusters scored against the simulator's injected causes
     clusterings.csv          every clustering scored side by side (evaluate --compare)
     report.html
 
-Writes go to a temporary name in the target folder and are renamed into place with
-:func:`os.replace`, so an interrupted run never leaves a half-written file that looks finished.
-A step is current when the manifest records it done with the same input fingerprint and all its
-outputs exist; otherwise it reruns.
+A step writes its new outputs under ``.staging/<step>/`` and swaps them in when it finishes
+(:meth:`Workspace.commit`), so a step stopped by bad input or a crash loses nothing already
+finished; files are written and removed only through :mod:`hudd.files`. A step is current when
+the manifest records it done with the same input fingerprint and all its outputs exist.
 """
 
 from __future__ import annotations
@@ -27,10 +27,8 @@ import fcntl
 import hashlib
 import json
 import os
-import shutil
 import socket
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
@@ -38,80 +36,10 @@ import numpy as np
 
 from . import __version__
 from .errors import HuddError
+from .files import remove, replace, sweep, write_text
 from .methods import PAPER
 
-__all__ = ["Workspace", "atomic_path", "write_text", "save_npy", "save_npz", "write_csv", "file_hash", "listing_hash", "fingerprint"]
-
-
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
-
-@contextlib.contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success rename it to ``path``, on error delete it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:  # name the file being written, not the temporary one
-        raise OSError(exc.errno, exc.strerror, str(path)) from None
-    os.close(fd)
-    tmp = Path(tmp)
-    try:
-        yield tmp
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_text(path: Path, text: str) -> None:
-    """Atomically write ``text`` (UTF-8) to ``path``."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-
-
-def save_npy(path: Path, array: np.ndarray) -> None:
-    """Atomically save ``array`` as ``.npy``."""
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.save(fh, array)
-
-
-def save_npz(path: Path, **arrays: np.ndarray) -> None:
-    """Atomically save named ``arrays`` as one uncompressed ``.npz``."""
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
-
-
-def write_csv(path: Path, frame) -> None:
-    """Atomically write a pandas DataFrame as CSV without its index."""
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False, lineterminator="\n")
-
-
-def file_hash(path: Path) -> str:
-    """SHA-256 of a file's bytes, streamed."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def listing_hash(root: Path, relpaths: Iterable[str]) -> str:
-    """SHA-256 of a data set listing: each relative path with its size in bytes.
-
-    Cheap enough for hundreds of thousands of images; it detects added, removed, renamed and
-    resized files, not an in-place edit that keeps the byte count.
-    """
-    digest = hashlib.sha256()
-    root = Path(root)
-    for rel in sorted(relpaths):
-        digest.update(f"{rel}\t{(root / rel).stat().st_size}\n".encode())
-    return digest.hexdigest()
+__all__ = ["Workspace", "fingerprint", "utc_now"]
 
 
 def fingerprint(step: str, version: int, config: Mapping[str, Any], inputs: Mapping[str, str]) -> str:
@@ -120,7 +48,8 @@ def fingerprint(step: str, version: int, config: Mapping[str, Any], inputs: Mapp
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _now() -> str:
+def utc_now() -> str:
+    """The current UTC time, ISO 8601 to the second (the manifest's times)."""
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
@@ -139,13 +68,26 @@ class Workspace:
         The workspace folder (created on first write).
     """
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, *, staged_for: str | None = None):
         self.root = Path(root)
+        self.staged_for = staged_for  # the step whose new outputs this staging workspace holds
 
     @classmethod
-    def of_case(cls, case_root: Path, folder: str = "HUDD") -> "Workspace":
-        """The workspace of a case: ``folder`` relative to the case folder, or an absolute path."""
-        return cls(Path(case_root) / folder)
+    def of_case(cls, case_root: Path, folder: str = "HUDD", *, flag: str = "--workspace") -> "Workspace":
+        """The workspace of a case: ``folder`` relative to the case folder, or an absolute path.
+
+        A HuddError (naming ``flag``, where the folder was given) when the workspace would lie inside,
+        or contain, the case's ``DataSets/`` or ``DNNModels/``: hudd writes and deletes in its workspace.
+        """
+        ws = cls(Path(case_root) / folder)
+        root = ws.root.resolve()
+        for name in ("DataSets", "DNNModels"):
+            guarded = (Path(case_root) / name).resolve()
+            if root == guarded or root.is_relative_to(guarded) or guarded.is_relative_to(root):
+                where = "lies inside" if root.is_relative_to(guarded) else "contains"
+                raise HuddError(f"{flag} {folder}: the workspace {where} {Path(case_root) / name}, where hudd must not write; "
+                                f"choose a folder of its own (the default is HUDD)")
+        return ws
 
     # ---- paths ---------------------------------------------------------------------------
     @property
@@ -284,9 +226,9 @@ class Workspace:
         return self.doctor_dir / "diagnosis.csv"
 
     @property
-    def labels_backup(self) -> Path:
-        """A copy of ``labels.csv`` taken before ``hudd assign`` reruns, so no label typed in is lost."""
-        return self.root / "labels-backup.csv"
+    def labels_history(self) -> Path:
+        """Every label ever typed into ``labels.csv`` (see :mod:`hudd.labels`); only appended to."""
+        return self.root / "labels-history.csv"
 
     @property
     def evaluation_csv(self) -> Path:
@@ -301,19 +243,40 @@ class Workspace:
     def report_html(self) -> Path:
         return self.root / "report.html"
 
+    # ---- staging -------------------------------------------------------------------------
+    def staging(self, step: str, *, keep: bool = False) -> "Workspace":
+        """A workspace of the same layout under ``.staging/<step>/`` for ``step``'s new outputs, emptied
+        first unless ``keep`` (a resumable step continuing); :meth:`commit` swaps them in."""
+        staged = Workspace(self.root / ".staging" / step, staged_for=step)
+        if not keep:
+            remove(staged.root, self.root)
+        staged.root.mkdir(parents=True, exist_ok=True)
+        return staged
+
+    def commit(self, staged: "Workspace", outputs: Iterable[Path]) -> None:
+        """Swap ``outputs`` (paths in this workspace) written in ``staged`` in for the old ones; then remove
+        ``staged``. Until then the previous outputs are untouched: a step that stops loses nothing finished."""
+        self.start_step(staged.staged_for)  # half swapped in, the outputs must not look current
+        for final in outputs:
+            new = staged.root / Path(final).relative_to(self.root)
+            if os.path.lexists(new):
+                replace(new, final, self.root)
+        remove(staged.root, self.root)
+
     # ---- manifest ------------------------------------------------------------------------
     def read_manifest(self) -> dict:
-        """The manifest as a dict; a missing or unreadable one is empty (every step not done)."""
+        """The manifest as a dict (``{"steps": {}}`` when there is none); a HuddError when it is damaged."""
         try:
-            data = json.loads(self.manifest_path.read_text(encoding="utf-8"))
+            raw = self.manifest_path.read_bytes()
         except FileNotFoundError:
             return {"steps": {}}
-        except (OSError, ValueError):
-            print(f"hudd: warning: {self.manifest_path} is unreadable; every step will rerun", file=sys.stderr)
-            return {"steps": {}}
-        if not isinstance(data, dict) or not isinstance(data.get("steps"), dict):
-            print(f"hudd: warning: {self.manifest_path} has no steps; every step will rerun", file=sys.stderr)
-            return {"steps": {}}
+        try:
+            data = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise HuddError(f"{self.manifest_path}: not valid JSON ({exc}); restore it, or delete it to rerun every step") from None
+        problem = _manifest_problem(data)
+        if problem:
+            raise HuddError(f"{self.manifest_path}: {problem}; correct it, or delete it to rerun every step")
         return data
 
     def _write_manifest(self, data: dict) -> None:
@@ -330,11 +293,6 @@ class Workspace:
             return False
         return all((self.root / rel).exists() for rel in entry.get("outputs", []))
 
-    def can_resume(self, step: str, fingerprint: str) -> bool:
-        """True when ``step`` was started with this ``fingerprint`` and did not finish (a killed run)."""
-        entry = self.step_entry(step)
-        return bool(entry) and not entry.get("done") and entry.get("fingerprint") == fingerprint
-
     def start_step(self, step: str, fingerprint: str | None = None) -> None:
         """Mark ``step`` not done (started with ``fingerprint``), so its old outputs never look current.
 
@@ -344,24 +302,19 @@ class Workspace:
         data = self.read_manifest()
         entry = data["steps"].get(step) or {}
         previous = entry.get("outputs", []) if entry.get("done") else entry.get("previous_outputs", [])
-        data["steps"][step] = {"done": False, "started": _now(), "fingerprint": fingerprint, "previous_outputs": list(previous)}
+        data["steps"][step] = {"done": False, "started": utc_now(), "fingerprint": fingerprint, "previous_outputs": list(previous)}
         self._write_manifest(data)
 
     def finish_step(self, step: str, fingerprint: str, *, inputs: Mapping[str, str], outputs: Iterable[Path],
-                    config: Mapping[str, Any] | None = None) -> None:
+                    config: Mapping[str, Any] | None = None, started: str | None = None) -> None:
         """Record ``step`` done with its input fingerprint, inputs, the settings it ran with and its outputs
         (paths inside the workspace)."""
         data = self.read_manifest()
         entry = data["steps"].get(step) or {}
         outputs = sorted(str(Path(p).resolve().relative_to(self.root.resolve())) for p in outputs)
-        for rel in entry.get("previous_outputs", []):
-            if any(rel == out or out.startswith(f"{rel}/") or rel.startswith(f"{out}/") for out in outputs):
-                continue
-            target = self.root / rel
-            if target.is_dir() and not target.is_symlink():
-                shutil.rmtree(target)
-            else:
-                target.unlink(missing_ok=True)
+        for rel in entry.get("outputs" if entry.get("done") else "previous_outputs", []):
+            if not any(rel == out or out.startswith(f"{rel}/") or rel.startswith(f"{out}/") for out in outputs):
+                remove(rel, self.root)
         data["steps"][step] = {
             "done": True,
             "fingerprint": fingerprint,
@@ -369,8 +322,8 @@ class Workspace:
             "config": dict(config or {}),
             "outputs": outputs,
             "versions": _versions(),
-            "started": entry.get("started", _now()),
-            "finished": _now(),
+            "started": started or entry.get("started", utc_now()),
+            "finished": utc_now(),
         }
         self._write_manifest(data)
 
@@ -394,11 +347,8 @@ class Workspace:
     # ---- lock ----------------------------------------------------------------------------
     @contextlib.contextmanager
     def locked(self, command: str) -> Iterator[None]:
-        """Hold the workspace lock for the duration; a second holder gets a HuddError naming the first.
-
-        The lock is an ``flock`` on ``.lock``: the kernel releases it when the process dies, even
-        by SIGKILL, so a killed run never blocks the next one.
-        """
+        """Hold the workspace lock (an ``flock`` on ``.lock``, released by the kernel even on SIGKILL) and tidy
+        what a killed run left; a second holder gets a HuddError naming the first."""
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             fh = open(self.lock_path, "a+", encoding="utf-8")
@@ -413,8 +363,9 @@ class Workspace:
                 raise HuddError(f"{self.root}: workspace is in use by {holder}; wait for it to finish or use another --workspace") from None
             fh.seek(0)
             fh.truncate()
-            fh.write(f"pid {os.getpid()} on {socket.gethostname()} ({command}, started {_now()})")
+            fh.write(f"pid {os.getpid()} on {socket.gethostname()} ({command}, started {utc_now()})")
             fh.flush()
+            sweep(self.root)
             try:
                 yield
             finally:
@@ -423,3 +374,28 @@ class Workspace:
                 fcntl.flock(fh, fcntl.LOCK_UN)
         finally:
             fh.close()
+
+
+def _manifest_problem(data: Any) -> str:
+    """What is wrong with the structure of a parsed manifest, or ``""``."""
+    if not isinstance(data, dict) or not isinstance(data.get("steps"), dict):
+        return "not a hudd manifest (no \"steps\" table)"
+    for step, entry in data["steps"].items():
+        if not isinstance(entry, dict):
+            return f"steps.{step} is not a table"
+        if not isinstance(entry.get("done", False), bool) or not isinstance(entry.get("fingerprint", ""), (str, type(None))):
+            return f"steps.{step}: done must be true or false and fingerprint a string"
+        for key in ("inputs", "config"):
+            if not isinstance(entry.get(key, {}), dict):
+                return f"steps.{step}.{key} is not a table"
+        for key in ("outputs", "previous_outputs"):
+            paths = entry.get(key, [])
+            if not isinstance(paths, list) or not all(isinstance(p, str) and p for p in paths):
+                return f"steps.{step}.{key} is not a list of paths"
+            outside = [p for p in paths if Path(p).is_absolute() or ".." in Path(p).parts]
+            if outside:
+                return f"steps.{step}.{key} lists {outside[0]!r}, outside the workspace"
+    method = data.get("method", {})
+    if not isinstance(method, dict) or not all(isinstance(v, str) for v in method.values()):
+        return "method is not a table of strings"
+    return ""

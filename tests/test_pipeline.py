@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from hudd.methods import FEATURE_METHODS, pretrained_available
+from hudd.methods import pretrained_available
 from tests.conftest import one_line_error, run_cli
 
 
@@ -72,14 +72,14 @@ cli(sys.argv[1:], prog_name="hudd")
 
 def _heatmaps_half_done(ws: Path) -> bool:
     try:
-        return json.loads((ws / "Heatmaps/progress.json").read_text())["rows_done"] >= 8
+        return json.loads((ws / ".staging/heatmaps/Heatmaps/progress.json").read_text())["rows_done"] >= 8
     except (FileNotFoundError, ValueError, KeyError):
         return False
 
 
 def _clustering_half_done(ws: Path) -> bool:
-    """A layer of the paper's clustering is written (the feature method's folder, written before, does not count)."""
-    return any(path.parent.name not in FEATURE_METHODS for path in (ws / "ClusterAnalysis").glob("*/clusters.csv"))
+    """A layer of the paper's clustering is written (in the step's staging folder, where it waits to be swapped in)."""
+    return any((ws / ".staging/cluster/ClusterAnalysis").glob("*/clusters.csv"))
 
 
 @pytest.mark.parametrize("moment", [_heatmaps_half_done, _clustering_half_done], ids=["mid-heatmaps", "mid-cluster"])
@@ -99,7 +99,8 @@ def test_analyze_killed_with_sigkill_resumes_to_byte_identical_artifacts(case: P
         proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the run was killed, not finished"
     step = "heatmaps" if moment is _heatmaps_half_done else "cluster"
-    assert not json.loads((ws / "manifest.json").read_text())["steps"][step]["done"]
+    assert not json.loads((ws / "manifest.json").read_text())["steps"].get(step, {}).get("done")
+    assert not (ws / ("Heatmaps" if step == "heatmaps" else "summary.csv")).exists(), "a half-done step never looks finished"
 
     result = run_cli("analyze", str(case), "--batch-size", "4")
     assert result.exit_code == 0, result.output

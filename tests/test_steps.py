@@ -90,7 +90,8 @@ def test_heatmaps_resume_after_a_crash_and_end_byte_identical(case: Path, tmp_pa
     monkeypatch.setattr(Explainer, "relevance", crash_after_two_batches)
     interrupted = run_cli("heatmaps", str(case), "--batch-size", "4")
     assert interrupted.exit_code == 130
-    assert json.loads((case / "HUDD/Heatmaps/progress.json").read_text())["rows_done"] == 8
+    assert json.loads((case / "HUDD/.staging/heatmaps/Heatmaps/progress.json").read_text())["rows_done"] == 8
+    assert not (case / "HUDD/Heatmaps").exists(), "unfinished heatmaps never look finished"
     monkeypatch.setattr(Explainer, "relevance", original)
     seen = []
     monkeypatch.setattr(Explainer, "relevance", lambda self, images, target=None: seen.append(len(images)) or original(self, images, target))

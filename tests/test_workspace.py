@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from hudd.errors import HuddError
-from hudd.workspace import Workspace, atomic_path, file_hash, fingerprint, listing_hash, save_npy, write_text
+from hudd.files import atomic_path, file_hash, listing_hash, remove, replace, save_npy, sweep, write_text
+from hudd.workspace import Workspace, fingerprint
 
 
 def test_atomic_write_leaves_nothing_when_interrupted(tmp_path: Path):
@@ -50,7 +51,7 @@ def test_step_is_current_until_an_input_changes(tmp_path: Path):
     assert fingerprint("test", 2, {}, {}) != fingerprint("test", 1, {}, {}), "changed step version"
 
 
-def test_missing_output_or_corrupt_manifest_means_not_done(tmp_path: Path, capsys):
+def test_missing_output_means_not_done_and_a_damaged_manifest_is_named(tmp_path: Path):
     ws = Workspace(tmp_path / "HUDD")
     model = tmp_path / "model.pt"
     model.write_bytes(b"w")
@@ -58,9 +59,13 @@ def test_missing_output_or_corrupt_manifest_means_not_done(tmp_path: Path, capsy
     ws.test_result.unlink()
     assert not ws.is_current("test", fp)
     fp = _done(ws, model)
-    ws.manifest_path.write_text("{not json")
-    assert not ws.is_current("test", fp)
-    assert "unreadable" in capsys.readouterr().err
+    for damage, fragment in [("{not json", "not valid JSON"), ('{"steps": []}', "no \"steps\" table"),
+                             ('{"steps": {"test": {"outputs": "testResult.csv"}}}', "not a list of paths"),
+                             ('{"steps": {"test": {"outputs": ["../DNNModels"]}}}', "outside the workspace")]:
+        ws.manifest_path.write_text(damage)
+        with pytest.raises(HuddError, match=fragment) as info:
+            ws.is_current("test", fp)
+        assert str(ws.manifest_path) in str(info.value) and "delete it to rerun every step" in str(info.value)
 
 
 def test_start_step_keeps_old_outputs_until_the_step_finishes_then_clears_the_stale_ones(tmp_path: Path):
@@ -77,6 +82,17 @@ def test_start_step_keeps_old_outputs_until_the_step_finishes_then_clears_the_st
     ws.finish_step("test", "newer fingerprint", inputs={}, outputs=[ws.train_result])
     assert not ws.test_result.exists(), "an old output the new run did not write again is deleted"
     assert ws.train_result.is_file() and ws.is_current("test", "newer fingerprint")
+
+
+def test_a_staged_step_keeps_the_old_outputs_until_it_commits(tmp_path: Path):
+    ws = Workspace(tmp_path / "HUDD")
+    save_npy(ws.heatmap("conv1"), np.zeros(2))
+    out = ws.staging("heatmaps")
+    save_npy(out.heatmap("conv2"), np.ones(2))
+    assert np.load(ws.heatmap("conv1")).tolist() == [0, 0] and not ws.heatmap("conv2").exists()
+    ws.commit(out, [ws.heatmaps_dir])
+    assert sorted(p.name for p in ws.heatmaps_dir.iterdir()) == ["conv2.npy"]
+    assert not out.root.exists()
 
 
 def test_listing_hash_sees_added_and_resized_files(tmp_path: Path):
@@ -115,3 +131,34 @@ def test_second_run_is_refused_while_first_holds_the_lock(tmp_path: Path):
         if holder.poll() is None:
             holder.kill()
             holder.wait()
+
+
+def test_remove_refuses_every_path_outside_its_root(tmp_path: Path):
+    root, outside = tmp_path / "HUDD", tmp_path / "DNNModels"
+    (root / "Heatmaps").mkdir(parents=True)
+    outside.mkdir()
+    (outside / "model.pt").write_bytes(b"weights")
+    (root / "escape").symlink_to(outside)
+    for path in [outside, Path("../DNNModels"), root / "escape" / "model.pt", Path("."), root]:
+        with pytest.raises(HuddError, match="hudd deletes only files inside its workspace"):
+            remove(path, root)
+    remove(root / "escape", root)
+    assert (outside / "model.pt").read_bytes() == b"weights", "a link is removed, never followed"
+    remove("Heatmaps", root)
+    assert not (root / "Heatmaps").exists() and root.is_dir()
+
+
+def test_replace_swaps_a_folder_and_sweep_finishes_an_interrupted_swap(tmp_path: Path):
+    root = tmp_path / "HUDD"
+    (root / "Heatmaps").mkdir(parents=True)
+    (root / "Heatmaps" / "old.npy").write_bytes(b"old")
+    (root / "new").mkdir()
+    (root / "new" / "a.npy").write_bytes(b"new")
+    replace(root / "new", root / "Heatmaps", root)
+    assert sorted(p.name for p in root.iterdir()) == ["Heatmaps"] and (root / "Heatmaps" / "a.npy").read_bytes() == b"new"
+    (root / "Heatmaps").rename(root / ".Heatmaps.old")  # killed between the two renames
+    (root / "Heatmaps2").mkdir()
+    (root / "Heatmaps2" / ".x.npy.abcd1234.tmp").write_bytes(b"half")  # killed mid-write
+    sweep(root)
+    assert (root / "Heatmaps" / "a.npy").read_bytes() == b"new", "the old folder is put back"
+    assert list((root / "Heatmaps2").iterdir()) == [], "temporary files of killed writes are deleted"

@@ -26,7 +26,8 @@ import pandas as pd
 
 from ..clustering import cluster_order
 from ..data import read_image
-from ..workspace import Workspace, atomic_path
+from ..workspace import Workspace
+from ..files import atomic_path
 from .plots import save_figure
 
 __all__ = ["export_unit", "link_tree", "link_images", "GIF_FRAMES", "SHEET_IMAGES"]
@@ -54,9 +55,7 @@ def link_images(datasets: Path, images, folder: Path) -> None:
 
 
 def link_tree(source: Path, target: Path) -> None:
-    """Copy a folder tree as hard links (copies where links are impossible)."""
-    if target.exists():
-        shutil.rmtree(target)
+    """Copy a folder tree as hard links (copies where links are impossible) to ``target``, which must not exist."""
     shutil.copytree(source, target, copy_function=lambda s, t: _link(Path(s), Path(t)))
 
 
@@ -92,14 +91,13 @@ def _write_sheet(path: Path, images: list[np.ndarray], title: str) -> None:
 
 
 def export_unit(ws: Workspace, unit: str, datasets: Path, clusters: pd.DataFrame, describe: pd.Series) -> list[Path]:
-    """Export every cluster of one layer (``clusters``: image, cluster); ``describe`` maps an image to
-    its class (or worst keypoint) for the titles. Returns the paths written."""
+    """Export every cluster of one layer (``clusters``: image, cluster) into ``ws``, a fresh (staging)
+    workspace; ``describe`` maps an image to its class (or worst keypoint) for the titles. Returns the
+    paths written."""
     written = []
     for name in sorted(clusters["cluster"].unique(), key=cluster_order):
         members = clusters.loc[clusters["cluster"] == name, "image"].tolist()
         folder = ws.cluster_images_dir(unit, name)
-        if folder.exists():
-            shutil.rmtree(folder)
         link_images(datasets, members, folder)
         pictures = [read_image(datasets / image) for image in members[:max(GIF_FRAMES, SHEET_IMAGES)]]
         _write_gif(ws.cluster_gif(unit, name), [_frame(p) for p in pictures[:GIF_FRAMES]])

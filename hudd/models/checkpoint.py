@@ -28,7 +28,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import HuddError
-from ..workspace import atomic_path
+from ..files import atomic_path
 from .registry import get_model, list_models
 
 __all__ = ["describe_input", "ModelSpec", "LoadedModel", "save_checkpoint", "load_model", "find_model_file", "MODEL_SUFFIXES"]
@@ -187,6 +187,44 @@ def _check_module(module: nn.Module, spec: ModelSpec, path: Path) -> None:
         raise HuddError(f"{path}: the model gives {found} outputs per image, the data set has {what}; use the model made for this data")
 
 
+def _spec_problem(spec: dict) -> str:
+    """What is wrong with the ``spec`` of a hudd checkpoint, or ``""``."""
+    def names(key):
+        value = spec.get(key, [])
+        return isinstance(value, (list, tuple)) and all(isinstance(v, str) and v for v in value) and len(set(value)) == len(value)
+
+    if not isinstance(spec.get("arch"), str) or spec["arch"] not in list_models():
+        return f"architecture {spec.get('arch')!r} is unknown to this hudd (known: {', '.join(list_models())})"
+    if spec.get("task") not in ("classification", "keypoints") or not isinstance(spec.get("arch_kwargs", {}), dict):
+        return "spec.task must be classification or keypoints and spec.arch_kwargs a table"
+    sizes = [spec.get(key) for key in ("channels", "height", "width")]
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in sizes):
+        return f"spec channels, height, width must be positive integers, not {sizes}"
+    for key in ("mean", "std"):
+        value = spec.get(key)
+        if not isinstance(value, (list, tuple)) or len(value) != sizes[0] or not all(isinstance(v, (int, float)) for v in value):
+            return f"spec.{key} must hold one number per channel ({sizes[0]}), not {value!r}"
+    if not all(v > 0 for v in spec["std"]):
+        return f"spec.std must be positive, not {spec['std']!r}"
+    key = "classes" if spec["task"] == "classification" else "keypoints"
+    if not names(key) or not spec.get(key):
+        return f"spec.{key} must be a list of distinct names, not {spec.get(key)!r}"
+    return ""
+
+
+def _checked_spec(payload: dict, path: Path) -> ModelSpec:
+    """The :class:`ModelSpec` of a hudd checkpoint; a HuddError naming what is missing or malformed."""
+    missing = [key for key in ("spec", "state_dict") if not isinstance(payload.get(key), dict)]
+    problem = f"no {' and no '.join(missing)} table" if missing else _spec_problem(payload["spec"])
+    if not problem and not all(isinstance(v, torch.Tensor) for v in payload["state_dict"].values()):
+        problem = "state_dict holds values that are not tensors"
+    if not problem and not isinstance(payload.get("meta") or {}, dict):
+        problem = "meta is not a table"
+    if problem:
+        raise HuddError(f"{path}: a damaged hudd checkpoint ({problem}); save the model again with hudd train or torch.save")
+    return ModelSpec.from_dict(payload["spec"])
+
+
 def _load_state(module: nn.Module, state: dict, path: Path, arch: str) -> None:
     try:
         module.load_state_dict(state, strict=True)
@@ -213,12 +251,11 @@ def load_model(path: Path, *, trust_model: bool = False, arch: str | None = None
     path = Path(path)
     payload = _load_payload(path, trust_model)
     if isinstance(payload, dict) and payload.get("format") == FORMAT:
-        spec = ModelSpec.from_dict(payload["spec"])
-        if spec.arch not in list_models():
-            raise HuddError(f"{path}: architecture {spec.arch!r} is unknown to this hudd; known: {', '.join(list_models())}")
+        spec = _checked_spec(payload, path)
         module = _build(spec, path)
         _load_state(module, payload["state_dict"], path, spec.arch)
-        meta = dict(payload.get("meta", {}))
+        _check_module(module, spec, path)
+        meta = dict(payload.get("meta") or {})
     elif isinstance(payload, nn.Module):
         if spec_from_data is None:
             raise HuddError(f"{path}: a pickled model carries no input spec; run the command on a case folder")

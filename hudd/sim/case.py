@@ -16,7 +16,6 @@ come out byte-identical). The same seed gives byte-identical files.
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -27,7 +26,7 @@ import pandas as pd
 from ..data import MASKS_FOLDER
 from ..errors import HuddError
 from ..progress import echo, progress
-from ..workspace import atomic_path, write_csv, write_text
+from ..files import atomic_path, remove, write_csv, write_text
 from .params import FAMILIES, GAZE_CLASSES, OPENNESS_CLASSES, PARAMETERS, TASKS, gaze_class, openness_class, sample_parameters
 from .render import KEYPOINT_NAMES, eye_keypoints, eye_masks, render_eyes
 
@@ -179,9 +178,9 @@ def simulate_case(case: Path, settings: SimulationSettings, *, force: bool = Fal
             _add_masks(datasets, split, n, index, settings)
         write_text(record, json.dumps(wanted, indent=2, sort_keys=True) + "\n")
         return False
-    record.unlink(missing_ok=True)
+    remove(record, datasets)
     for split in existing:
-        shutil.rmtree(datasets / split)
+        remove(datasets / split, datasets)
     datasets.mkdir(parents=True, exist_ok=True)
     for index, (split, n) in enumerate(settings.counts().items()):
         _simulate_split(datasets, split, n, index, settings)

@@ -17,7 +17,8 @@ cluster, rank, distance, prediction, label when known), ``UnsafeSet/quotas.csv``
 quota, selected) and ``UnsafeSet/labels.csv``, the sheet an
 engineer fills in (image, cluster, then the class, or ``<keypoint>_x, <keypoint>_y`` for keypoint
 models), pre-filled when the improvement set is labelled. Labels typed into an earlier
-``labels.csv`` are kept when assign reruns (it is copied to ``labels-backup.csv`` first).
+``labels.csv`` are kept when assign reruns: they are appended to ``labels-history.csv`` first
+(:mod:`hudd.labels`), and the latest typed label of each image wins over a pre-filled one.
 
 Keypoint models: each face element (keypoint group) has its own clusters and selected layer. An
 improvement image's relevance for a face element explains the element's keypoint whose predicted
@@ -28,7 +29,6 @@ to at most one cluster.
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,6 +41,7 @@ from ..data import ImageDataset, make_loader
 from ..distance import distance_blocks
 from ..errors import HuddError
 from ..export.clusters import link_images
+from ..labels import read_labels, record_typed_labels, typed_labels
 from ..lrp import Explainer
 from ..models import decode_keypoints
 from ..evaluation import NOISE
@@ -48,10 +49,12 @@ from ..features import extract_features
 from ..methods import PAPER, resolve
 from ..predictions import check_finite, predict
 from ..progress import progress
-from ..workspace import Workspace, save_npy, write_csv
+from ..readers import load_array, read_table, redo
+from ..workspace import Workspace
+from ..files import save_npy, write_csv
 from . import feature_cluster
 from .common import Context, run_step
-from .heatmaps import channel_heatmap
+from .heatmaps import channel_heatmap, read_index
 
 __all__ = ["AssignOutcome", "run", "assigned_method", "VERSION"]
 
@@ -80,7 +83,8 @@ def _clusters(ctx: Context, method: str) -> pd.DataFrame:
     if not entry or not entry.get("done") or not path.is_file():
         run = f"hudd analyze {ctx.case.root}" if method == PAPER else f"hudd cluster {ctx.case.root} --method {method}"
         raise HuddError(f"{path}: no root-cause clusters yet; run `{run}` first")
-    clusters = pd.read_csv(path)
+    columns = {"image": "str", "cluster": "str"} | ({"layer": "str"} if method == PAPER else {})
+    clusters = read_table(path, columns, fix=redo("cluster" if method == PAPER else f"cluster --method {method}"))
     clusters = clusters[clusters["cluster"] != NOISE].reset_index(drop=True)
     if clusters.empty:
         raise HuddError(f"{path}: every error-inducing image is {NOISE}, no cluster to assign to; "
@@ -110,12 +114,9 @@ def _label_columns(ctx: Context, listing) -> pd.DataFrame:
 
 
 def _keep_typed_labels(ctx: Context, labels: pd.DataFrame) -> pd.DataFrame:
-    """Labels of an earlier ``labels.csv`` (its backup) win over blanks and pre-filled ones, so labels
-    typed in or corrected by an engineer survive a rerun for the images selected again."""
-    backup = ctx.workspace.labels_backup
-    if not backup.is_file():
-        return labels
-    typed = pd.read_csv(backup, keep_default_na=False, dtype=str).drop_duplicates("image").set_index("image")
+    """Labels typed in earlier (the labels history) win over blanks and pre-filled ones, so labels typed
+    in or corrected by an engineer survive any sequence of reruns for the images selected again."""
+    typed = typed_labels(ctx.workspace)
     labels = labels.copy()
     for column in labels.columns.drop(["image", "cluster"]):
         if column not in typed.columns:
@@ -123,6 +124,14 @@ def _keep_typed_labels(ctx: Context, labels: pd.DataFrame) -> pd.DataFrame:
         earlier = labels["image"].map(typed[column]).fillna("").astype(str).str.strip()
         labels[column] = labels[column].astype(object).where(earlier == "", earlier)
     return labels
+
+
+def _prefilled(ws: Workspace) -> pd.DataFrame | None:
+    """What the last assign pre-filled into ``labels.csv`` (its ``unsafe.csv``, by image); None when unreadable."""
+    try:
+        return read_labels(ws.unsafe_csv, fix="").drop_duplicates("image").set_index("image")
+    except HuddError:
+        return None
 
 
 def _sorted_by_cluster(cluster_of_row: np.ndarray, columns) -> tuple[np.ndarray, np.ndarray]:
@@ -136,7 +145,7 @@ def _heatmap_linkage(ctx: Context, clusters: pd.DataFrame, names: list[str], dat
     predictions (class index, or ``(M, K, 2)`` keypoints); one LRP pass per batch and face element."""
     ws = ctx.workspace
     spec = ctx.model.spec
-    index = pd.read_csv(ws.heatmap_index)
+    index = read_index(ws)
     label_of = dict(zip(clusters["image"], clusters["cluster"]))
     layer_of = dict(zip(clusters["cluster"], clusters["layer"]))
     groups = []  # (layer, cluster columns, reference heatmaps sorted by cluster, cluster starts, explainer, keypoints)
@@ -145,7 +154,7 @@ def _heatmap_linkage(ctx: Context, clusters: pd.DataFrame, names: list[str], dat
         layer = layer_of[names[columns[0]]]
         rows = np.array([i for i, image in enumerate(index["image"]) if _face_element(label_of[image]) == element])
         order, starts = _sorted_by_cluster(np.array([names.index(label_of[index["image"][r]]) for r in rows]), columns)
-        reference = np.asarray(np.load(ws.heatmap(layer), mmap_mode="r")[rows[order]], dtype=np.float64).reshape(len(rows), -1)
+        reference = np.asarray(load_array(ws.heatmap(layer), ndim=3, rows=len(index), mmap=True, fix=redo("heatmaps"))[rows[order]], dtype=np.float64).reshape(len(rows), -1)
         explainer = Explainer(ctx.model.module, composite=ctx.config.lrp_rule, layers=[layer], device=ctx.device)
         members = spec.keypoint_groups.get(element, list(range(len(spec.keypoints)))) if spec.task == "keypoints" else None
         groups.append((layer, columns, reference, starts, explainer, members))
@@ -174,9 +183,9 @@ def _feature_linkage(ctx: Context, method: str, clusters: pd.DataFrame, names: l
                      dataset: ImageDataset) -> tuple[np.ndarray, np.ndarray]:
     """``(M, K)`` single-linkage distances, in the feature space ``method`` clustered in, of the improvement
     images' features to the clusters' members, and the model's predictions."""
-    features = np.load(ctx.workspace.cluster_dir(method) / "features.npy")
+    errors = read_table(ctx.workspace.layer_clusters_csv(method), {"image": "str"}, fix=redo(f"cluster --method {method}"))["image"]
+    features = load_array(ctx.workspace.cluster_dir(method) / "features.npy", ndim=2, rows=len(errors), fix=redo(f"cluster --method {method}"))
     space = feature_cluster.space(ctx, method)
-    errors = pd.read_csv(ctx.workspace.layer_clusters_csv(method))["image"]
     row_of = {image: i for i, image in enumerate(errors)}
     order, starts = _sorted_by_cluster(np.array([names.index(c) for c in clusters["cluster"]]), np.arange(len(names)))
     reference = space.transform(features[[row_of[image] for image in clusters["image"].to_numpy()[order]]])
@@ -197,7 +206,7 @@ def run(ctx: Context, *, method: str | None = None, budget: int | None = None, f
     clusters = _clusters(ctx, method)
     names = sorted(clusters["cluster"].unique(), key=cluster_order)
     sizes = clusters["cluster"].value_counts().reindex(names).to_numpy()
-    test = pd.read_csv(ws.test_result)
+    test = read_table(ws.test_result, {"image": "str", "correct": "bool"}, fix=redo("test"))
     if budget is not None and budget <= 0:
         raise HuddError(f"--budget {budget}: selects no image; give a positive number of images to label")
     quota = quotas(sizes, n_test=len(test), accuracy=float(test["correct"].mean()), sf=ctx.config.sf, budget=budget)
@@ -239,21 +248,20 @@ def run(ctx: Context, *, method: str | None = None, budget: int | None = None, f
         labels = _label_columns(ctx, listing)
         table = pd.concat([table, labels], axis=1)
         unsafe = table[chosen >= 0].sort_values(["cluster", "distance", "image"], key=_cluster_key).reset_index(drop=True)
-        if ws.unsafe_dir.exists():
-            shutil.rmtree(ws.unsafe_dir)
-        save_npy(ws.single_linkage_npy, linkage)
-        write_csv(ws.unsafe_csv, unsafe)
+        out = ws.staging("assign")
+        save_npy(out.single_linkage_npy, linkage)
+        write_csv(out.unsafe_csv, unsafe)
         selected = unsafe["cluster"].value_counts().reindex(names, fill_value=0).to_numpy()
-        write_csv(ws.quotas_csv, pd.DataFrame({"cluster": names, "size": sizes, "quota": quota, "selected": selected}))
-        write_csv(ws.labels_csv, _keep_typed_labels(ctx, unsafe[["image", "cluster", *labels.columns]]))
+        write_csv(out.quotas_csv, pd.DataFrame({"cluster": names, "size": sizes, "quota": quota, "selected": selected}))
+        write_csv(out.labels_csv, _keep_typed_labels(ctx, unsafe[["image", "cluster", *labels.columns]]))
         for name in names:
-            link_images(ctx.case.datasets, unsafe.loc[unsafe["cluster"] == name, "image"], ws.unsafe_cluster_dir(name))
+            link_images(ctx.case.datasets, unsafe.loc[unsafe["cluster"] == name, "image"], out.unsafe_cluster_dir(name))
+        ws.commit(out, [ws.unsafe_dir])
         return [ws.unsafe_dir]
 
-    if ws.labels_csv.is_file():
-        shutil.copyfile(ws.labels_csv, ws.labels_backup)
-    ran = run_step(ctx, "assign", VERSION, config=config, inputs=inputs, compute=compute, force=force)
-    return AssignOutcome(ran, pd.read_csv(ws.unsafe_csv, keep_default_na=False), pd.read_csv(ws.quotas_csv))
+    record_typed_labels(ws, _prefilled(ws))
+    ran = run_step(ctx, "assign", VERSION, config=config, inputs=inputs, compute=compute, force=force, staged=True)
+    return AssignOutcome(ran, read_labels(ws.unsafe_csv, fix=redo("assign")), pd.read_csv(ws.quotas_csv))
 
 
 def _cluster_key(column: pd.Series) -> pd.Series:

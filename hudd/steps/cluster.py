@@ -19,7 +19,6 @@ Fewer than four images in a group give one cluster (no k to choose), with a note
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,10 +31,13 @@ from ..export.plots import plot_wicd
 from ..methods import FEATURE_METHODS, PAPER
 from ..export.tables import EXCEL_MAX_COLUMNS, write_distance_sheet
 from ..progress import echo, progress
-from ..workspace import Workspace, save_npy, write_csv
+from ..workspace import Workspace
+from ..files import remove, save_npy, write_csv
+from ..readers import load_array, read_table, redo
+from .heatmaps import read_index, read_layers
 from .common import Context, run_step
 
-__all__ = ["ClusterOutcome", "run", "VERSION", "cluster_name", "unit_name"]
+__all__ = ["ClusterOutcome", "run", "VERSION", "cluster_name", "unit_name", "read_summary"]
 
 VERSION = 3  # 2: leaves ClusterAnalysis/blackbox/ alone (and the other feature methods' folders); 3: summary.csv says why
 
@@ -78,8 +80,8 @@ def write_wicd(ws: Workspace, unit: str, ward: WardClusters, title: str) -> None
     plot_wicd(ws.wicd_png(unit), shown, values, slope, ward.k, title=f"{title}: k = {ward.k} ({ward.method})")
 
 
-def _cluster_unit(ctx: Context, layer: str, heatmaps: np.ndarray, rows: np.ndarray, scale, images: list[str], group: str) -> dict:
-    ws = ctx.workspace
+def _cluster_unit(ctx: Context, ws: Workspace, layer: str, heatmaps: np.ndarray, rows: np.ndarray, scale, images: list[str],
+                  group: str) -> dict:
     unit = unit_name(group, layer)
     n = len(rows)
     data = heatmaps if len(rows) == len(heatmaps) else heatmaps[rows]
@@ -92,6 +94,21 @@ def _cluster_unit(ctx: Context, layer: str, heatmaps: np.ndarray, rows: np.ndarr
     write_wicd(ws, unit, ward, f"{unit} ({n} images)")
     write_csv(ws.layer_clusters_csv(unit), pd.DataFrame({"image": images, "cluster": [cluster_name(group, l) for l in ward.labels]}))
     return {"group": group, "layer": layer, "n": n, "k": ward.k, "wicd": ward.wicd, "knee_method": ward.method, "xlsx": xlsx}
+
+
+def _checked_heatmaps(ws: Workspace, layer: str, index: pd.DataFrame) -> np.ndarray:
+    """``Heatmaps/<layer>.npy`` memory-mapped: ``(n, N, M)`` numbers, one row per row of ``images.csv``."""
+    return load_array(ws.heatmap(layer), ndim=3, rows=len(index), mmap=True, fix=redo("heatmaps"))
+
+
+def _scale(ws: Workspace, layer: str, heatmaps: np.ndarray, index: pd.DataFrame) -> tuple[float, float]:
+    """The min-max scale of a layer's heatmaps; a HuddError naming the image whose heatmap is not finite."""
+    try:
+        return minmax_scale(heatmaps)
+    except ValueError as exc:
+        row = int(str(exc).split()[1])
+        raise HuddError(f"{ws.heatmap(layer)}: the heatmap of {index['image'][row]} has a NaN or infinite value; "
+                        f"rerun `hudd heatmaps --force` and check the model") from None
 
 
 def _explained(summary: pd.DataFrame, best: pd.Series) -> pd.DataFrame:
@@ -115,28 +132,21 @@ def run(ctx: Context, *, force: bool = False) -> ClusterOutcome:
     entry = ws.step_entry("heatmaps")
     if not entry or not entry.get("done") or not ws.heatmap_layers.is_file():
         raise HuddError(f"{ws.heatmaps_dir}: no finished heatmaps; run `hudd heatmaps {ctx.case.root}` first")
-    layers = pd.read_csv(ws.heatmap_layers)
-    index = pd.read_csv(ws.heatmap_index)
+    layers = read_layers(ws)
+    index = read_index(ws)
     config = {key: getattr(ctx.config, key) for key in ("k_min", "k_max")}
     config["device"] = ctx.device.type
     inputs = {"heatmaps": entry["fingerprint"]}
 
     def compute(fingerprint: str, resume: bool):
-        for stale in ws.cluster_dir(".").iterdir() if ws.cluster_dir(".").is_dir() else ():
-            if stale.name not in FEATURE_METHODS:  # the feature methods' clusters are not this step's
-                shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+        heatmaps = {layer: _checked_heatmaps(ws, layer, index) for layer in layers["layer"]}  # every input before any work
+        scales = {layer: _scale(ws, layer, array, index) for layer, array in heatmaps.items()}
+        out = ws.staging("cluster")
         groups = _groups(ctx, index)
         rows = []
         for layer, alias in progress(list(zip(layers["layer"], layers["alias"])), desc="cluster", unit="layer"):
-            heatmaps = np.load(ws.heatmap(layer), mmap_mode="r")
-            try:
-                scale = minmax_scale(heatmaps)
-            except ValueError as exc:
-                row = int(str(exc).split()[1])
-                raise HuddError(f"{ws.heatmap(layer)}: the heatmap of {index['image'][row]} has a NaN or infinite value; "
-                                f"rerun `hudd heatmaps --force` and check the model") from None
             for group, members in groups.items():
-                summary = _cluster_unit(ctx, layer, heatmaps, members, scale, index["image"].iloc[members].tolist(), group)
+                summary = _cluster_unit(ctx, out, layer, heatmaps[layer], members, scales[layer], index["image"].iloc[members].tolist(), group)
                 rows.append({**summary, "alias": alias})
         summary = pd.DataFrame(rows)[["group", "layer", "alias", "n", "k", "wicd", "knee_method", "xlsx"]]
         best = summary.groupby("group", sort=False)["wicd"].idxmin()
@@ -144,15 +154,26 @@ def run(ctx: Context, *, force: bool = False) -> ClusterOutcome:
         summary = _explained(summary, best)
         final = []
         for row in summary[summary["selected"]].itertuples():
-            table = pd.read_csv(ws.layer_clusters_csv(unit_name(row.group, row.layer)))
+            table = pd.read_csv(out.layer_clusters_csv(unit_name(row.group, row.layer)))
             table["layer"] = row.layer
             final.append(table)
         clusters = pd.concat(final).set_index("image").loc[index["image"]].reset_index()
-        write_csv(ws.summary_csv, summary)
-        write_csv(ws.clusters_csv, clusters)
+        write_csv(out.summary_csv, summary)
+        write_csv(out.clusters_csv, clusters)
         if (summary["knee_method"].isin(["single-image", "too-few-images"])).any():
             echo("cluster: fewer than 4 error-inducing images in a group: one cluster, no k to choose")
-        return [ws.summary_csv, ws.clusters_csv, *(ws.cluster_dir(unit_name(r.group, r.layer)) for r in summary.itertuples())]
+        outputs = [ws.summary_csv, ws.clusters_csv, *(ws.cluster_dir(unit_name(r.group, r.layer)) for r in summary.itertuples())]
+        ws.commit(out, outputs)
+        kept = set(FEATURE_METHODS) | {unit_name(r.group, r.layer).split("/")[0] for r in summary.itertuples()}
+        for stale in ws.cluster_dir(".").iterdir():  # layers or groups of an earlier run, not this one's
+            if stale.name not in kept:
+                remove(stale, ws.root)
+        return outputs
 
-    ran = run_step(ctx, "cluster", VERSION, config=config, inputs=inputs, compute=compute, force=force)
-    return ClusterOutcome(ran, pd.read_csv(ws.summary_csv, keep_default_na=False), pd.read_csv(ws.clusters_csv))
+    ran = run_step(ctx, "cluster", VERSION, config=config, inputs=inputs, compute=compute, force=force, staged=True)
+    return ClusterOutcome(ran, read_summary(ws), read_table(ws.clusters_csv, {"image": "str", "cluster": "str"}, fix=redo("cluster")))
+
+
+def read_summary(ws: Workspace) -> pd.DataFrame:
+    """``summary.csv``, checked (blank cells stay empty strings)."""
+    return read_table(ws.summary_csv, {"group": "str", "layer": "str", "selected": "bool"}, fix=redo("cluster"), keep_default_na=False)

@@ -3,8 +3,8 @@ skip-or-run logic driven by input fingerprints.
 
 A step is skipped when the manifest records it done with the same fingerprint (step name and
 version, the config keys it reads, its input files' hashes) and its outputs exist; ``--force``
-reruns it. A resumable step killed mid-way continues where it stopped when its fingerprint is
-unchanged; otherwise its old outputs are deleted first.
+reruns it. A step replaces its old outputs only when it finishes; a resumable step killed mid-way
+continues where it stopped when its fingerprint is unchanged.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from ..data import Case, SplitListing, list_split
 from ..device import resolve_device
 from ..models import LoadedModel
 from ..progress import echo
-from ..workspace import Workspace, file_hash, fingerprint, listing_hash
+from ..workspace import Workspace, fingerprint, utc_now
+from ..files import file_hash, listing_hash
 
 __all__ = ["Context", "open_context", "run_step"]
 
@@ -58,28 +59,30 @@ def open_context(case_root: Path, config: Config, *, command: str, model: str | 
                  arch: str | None = None) -> Iterator[Context]:
     """Load the case's model and hold the workspace lock while the command runs."""
     case = Case(Path(case_root))
-    workspace = Workspace.of_case(case.root, config.workspace)
+    workspace = Workspace.of_case(case.root, config.workspace, flag=config.where("workspace"))
     loaded = open_case_model(case, model, trust_model=trust_model, arch=arch)
-    device = resolve_device(config.device)
+    device = resolve_device(config.device, config.where("device"))
     with workspace.locked(command):
         yield Context(case=case, config=config, workspace=workspace, model=loaded, device=device)
 
 
 def run_step(ctx: Context, step: str, version: int, *, config: Mapping, inputs: Mapping[str, str],
-             compute: Callable[[str, bool], list[Path]], force: bool = False, resumable: bool = False) -> bool:
+             compute: Callable[[str, bool], list[Path]], force: bool = False, staged: bool = False) -> bool:
     """Run ``compute(fingerprint, resume)`` unless the step is current; record it done. Returns True if it ran.
 
-    ``compute`` returns the output paths; ``resume`` is True when a killed run with the same
-    fingerprint left partial outputs that it may continue.
+    ``compute`` returns the output paths; ``resume`` is False under ``--force`` (a resumable step
+    must then start over). A ``staged`` step writes into ``ws.staging(step)`` and commits at its end,
+    so its old outputs stay whole and current until then; any other step is marked not done while
+    it runs, so its old outputs never look current after it stopped half way.
     """
     ws = ctx.workspace
     fp = fingerprint(step, version, config, inputs)
     if not force and ws.is_current(step, fp):
         echo(f"{step}: inputs unchanged, skipping")
         return False
-    resume = resumable and not force and ws.can_resume(step, fp)
-    if not resume:
+    started = utc_now()
+    if not staged:
         ws.start_step(step, fp)
-    outputs = compute(fp, resume)
-    ws.finish_step(step, fp, inputs=inputs, outputs=outputs, config=config)
+    outputs = compute(fp, not force)
+    ws.finish_step(step, fp, inputs=inputs, outputs=outputs, config=config, started=started)
     return True

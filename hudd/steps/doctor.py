@@ -42,7 +42,8 @@ from ..lrp.engine import layer_aliases
 from ..predictions import predict
 from ..progress import echo
 from ..text import format_table
-from ..workspace import save_npy, write_csv
+from ..files import save_npy, write_csv
+from ..readers import load_array, read_table, redo
 from .common import Context, run_step
 
 __all__ = ["DoctorOutcome", "run", "read_aggregates", "resolve_layers", "summary", "VERSION", "TOP_CHANNELS", "CONFIG_KEYS"]
@@ -129,8 +130,8 @@ def read_aggregates(ctx: Context) -> dict[str, np.ndarray]:
     ws = ctx.workspace
     if not ws.doctor_layers_csv.is_file():
         raise HuddError(f"{ws.doctor_layers_csv}: missing; run `hudd doctor {ctx.case.root}` first")
-    layers = pd.read_csv(ws.doctor_layers_csv)["layer"].tolist()
-    return {name: np.load(ws.doctor_npy(name)) for name in layers}
+    layers = read_table(ws.doctor_layers_csv, {"layer": "str"}, fix=redo("doctor"))["layer"].tolist()
+    return {name: load_array(ws.doctor_npy(name), ndim=2, fix=redo("doctor")) for name in layers}
 
 
 def run(ctx: Context, *, force: bool = False) -> DoctorOutcome:

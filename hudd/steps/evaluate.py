@@ -21,9 +21,10 @@ import pandas as pd
 from ..data import read_params
 from ..errors import HuddError
 from ..evaluation import NOISE, Evaluation, evaluate_clusters
-from ..workspace import write_csv
+from ..files import write_csv
 from ..methods import FEATURE_METHODS, PAPER
-from .cluster import unit_name
+from ..readers import read_table
+from .cluster import read_summary, unit_name
 from .common import Context
 
 __all__ = ["run", "compare"]
@@ -38,7 +39,9 @@ def _ground_truth(ctx: Context) -> pd.DataFrame:
     return params
 
 
-def _score(ctx: Context, clusters: pd.DataFrame, params: pd.DataFrame) -> Evaluation:
+def _score(ctx: Context, path, params: pd.DataFrame) -> Evaluation:
+    """The clusters in ``path`` (image, cluster) scored against the injected causes."""
+    clusters = read_table(path, {"image": "str", "cluster": "str"}, fix="rerun the clustering that wrote it with --force")
     try:
         return evaluate_clusters(clusters, params)
     except KeyError as exc:
@@ -53,7 +56,7 @@ def run(ctx: Context) -> Evaluation:
     clusters = ws.method_clusters_csv(ws.active_method()["name"])
     if not clusters.is_file():
         raise HuddError(f"{clusters}: missing; run `hudd analyze {ctx.case.root}` first")
-    evaluation = _score(ctx, pd.read_csv(clusters), params)
+    evaluation = _score(ctx, clusters, params)
     write_csv(ws.evaluation_csv, evaluation.table)
     return evaluation
 
@@ -86,16 +89,16 @@ def compare(ctx: Context) -> pd.DataFrame:
     rows = []
     if ws.clusters_csv.is_file():
         paper_seconds = _seconds(ctx, "heatmaps", "cluster")
-        rows.append(_row(PAPER, "selected", _score(ctx, pd.read_csv(ws.clusters_csv), params), paper_seconds))
-        summary = pd.read_csv(ws.summary_csv, keep_default_na=False)
+        rows.append(_row(PAPER, "selected", _score(ctx, ws.clusters_csv, params), paper_seconds))
+        summary = read_summary(ws)
         for layer in summary.itertuples():
             unit = unit_name(layer.group, layer.layer)
-            rows.append(_row(f"{PAPER}-layer", f"{unit} ({layer.alias})", _score(ctx, pd.read_csv(ws.layer_clusters_csv(unit)), params),
+            rows.append(_row(f"{PAPER}-layer", f"{unit} ({layer.alias})", _score(ctx, ws.layer_clusters_csv(unit), params),
                              float("nan")))
     for method in FEATURE_METHODS:
         clusters = ws.layer_clusters_csv(method)
         if clusters.is_file():
-            rows.append(_row(method, "selected", _score(ctx, pd.read_csv(clusters), params), _seconds(ctx, method)))
+            rows.append(_row(method, "selected", _score(ctx, clusters, params), _seconds(ctx, method)))
     if not rows:
         raise HuddError(f"{ws.clusters_csv}: no clustering to compare; run `hudd analyze {ctx.case.root}` first")
     table = pd.DataFrame(rows)

@@ -11,8 +11,9 @@ import pandas as pd
 from ..errors import HuddError
 from ..export.clusters import export_unit, link_tree
 from ..progress import progress
-from ..workspace import file_hash
-from .cluster import unit_name
+from ..files import file_hash
+from ..readers import read_table, redo
+from .cluster import read_summary, unit_name
 from .common import Context, run_step
 
 __all__ = ["run", "VERSION", "describe_images"]
@@ -22,7 +23,7 @@ VERSION = 1
 
 def describe_images(ctx: Context) -> pd.Series:
     """Image -> class (or worst keypoint), from ``testResult.csv``: the titles of the contact sheets."""
-    results = pd.read_csv(ctx.workspace.test_result)
+    results = read_table(ctx.workspace.test_result, {"image": "str"}, fix=redo("test"))
     if ctx.model.spec.task == "keypoints":
         return results.set_index("image")["worst_keypoint"].map(lambda k: ctx.model.spec.keypoints[int(k)])
     return results.set_index("image")["label"]
@@ -34,21 +35,39 @@ def run(ctx: Context, *, force: bool = False) -> list[str]:
     entry = ws.step_entry("cluster")
     if not entry or not entry.get("done") or not ws.summary_csv.is_file():
         raise HuddError(f"{ws.summary_csv}: no finished clustering; run `hudd cluster {ctx.case.root}` first")
-    summary = pd.read_csv(ws.summary_csv, keep_default_na=False)
+    summary = read_summary(ws)
     chosen = summary if ctx.config.export == "all" else summary[summary["selected"]]
     units = [(unit_name(r.group, r.layer), bool(r.selected)) for r in chosen.itertuples()]
     describe = describe_images(ctx)
 
     def compute(fingerprint: str, resume: bool):
+        tables = {unit: _checked_clusters(ctx, unit) for unit, _ in units}  # every input before any work
+        out = ws.staging("export")
         written = []
-        for unit, selected in progress(units, desc="export", unit="layer"):
-            clusters = pd.read_csv(ws.layer_clusters_csv(unit))
-            written += export_unit(ws, unit, ctx.case.datasets, clusters, describe)
+        for unit, _ in progress(units, desc="export", unit="layer"):
+            written += export_unit(out, unit, ctx.case.datasets, tables[unit], describe)
+        written = [ws.root / path.relative_to(out.root) for path in written]
+        ws.commit(out, written)
+        best = [ws.best_layer_dir(unit) for unit, selected in units if selected]
+        out = ws.staging("export")
+        for unit, selected in units:
             if selected:
-                link_tree(ws.cluster_dir(unit), ws.best_layer_dir(unit))
-                written.append(ws.best_layer_dir(unit))
-        return written
+                link_tree(ws.cluster_dir(unit), out.best_layer_dir(unit))
+        ws.commit(out, best)
+        return written + best
 
     run_step(ctx, "export", VERSION, config={"export": ctx.config.export},
-             inputs={"cluster": entry["fingerprint"], "testResult": file_hash(ws.test_result)}, compute=compute, force=force)
+             inputs={"cluster": entry["fingerprint"], "testResult": file_hash(ws.test_result)}, compute=compute, force=force,
+             staged=True)
     return [unit for unit, _ in units]
+
+
+def _checked_clusters(ctx: Context, unit: str) -> pd.DataFrame:
+    """The clusters of ``unit`` (image, cluster); a HuddError when one of their images is gone."""
+    path = ctx.workspace.layer_clusters_csv(unit)
+    clusters = read_table(path, {"image": "str", "cluster": "str"}, fix=redo("cluster"))
+    missing = [image for image in clusters["image"] if not (ctx.case.datasets / image).is_file()]
+    if missing:
+        raise HuddError(f"{ctx.case.datasets / missing[0]}: missing, but {path} lists it ({len(missing)} such images); "
+                        f"restore it, or rerun `hudd analyze {ctx.case.root} --force` to analyse the data as it is now")
+    return clusters

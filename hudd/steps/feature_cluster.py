@@ -51,7 +51,8 @@ from ..feature_clustering import CLUSTERERS, REDUCERS, FeatureClustering, cluste
 from ..feature_space import FeatureSpace
 from ..features import MODEL, PRETRAINED, PRETRAINED_BLOCK, FeatureExtractor, extract_features, make_extractor
 from ..progress import echo
-from ..workspace import file_hash, save_npy, write_csv
+from ..workspace import Workspace
+from ..files import file_hash, save_npy, write_csv
 from .cluster import cluster_name, write_wicd
 from .common import Context, run_step
 from .export import describe_images
@@ -100,8 +101,8 @@ def cluster_names(labels: np.ndarray) -> list[str]:
     return [NOISE if label < 0 else cluster_name("", int(label)) for label in labels]
 
 
-def _paths(ctx: Context, method: str) -> dict[str, Path]:
-    folder = ctx.workspace.cluster_dir(method)
+def _paths(ctx: Context, method: str, ws: Workspace | None = None) -> dict[str, Path]:
+    folder = (ws or ctx.workspace).cluster_dir(method)
     names = ("features.npy", "space.npz", "embedding.npy", "clusters.csv", "grid.csv", "embedding.png", "method.csv")
     return {name: folder / name for name in names}
 
@@ -251,27 +252,30 @@ def run(ctx: Context, method: str = "blackbox", *, extractor: str | None = None,
         result = _cluster(ctx, features, clusterer, reducer, spec.k)
         names = cluster_names(result.labels)
         clusters = pd.DataFrame({"image": errors["image"], "cluster": names})
-        save_npy(paths["features.npy"], features.astype(np.float32))
-        result.space.save(paths["space.npz"])
-        save_npy(paths["embedding.npy"], result.embedding.astype(np.float32))
-        write_csv(paths["clusters.csv"], clusters)
+        out = ws.staging(method)
+        staged = _paths(ctx, method, out)
+        save_npy(staged["features.npy"], features.astype(np.float32))
+        result.space.save(staged["space.npz"])
+        save_npy(staged["embedding.npy"], result.embedding.astype(np.float32))
+        write_csv(staged["clusters.csv"], clusters)
         title = (f"{method}: {feature_extractor.name} features, {result.reducer} + {result.clusterer} ({_params_text(result.params)})\n"
                  f"{len(names)} images: k = {result.n_clusters}" + (f", {NOISE} = {result.n_noise}" if result.n_noise else ""))
-        _plot(paths["embedding.png"], result, names, title)
-        written = list(paths.values())
+        _plot(staged["embedding.png"], result, names, title)
+        written = list(staged.values())
         if clusterer == WARD:
-            written.remove(paths["grid.csv"])
-            write_wicd(ws, method, result.ward, f"{method} ({len(names)} images)")
-            written += [ws.wicd_csv(method), ws.wicd_png(method)]
+            written.remove(staged["grid.csv"])
+            write_wicd(out, method, result.ward, f"{method} ({len(names)} images)")
+            written += [out.wicd_csv(method), out.wicd_png(method)]
         else:
-            write_csv(paths["grid.csv"], pd.DataFrame(result.grid or [result.params]))
-        written += export_unit(ws, method, ctx.case.datasets, clusters, describe_images(ctx))
-        write_csv(paths["method.csv"], _summary(spec, extractor, feature_extractor, result, features.shape[1]))
+            write_csv(staged["grid.csv"], pd.DataFrame(result.grid or [result.params]))
+        written += export_unit(out, method, ctx.case.datasets, clusters, describe_images(ctx))
+        write_csv(staged["method.csv"], _summary(spec, extractor, feature_extractor, result, features.shape[1]))
         if result.reducer == "pca" and not umap_available():
             echo(f"{method}: {PCA_NOTE}")
-        return written
+        ws.commit(out, [ws.cluster_dir(method)])
+        return [ws.root / path.relative_to(out.root) for path in written]
 
-    ran = run_step(ctx, method, VERSION, config=config, inputs=inputs, compute=compute, force=force)
+    ran = run_step(ctx, method, VERSION, config=config, inputs=inputs, compute=compute, force=force, staged=True)
     grid = paths["grid.csv"] if paths["grid.csv"].is_file() else ws.wicd_csv(method)
     return FeatureOutcome(ran, pd.read_csv(paths["method.csv"], keep_default_na=False), pd.read_csv(paths["clusters.csv"]),
                           pd.read_csv(grid))

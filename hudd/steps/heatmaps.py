@@ -10,15 +10,15 @@ fully connected ones. Outputs in the workspace:
 - ``Heatmaps/images.csv``: row, image, label, prediction (or worst keypoint) and the explained target;
 - ``Heatmaps/layers.csv``: layer (module path), alias (conv1, ..., fc1, ...), kind, N, M.
 
-Resumable: after each batch is flushed, ``Heatmaps/progress.json`` records the rows done; a killed
-run with unchanged inputs continues from there with the same batch boundaries, so it ends
-byte-identical to an uninterrupted run.
+The arrays are written under ``.staging/heatmaps/`` (their disk space reserved first) and replace
+the previous heatmaps only when every image is done. Resumable: after each batch is flushed,
+``progress.json`` there records the rows done; a killed run with unchanged inputs continues from
+there with the same batch boundaries, so it ends byte-identical to an uninterrupted run.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,10 +32,11 @@ from ..errors import HuddError
 from ..lrp import Explainer
 from ..predictions import check_finite
 from ..progress import progress
-from ..workspace import file_hash, write_csv, write_text
+from ..files import allocate, file_hash, remove, require_space, storage_error, write_csv, write_text
+from ..readers import read_table, redo
 from .common import Context, run_step
 
-__all__ = ["HeatmapsOutcome", "run", "VERSION", "error_rows", "error_positions", "channel_heatmap"]
+__all__ = ["HeatmapsOutcome", "run", "VERSION", "error_rows", "error_positions", "channel_heatmap", "read_layers", "read_index"]
 
 VERSION = 1
 
@@ -57,8 +58,10 @@ def error_rows(ctx: Context) -> pd.DataFrame:
     entry = ctx.workspace.step_entry("test")
     if entry is not None and not entry.get("done"):
         raise HuddError(f"{path}: out of date (the last `hudd test` stopped before it finished); run `hudd test {ctx.case.root}` first")
-    results = pd.read_csv(path)
-    errors = results[~results["correct"].astype(bool)]
+    columns = {"image": "str", "correct": "bool"} | ({"worst_keypoint": "int"} if ctx.model.spec.task == "keypoints" else
+                                                     {"label": "str", "prediction": "str"})
+    results = read_table(path, columns, fix=redo("test"))
+    errors = results[~results["correct"]]
     if errors.empty:
         raise HuddError(f"{path}: the model makes no error on the {len(results)} TestSet images; there is nothing to analyse")
     return errors.reset_index(drop=True)
@@ -102,6 +105,16 @@ def _index_table(ctx: Context, errors: pd.DataFrame, targets: np.ndarray | None)
     return table
 
 
+def read_layers(ws) -> pd.DataFrame:
+    """``Heatmaps/layers.csv``, checked."""
+    return read_table(ws.heatmap_layers, {"layer": "str", "alias": "str", "N": "int", "M": "int"}, fix=redo("heatmaps"))
+
+
+def read_index(ws) -> pd.DataFrame:
+    """``Heatmaps/images.csv``, checked."""
+    return read_table(ws.heatmap_index, {"row": "int", "image": "str"}, fix=redo("heatmaps"))
+
+
 def channel_heatmap(relevance: torch.Tensor) -> torch.Tensor:
     """Channel sum of a convolution input ``(B, C, N, M)``; a fully connected input ``(B, D)`` as ``(B, 1, D)``."""
     return relevance.sum(dim=1) if relevance.dim() == 4 else relevance.reshape(len(relevance), 1, -1)
@@ -123,38 +136,67 @@ def run(ctx: Context, *, force: bool = False) -> HeatmapsOutcome:
     batch_size = ctx.config.batch_size
 
     def compute(fingerprint: str, resume: bool):
-        done = 0
-        if resume and ws.heatmap_progress.is_file():
-            state = json.loads(ws.heatmap_progress.read_text())
-            if state.get("fingerprint") == fingerprint and all(ws.heatmap(name).is_file() for name in explainer.layers):
-                done = int(state["rows_done"])
-        if done == 0 and ws.heatmaps_dir.exists():
-            shutil.rmtree(ws.heatmaps_dir)
-        ws.heatmaps_dir.mkdir(parents=True, exist_ok=True)
-        write_csv(ws.heatmap_index, _index_table(ctx, errors, targets))
-        arrays = {name: open_memmap(ws.heatmap(name), mode="r+") for name in explainer.layers} if done else {}
+        out = ws.staging("heatmaps", keep=resume)
+        done = _rows_done(out, fingerprint, explainer.layers) if resume else 0
+        if done == 0:
+            out = ws.staging("heatmaps")
+        try:
+            fill(out, done, fingerprint)
+        except BaseException:
+            if not out.heatmap_progress.is_file():  # nothing worth resuming: give the disk space back
+                remove(out.root, ws.root)
+            raise
+        ws.commit(out, [ws.heatmaps_dir])
+        return [ws.heatmap(name) for name in explainer.layers] + [ws.heatmap_index, ws.heatmap_layers]
+
+    def fill(out, done: int, fingerprint: str) -> None:
+        out.heatmaps_dir.mkdir(parents=True, exist_ok=True)
+        write_csv(out.heatmap_index, _index_table(ctx, errors, targets))
+        arrays = {name: open_memmap(out.heatmap(name), mode="r+") for name in explainer.layers} if done else {}
         loader = make_loader(Subset(dataset, positions[done:].tolist()), batch_size=batch_size)
         row = done
         for images, _, index in progress(loader, desc="heatmaps", unit="batch"):
             batch_targets = None if targets is None else torch.tensor(targets[row:row + len(images)])
             outputs, relevance = explainer.relevance(images, batch_targets)
             check_finite(outputs, dataset, index)
+            if not arrays:
+                arrays = _allocate(out, relevance, len(errors), dtype)
             for name, rel in relevance.items():
-                heat = channel_heatmap(rel).float().cpu().numpy()
-                if name not in arrays:
-                    arrays[name] = open_memmap(ws.heatmap(name), mode="w+", dtype=dtype, shape=(len(errors), *heat.shape[1:]))
-                arrays[name][row:row + len(images)] = heat.astype(dtype)
+                arrays[name][row:row + len(images)] = channel_heatmap(rel).float().cpu().numpy().astype(dtype)
             row += len(images)
             for array in arrays.values():
                 array.flush()
-            write_text(ws.heatmap_progress, json.dumps({"fingerprint": fingerprint, "rows_done": row}))
-        write_csv(ws.heatmap_layers, _layers_table(explainer, arrays))
+            write_text(out.heatmap_progress, json.dumps({"fingerprint": fingerprint, "rows_done": row}))
+        write_csv(out.heatmap_layers, _layers_table(explainer, arrays))
         del arrays
-        ws.heatmap_progress.unlink(missing_ok=True)
-        return [ws.heatmap(name) for name in explainer.layers] + [ws.heatmap_index, ws.heatmap_layers]
+        remove(out.heatmap_progress, ws.root)
 
-    ran = run_step(ctx, "heatmaps", VERSION, config=config, inputs=inputs, compute=compute, force=force, resumable=True)
-    return HeatmapsOutcome(ran, len(errors), pd.read_csv(ws.heatmap_layers))
+    ran = run_step(ctx, "heatmaps", VERSION, config=config, inputs=inputs, compute=compute, force=force, staged=True)
+    return HeatmapsOutcome(ran, len(errors), read_layers(ws))
+
+
+def _rows_done(out, fingerprint: str, layers: list[str]) -> int:
+    """Rows a killed run with the same ``fingerprint`` finished in the staging folder ``out`` (0: start over)."""
+    try:
+        state = json.loads(out.heatmap_progress.read_text(encoding="utf-8"))
+        rows = int(state["rows_done"]) if state.get("fingerprint") == fingerprint else 0
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return 0
+    return rows if all(out.heatmap(name).is_file() for name in layers) else 0
+
+
+def _allocate(out, relevance: dict, n: int, dtype: np.dtype) -> dict:
+    """A memory-mapped ``(n, N, M)`` array per layer, its disk space reserved first (see :func:`hudd.files.allocate`)."""
+    shapes = {name: (n, *channel_heatmap(rel).shape[1:]) for name, rel in relevance.items()}
+    require_space(out.heatmaps_dir / "images.csv", sum(int(np.prod(shape)) for shape in shapes.values()) * dtype.itemsize)
+    arrays = {}
+    for name, shape in shapes.items():
+        try:
+            arrays[name] = open_memmap(out.heatmap(name), mode="w+", dtype=dtype, shape=shape)
+        except OSError as exc:
+            raise storage_error(exc, out.heatmap(name)) from None
+        allocate(out.heatmap(name))
+    return arrays
 
 
 def _layers_table(explainer: Explainer, arrays: dict) -> pd.DataFrame:

@@ -45,7 +45,10 @@ from ..progress import echo
 from ..retraining import bootstrap_balance, bootstrap_to, reduced_improvement_set
 from ..stats import a12, mann_whitney_p
 from ..training import TrainSettings, fit
-from ..workspace import file_hash, listing_hash, write_csv
+from ..files import file_hash, listing_hash, write_csv
+from ..labels import LABELS_FIX
+from ..labels import read_labels as labels_table
+from ..readers import redo
 from . import doctor as doctor_step
 from .assign import assigned_method
 from .common import Context, run_step
@@ -81,8 +84,8 @@ def read_labels(ctx: Context) -> tuple[pd.DataFrame, np.ndarray]:
     ws = ctx.workspace
     if not ws.labels_csv.is_file() or not ws.unsafe_csv.is_file():
         raise HuddError(f"{ws.labels_csv}: missing; run `hudd assign {ctx.case.root}` first, then label the images it lists")
-    labels = pd.read_csv(ws.labels_csv, keep_default_na=False, dtype=str)
-    unsafe = pd.read_csv(ws.unsafe_csv, keep_default_na=False)
+    labels = labels_table(ws.labels_csv, fix=LABELS_FIX)
+    unsafe = labels_table(ws.unsafe_csv, fix=redo("assign"))
     spec = ctx.model.spec
     wanted = ["label"] if spec.task == "classification" else [f"{name}_{axis}" for name in spec.keypoints for axis in ("x", "y")]
     if not {"image", *wanted} <= set(labels.columns):

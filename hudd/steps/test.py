@@ -15,7 +15,8 @@ import pandas as pd
 
 from ..data import ImageDataset
 from ..predictions import predict, score
-from ..workspace import write_csv
+from ..files import write_csv
+from ..readers import read_table, redo
 from .common import Context, run_step
 
 __all__ = ["TestOutcome", "run", "VERSION", "SPLIT_FILES"]
@@ -49,4 +50,5 @@ def run(ctx: Context, *, force: bool = False) -> TestOutcome:
         return outputs
 
     ran = run_step(ctx, "test", VERSION, config={"error_px": ctx.config.error_px}, inputs=inputs, compute=compute, force=force)
-    return TestOutcome(ran, pd.read_csv(ctx.workspace.train_result), pd.read_csv(ctx.workspace.test_result))
+    results = [read_table(path, {"image": "str", "correct": "bool"}, fix=redo("test")) for path in (ctx.workspace.train_result, ctx.workspace.test_result)]
+    return TestOutcome(ran, *results)
