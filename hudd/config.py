@@ -7,6 +7,7 @@ the key and where the value came from. ``hudd config CASE`` prints the effective
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 from pathlib import Path
 from typing import Any, Mapping
@@ -95,8 +96,8 @@ def _check(name: str, value: Any, source: str) -> Any:
         if not isinstance(value, int):
             raise HuddError(f"{where}, must be an integer")
     elif isinstance(default, float):
-        if not isinstance(value, (int, float)):
-            raise HuddError(f"{where}, must be a number")
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise HuddError(f"{where}, must be a finite number")
         value = float(value)
     elif isinstance(default, tuple):
         if isinstance(value, str):

@@ -38,6 +38,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from .errors import HuddError
+from .readers import read_table
 from .models.checkpoint import ModelSpec, describe_input
 
 __all__ = [
@@ -269,12 +270,10 @@ def read_params(case: Case, split: str) -> pd.DataFrame | None:
     path = case.split_dir(split) / "params.csv"
     if not path.is_file():
         return None
-    try:
-        table = pd.read_csv(path)
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
-        raise HuddError(f"{path}: cannot parse ({exc}); fix or remove it") from exc
-    if "image" not in table.columns:
-        raise HuddError(f"{path}: has no 'image' column; fix or remove it")
+    fix = "fix or remove it"
+    table = read_table(path, {"image": "str"}, fix=fix, written=False)
+    if "cause" in table.columns:
+        table["cause"] = read_table(path, {"cause": "str"}, fix=fix, written=False, dtype=str, keep_default_na=False)["cause"]
     table["image"] = [f"{split}/{name}" for name in table["image"]]
     return table
 

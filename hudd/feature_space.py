@@ -70,11 +70,17 @@ class FeatureSpace:
     @classmethod
     def load(cls, path: Path) -> "FeatureSpace":
         """Read ``path`` written by :meth:`save`; a damaged file is a HuddError naming it."""
+        fix = "rerun the clustering that wrote it with --force"
         try:
             with np.load(path, allow_pickle=False) as data:
-                return cls(*(np.asarray(data[key], dtype=np.float64) for key in ("mean", "scale", "center", "components")))
+                mean, scale, center, components = (np.asarray(data[key], dtype=np.float64) for key in ("mean", "scale", "center", "components"))
         except (OSError, ValueError, EOFError, KeyError, TypeError) as exc:
             if isinstance(exc, OSError) and exc.errno is not None:
                 raise
-            raise HuddError(f"{path}: not a readable feature space ({exc or type(exc).__name__}); "
-                            f"rerun the clustering that wrote it with --force") from None
+            raise HuddError(f"{path}: not a readable feature space ({exc or type(exc).__name__}); {fix}") from None
+        d = len(mean)
+        if not (mean.shape == scale.shape == center.shape == (d,) and components.ndim == 2 and components.shape[1] == d):
+            raise HuddError(f"{path}: arrays of inconsistent shapes; {fix}")
+        if not all(np.isfinite(a).all() for a in (mean, scale, center, components)) or not (scale > 0).all():
+            raise HuddError(f"{path}: holds NaN, infinite or zero scale values; {fix}")
+        return cls(mean, scale, center, components)

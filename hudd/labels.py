@@ -25,7 +25,7 @@ LABELS_FIX = "correct it in a spreadsheet, keeping the columns hudd wrote, and s
 
 def read_labels(path: Path, *, fix: str) -> pd.DataFrame:
     """``labels.csv`` as strings (blank cells empty), checked: UTF-8, an ``image`` column, at least one row."""
-    return read_table(path, {"image": "str"}, fix=fix, dtype=str, keep_default_na=False)
+    return read_table(path, {"image": "str"}, fix=fix, written=False, dtype=str, keep_default_na=False)
 
 
 def _history(ws: Workspace) -> pd.DataFrame:

@@ -15,7 +15,7 @@ import pandas as pd
 
 from .errors import HuddError
 
-__all__ = ["read_table", "load_array", "redo"]
+__all__ = ["read_table", "load_array", "check_images", "redo"]
 
 _TRUE = {"true", "1", "yes"}
 _FALSE = {"false", "0", "no"}
@@ -28,8 +28,12 @@ def redo(step: str) -> str:
 
 def _coerce(path: Path, table: pd.DataFrame, column: str, kind: str, fix: str) -> pd.Series:
     values = table[column]
-    if kind == "str":
-        return values.fillna("").astype(str)
+    if kind in ("str", "text"):
+        text = values.fillna("").astype(str)
+        blank = np.flatnonzero((text.str.strip() == "").to_numpy()) if kind == "str" else []
+        if len(blank):
+            raise HuddError(f"{path}: row {blank[0] + 2}, column {column} is blank; {fix}")
+        return text
     if kind == "bool":
         if values.dtype == bool:
             return values
@@ -47,12 +51,15 @@ def _coerce(path: Path, table: pd.DataFrame, column: str, kind: str, fix: str) -
 
 
 def read_table(path: Path, columns: Mapping[str, str] | tuple = (), *, fix: str, allow_empty: bool = False,
-               **kwargs) -> pd.DataFrame:
+               written: bool = True, **kwargs) -> pd.DataFrame:
     """Read a UTF-8 CSV with pandas; ``columns`` must be present (a mapping also gives each column's type:
-    ``str``, ``int``, ``float`` or ``bool``, coerced). ``fix`` says what to do when the file is bad."""
+    ``str`` (not blank), ``text``, ``int``, ``float`` or ``bool``, coerced). ``fix`` says what to do when the
+    file is bad. A file hudd wrote (``written``) must end with a line break, else it was cut short."""
     path = Path(path)
     if not path.is_file():
         raise HuddError(f"{path}: missing; {fix}")
+    if written and not _ends_with_newline(path):
+        raise HuddError(f"{path}: cut short (its last line is incomplete); {fix}")
     try:
         table = pd.read_csv(path, encoding="utf-8", **kwargs)
     except UnicodeDecodeError:
@@ -72,8 +79,18 @@ def read_table(path: Path, columns: Mapping[str, str] | tuple = (), *, fix: str,
     return table
 
 
-def load_array(path: Path, *, ndim: int | None = None, rows: int | None = None, fix: str, mmap: bool = False) -> np.ndarray:
-    """Load a numeric ``.npy`` (memory-mapped when ``mmap``) and check it has ``ndim`` dimensions and ``rows`` rows."""
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        if fh.seek(0, 2) == 0:
+            return True  # empty: reported as such by the parser
+        fh.seek(-1, 2)
+        return fh.read(1) == b"\n"
+
+
+def load_array(path: Path, *, ndim: int | None = None, rows: int | None = None, finite: bool = False, fix: str,
+               mmap: bool = False) -> np.ndarray:
+    """Load a numeric ``.npy`` (memory-mapped when ``mmap``) and check it has ``ndim`` dimensions, ``rows`` rows
+    and, with ``finite``, no NaN or infinity (checked in blocks of rows, so memory stays bounded)."""
     path = Path(path)
     if not path.is_file():
         raise HuddError(f"{path}: missing; {fix}")
@@ -89,4 +106,13 @@ def load_array(path: Path, *, ndim: int | None = None, rows: int | None = None, 
         raise HuddError(f"{path}: has {array.ndim} dimensions {array.shape}, expected {ndim}; {fix}")
     if rows is not None and len(array) != rows:
         raise HuddError(f"{path}: has {len(array)} rows, expected {rows}; {fix}")
+    if finite and not all(np.isfinite(array[start:start + 1024]).all() for start in range(0, len(array), 1024)):
+        raise HuddError(f"{path}: holds NaN or infinite values; {fix}")
     return array
+
+
+def check_images(path: Path, images, datasets: Path, fix: str) -> None:
+    """Every image id in ``images`` (listed by the file ``path``) is a file under ``datasets``."""
+    missing = [image for image in images if not (Path(datasets) / str(image)).is_file()]
+    if missing:
+        raise HuddError(f"{path}: lists {missing[0]}, which is not an image in {datasets} ({len(missing)} such rows); {fix}")

@@ -245,8 +245,7 @@ class Workspace:
 
     # ---- staging -------------------------------------------------------------------------
     def staging(self, step: str, *, keep: bool = False) -> "Workspace":
-        """A workspace of the same layout under ``.staging/<step>/`` for ``step``'s new outputs, emptied
-        first unless ``keep`` (a resumable step continuing); :meth:`commit` swaps them in."""
+        """``.staging/<step>/``, in this layout, for ``step``'s new outputs; emptied unless ``keep`` (resuming)."""
         staged = Workspace(self.root / ".staging" / step, staged_for=step)
         if not keep:
             remove(staged.root, self.root)

@@ -26,7 +26,7 @@ import torch
 from tests.conftest import copy_case, one_line_error, run_cli
 
 MODEL = "DNNModels/alexnet-small.pt"
-_BOOKKEEPING = {"manifest.json", ".lock", "labels-backup.csv", "report.html"}
+_BOOKKEEPING = {"manifest.json", ".lock", "report.html"}
 
 
 # ---- fixtures and helpers ------------------------------------------------------------------------

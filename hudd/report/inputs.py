@@ -18,6 +18,7 @@ from ..errors import HuddError
 from ..methods import PAPER
 from ..steps.assign import assigned_method
 from ..models import ModelSpec
+from ..readers import read_table
 from ..workspace import Workspace
 
 __all__ = ["ReportInputs", "SetCount", "read_inputs", "STEPS"]
@@ -93,13 +94,15 @@ class ReportInputs:
         return Path(os.path.relpath(path, self.base or self.workspace.root)).as_posix()
 
 
-def _csv(path: Path, problems: list[str], **kwargs) -> pd.DataFrame | None:
+def _csv(path: Path, problems: list[str], columns=(), **kwargs) -> pd.DataFrame | None:
+    """The table at ``path`` checked by :func:`hudd.readers.read_table`; None (and the problem noted) when it is
+    missing or damaged, so the report still shows everything else."""
     if not path.is_file():
         return None
     try:
-        return pd.read_csv(path, **kwargs)
-    except (OSError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        problems.append(f"{path}: unreadable ({exc}); rerun the step that writes it")
+        return read_table(path, columns, fix="rerun the step that writes it", allow_empty=True, **kwargs)
+    except HuddError as exc:
+        problems.append(str(exc))
         return None
 
 
@@ -125,20 +128,22 @@ def read_inputs(ctx) -> ReportInputs:
     strings = {"keep_default_na": False}  # class names such as "NA" stay text; the group column stays ""
     data = ReportInputs(case=ctx.case, workspace=ws, config=ctx.config, spec=ctx.model.spec, model_file=ctx.model.path.name,
                         manifest=ws.read_manifest(), sets=_sets(ctx), problems=problems)
-    data.train = _csv(ws.train_result, problems, **strings)
-    data.test = _csv(ws.test_result, problems, **strings)
-    data.layers = _csv(ws.heatmap_layers, problems)
-    data.summary = _csv(ws.summary_csv, problems, **strings)
+    results = {"image": "str", "correct": "bool"}
+    data.train = _csv(ws.train_result, problems, results, **strings)
+    data.test = _csv(ws.test_result, problems, results, **strings)
+    data.layers = _csv(ws.heatmap_layers, problems, {"layer": "str", "alias": "str"})
+    data.summary = _csv(ws.summary_csv, problems, {"group": "text", "layer": "str", "selected": "bool"}, **strings)
     data.method = ws.active_method()
     name = data.method["name"]
-    data.clusters = _csv(ws.method_clusters_csv(name), problems)
+    clusters = {"image": "str", "cluster": "str"}
+    data.clusters = _csv(ws.method_clusters_csv(name), problems, clusters)
     if name != PAPER:
         data.method_row = _csv(ws.cluster_dir(name) / "method.csv", problems, **strings)
-        data.paper_clusters = _csv(ws.clusters_csv, problems)
+        data.paper_clusters = _csv(ws.clusters_csv, problems, clusters)
         if data.clusters is not None:
             data.clusters["layer"] = name
-    data.unsafe = _csv(ws.unsafe_csv, problems, **strings)
-    data.quotas = _csv(ws.quotas_csv, problems, **strings)
+    data.unsafe = _csv(ws.unsafe_csv, problems, clusters, **strings)
+    data.quotas = _csv(ws.quotas_csv, problems, {"cluster": "str", "size": "int", "quota": "int", "selected": "int"}, **strings)
     data.clusterings = _csv(ws.clusterings_csv, problems, **strings)
     assigned = assigned_method(ws)
     if data.unsafe is not None and assigned != name:

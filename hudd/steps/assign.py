@@ -49,14 +49,14 @@ from ..features import extract_features
 from ..methods import PAPER, resolve
 from ..predictions import check_finite, predict
 from ..progress import progress
-from ..readers import load_array, read_table, redo
+from ..readers import check_images, load_array, read_table, redo
 from ..workspace import Workspace
 from ..files import save_npy, write_csv
 from . import feature_cluster
 from .common import Context, run_step
-from .heatmaps import channel_heatmap, read_index
+from .heatmaps import channel_heatmap, read_index, read_layers
 
-__all__ = ["AssignOutcome", "run", "assigned_method", "VERSION"]
+__all__ = ["AssignOutcome", "run", "assigned_method", "read_unsafe", "VERSION"]
 
 VERSION = 3  # 2: quotas.csv; 3: the clusters of any method (config "method")
 
@@ -84,12 +84,25 @@ def _clusters(ctx: Context, method: str) -> pd.DataFrame:
         run = f"hudd analyze {ctx.case.root}" if method == PAPER else f"hudd cluster {ctx.case.root} --method {method}"
         raise HuddError(f"{path}: no root-cause clusters yet; run `{run}` first")
     columns = {"image": "str", "cluster": "str"} | ({"layer": "str"} if method == PAPER else {})
-    clusters = read_table(path, columns, fix=redo("cluster" if method == PAPER else f"cluster --method {method}"))
+    fix = redo("cluster" if method == PAPER else f"cluster --method {method}")
+    clusters = read_table(path, columns, fix=fix)
+    check_images(path, clusters["image"], ctx.case.datasets, fix)
+    if method == PAPER:
+        _check_against_heatmaps(ws, path, clusters, fix)
     clusters = clusters[clusters["cluster"] != NOISE].reset_index(drop=True)
     if clusters.empty:
         raise HuddError(f"{path}: every error-inducing image is {NOISE}, no cluster to assign to; "
                         f"try another --method or --clusterer in `hudd cluster`")
     return clusters
+
+
+def _check_against_heatmaps(ws: Workspace, path, clusters: pd.DataFrame, fix: str) -> None:
+    """The paper's clusters hold exactly the images of ``Heatmaps/images.csv``, in layers that have heatmaps."""
+    if set(clusters["image"]) != set(read_index(ws)["image"]):
+        raise HuddError(f"{path}: its images differ from those of {ws.heatmap_index}; {fix}")
+    unknown = sorted(set(clusters["layer"]) - set(read_layers(ws)["layer"]))
+    if unknown:
+        raise HuddError(f"{path}: names layer {unknown[0]!r}, which has no heatmaps in {ws.heatmaps_dir}; {fix}")
 
 
 def _face_element(cluster: str) -> str:
@@ -129,7 +142,7 @@ def _keep_typed_labels(ctx: Context, labels: pd.DataFrame) -> pd.DataFrame:
 def _prefilled(ws: Workspace) -> pd.DataFrame | None:
     """What the last assign pre-filled into ``labels.csv`` (its ``unsafe.csv``, by image); None when unreadable."""
     try:
-        return read_labels(ws.unsafe_csv, fix="").drop_duplicates("image").set_index("image")
+        return read_unsafe(ws).drop_duplicates("image").set_index("image")
     except HuddError:
         return None
 
@@ -154,7 +167,8 @@ def _heatmap_linkage(ctx: Context, clusters: pd.DataFrame, names: list[str], dat
         layer = layer_of[names[columns[0]]]
         rows = np.array([i for i, image in enumerate(index["image"]) if _face_element(label_of[image]) == element])
         order, starts = _sorted_by_cluster(np.array([names.index(label_of[index["image"][r]]) for r in rows]), columns)
-        reference = np.asarray(load_array(ws.heatmap(layer), ndim=3, rows=len(index), mmap=True, fix=redo("heatmaps"))[rows[order]], dtype=np.float64).reshape(len(rows), -1)
+        heatmaps = load_array(ws.heatmap(layer), ndim=3, rows=len(index), mmap=True, fix=redo("heatmaps"))
+        reference = np.asarray(heatmaps[rows[order]], dtype=np.float64).reshape(len(rows), -1)
         explainer = Explainer(ctx.model.module, composite=ctx.config.lrp_rule, layers=[layer], device=ctx.device)
         members = spec.keypoint_groups.get(element, list(range(len(spec.keypoints)))) if spec.task == "keypoints" else None
         groups.append((layer, columns, reference, starts, explainer, members))
@@ -184,8 +198,12 @@ def _feature_linkage(ctx: Context, method: str, clusters: pd.DataFrame, names: l
     """``(M, K)`` single-linkage distances, in the feature space ``method`` clustered in, of the improvement
     images' features to the clusters' members, and the model's predictions."""
     errors = read_table(ctx.workspace.layer_clusters_csv(method), {"image": "str"}, fix=redo(f"cluster --method {method}"))["image"]
-    features = load_array(ctx.workspace.cluster_dir(method) / "features.npy", ndim=2, rows=len(errors), fix=redo(f"cluster --method {method}"))
+    features = load_array(ctx.workspace.cluster_dir(method) / "features.npy", ndim=2, rows=len(errors), finite=True,
+                          fix=redo(f"cluster --method {method}"))
     space = feature_cluster.space(ctx, method)
+    if len(space.mean) != features.shape[1]:
+        raise HuddError(f"{ctx.workspace.cluster_dir(method) / 'space.npz'}: made for {len(space.mean)} features, features.npy has "
+                        f"{features.shape[1]}; {redo(f'cluster --method {method}')}")
     row_of = {image: i for i, image in enumerate(errors)}
     order, starts = _sorted_by_cluster(np.array([names.index(c) for c in clusters["cluster"]]), np.arange(len(names)))
     reference = space.transform(features[[row_of[image] for image in clusters["image"].to_numpy()[order]]])
@@ -261,7 +279,12 @@ def run(ctx: Context, *, method: str | None = None, budget: int | None = None, f
 
     record_typed_labels(ws, _prefilled(ws))
     ran = run_step(ctx, "assign", VERSION, config=config, inputs=inputs, compute=compute, force=force, staged=True)
-    return AssignOutcome(ran, read_labels(ws.unsafe_csv, fix=redo("assign")), pd.read_csv(ws.quotas_csv))
+    return AssignOutcome(ran, read_unsafe(ws), pd.read_csv(ws.quotas_csv))
+
+
+def read_unsafe(ws: Workspace) -> pd.DataFrame:
+    """``UnsafeSet/unsafe.csv`` as text (blank label cells empty), checked."""
+    return read_table(ws.unsafe_csv, {"image": "str", "cluster": "str"}, fix=redo("assign"), dtype=str, keep_default_na=False)
 
 
 def _cluster_key(column: pd.Series) -> pd.Series:

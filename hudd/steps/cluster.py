@@ -33,7 +33,7 @@ from ..export.tables import EXCEL_MAX_COLUMNS, write_distance_sheet
 from ..progress import echo, progress
 from ..workspace import Workspace
 from ..files import remove, save_npy, write_csv
-from ..readers import load_array, read_table, redo
+from ..readers import check_images, load_array, read_table, redo
 from .heatmaps import read_index, read_layers
 from .common import Context, run_step
 
@@ -134,6 +134,7 @@ def run(ctx: Context, *, force: bool = False) -> ClusterOutcome:
         raise HuddError(f"{ws.heatmaps_dir}: no finished heatmaps; run `hudd heatmaps {ctx.case.root}` first")
     layers = read_layers(ws)
     index = read_index(ws)
+    check_images(ws.heatmap_index, index["image"], ctx.case.datasets, redo("heatmaps"))
     config = {key: getattr(ctx.config, key) for key in ("k_min", "k_max")}
     config["device"] = ctx.device.type
     inputs = {"heatmaps": entry["fingerprint"]}
@@ -154,7 +155,7 @@ def run(ctx: Context, *, force: bool = False) -> ClusterOutcome:
         summary = _explained(summary, best)
         final = []
         for row in summary[summary["selected"]].itertuples():
-            table = pd.read_csv(out.layer_clusters_csv(unit_name(row.group, row.layer)))
+            table = pd.read_csv(out.layer_clusters_csv(unit_name(row.group, row.layer)), dtype=str)
             table["layer"] = row.layer
             final.append(table)
         clusters = pd.concat(final).set_index("image").loc[index["image"]].reset_index()
@@ -176,4 +177,8 @@ def run(ctx: Context, *, force: bool = False) -> ClusterOutcome:
 
 def read_summary(ws: Workspace) -> pd.DataFrame:
     """``summary.csv``, checked (blank cells stay empty strings)."""
-    return read_table(ws.summary_csv, {"group": "str", "layer": "str", "selected": "bool"}, fix=redo("cluster"), keep_default_na=False)
+    summary = read_table(ws.summary_csv, {"group": "text", "layer": "str", "selected": "bool"}, fix=redo("cluster"), keep_default_na=False)
+    unselected = sorted(set(summary["group"]) - set(summary.loc[summary["selected"], "group"]))
+    if unselected or summary.loc[summary["selected"], "group"].duplicated().any():
+        raise HuddError(f"{ws.summary_csv}: needs exactly one selected layer per group; {redo('cluster')}")
+    return summary

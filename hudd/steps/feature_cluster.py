@@ -51,6 +51,7 @@ from ..feature_clustering import CLUSTERERS, REDUCERS, FeatureClustering, cluste
 from ..feature_space import FeatureSpace
 from ..features import MODEL, PRETRAINED, PRETRAINED_BLOCK, FeatureExtractor, extract_features, make_extractor
 from ..progress import echo
+from ..readers import read_table, redo
 from ..workspace import Workspace
 from ..files import file_hash, save_npy, write_csv
 from .cluster import cluster_name, write_wicd
@@ -114,9 +115,13 @@ def space(ctx: Context, method: str) -> FeatureSpace:
 
 def extractor_of(ctx: Context, method: str) -> FeatureExtractor:
     """The extractor a finished ``method`` used, rebuilt from its ``method.csv`` (for ``hudd assign``)."""
-    row = pd.read_csv(_paths(ctx, method)["method.csv"], keep_default_na=False).iloc[0]
-    weights = Path(row["weights"]) if row["weights"] else None
-    return make_extractor(str(row["extractor_name"]), model=ctx.model.module, weights=weights)
+    path = _paths(ctx, method)["method.csv"]
+    row = read_table(path, {"extractor_name": "str", "weights": "text"}, fix=redo(f"cluster --method {method}"),
+                     keep_default_na=False).iloc[0]
+    try:
+        return make_extractor(row["extractor_name"], model=ctx.model.module, weights=Path(row["weights"]) if row["weights"] else None)
+    except HuddError as exc:
+        raise HuddError(f"{path}: its extractor cannot be rebuilt ({exc}); {redo(f'cluster --method {method}')}") from None
 
 
 def _error_dataset(ctx: Context, errors: pd.DataFrame) -> ImageDataset:

@@ -48,9 +48,8 @@ from ..training import TrainSettings, fit
 from ..files import file_hash, listing_hash, write_csv
 from ..labels import LABELS_FIX
 from ..labels import read_labels as labels_table
-from ..readers import redo
 from . import doctor as doctor_step
-from .assign import assigned_method
+from .assign import assigned_method, read_unsafe
 from .common import Context, run_step
 
 __all__ = ["RetrainOutcome", "run", "read_labels", "compare", "VERSION", "DOCTOR_METHODS", "DOCTOR_KEYS"]
@@ -85,7 +84,7 @@ def read_labels(ctx: Context) -> tuple[pd.DataFrame, np.ndarray]:
     if not ws.labels_csv.is_file() or not ws.unsafe_csv.is_file():
         raise HuddError(f"{ws.labels_csv}: missing; run `hudd assign {ctx.case.root}` first, then label the images it lists")
     labels = labels_table(ws.labels_csv, fix=LABELS_FIX)
-    unsafe = labels_table(ws.unsafe_csv, fix=redo("assign"))
+    unsafe = read_unsafe(ws)
     spec = ctx.model.spec
     wanted = ["label"] if spec.task == "classification" else [f"{name}_{axis}" for name in spec.keypoints for axis in ("x", "y")]
     if not {"image", *wanted} <= set(labels.columns):
