@@ -378,6 +378,17 @@ def export_cmd(case, model, trust_model, arch, force, **kwargs):
         click.echo("exported: " + ", ".join(str(ctx.workspace.cluster_dir(u)) for u in units))
 
 
+@cli.command()
+@click.argument("case")
+@_step_options
+def describe(case, model, trust_model, arch, force, **kwargs):
+    """Step 2b: say what each cluster's images have in common (HUDD/descriptions.csv, HUDD/findings.csv)."""
+    from .steps import describe as describe_step
+
+    with _step_context(case, "describe", model, trust_model, arch, kwargs) as ctx:
+        click.echo("\n".join(describe_step.run(ctx, force=force).findings["sentence"]))
+
+
 @cli.command("config")
 @click.argument("case")
 @_config_options("device", "batch_size", "seed", "epochs", "lr", "workspace")

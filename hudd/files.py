@@ -131,9 +131,8 @@ def listing_hash(root: Path, relpaths: Iterable[str]) -> str:
 
 
 def _confined(path: Path, root: Path) -> Path:
-    """``path`` (relative to ``root`` or absolute) with its parent's links resolved; a HuddError unless strictly inside ``root``."""
-    root = Path(root)
-    path = root / path
+    """``path`` with its parent's links resolved; a HuddError unless it lies strictly inside ``root``."""
+    root, path = Path(root), Path(path)
     inside = root.resolve()
     target = path.parent.resolve() / path.name
     if path.name in ("", ".", "..") or target == inside or not target.is_relative_to(inside):

@@ -30,6 +30,7 @@ from .methods import HUDD, PAPER, resolve
 from .progress import note
 from .steps import assign as assign_step
 from .steps import cluster as cluster_step
+from .steps import describe as describe_step
 from .steps import doctor as doctor_step
 from .steps import export as export_step
 from .steps import feature_cluster
@@ -50,6 +51,7 @@ class ClusterPipelineOutcome:
     note: str
     paper: cluster_step.ClusterOutcome | None
     feature: feature_cluster.FeatureOutcome | None
+    described: describe_step.DescribeOutcome
 
     @property
     def clusters(self) -> pd.DataFrame:
@@ -77,7 +79,7 @@ class RetrainPipelineOutcome:
 
 def cluster(ctx: Context, method: str = HUDD, *, heatmaps: bool = True, force: bool = False,
             **feature_options) -> ClusterPipelineOutcome:
-    """Cluster the error-inducing images with ``method`` and make it the workspace's active method.
+    """Cluster the error-inducing images with ``method``, make it the workspace's active method and describe its clusters.
 
     ``hudd`` runs :data:`hudd.methods.PRIMARY` (or the paper's method without the pretrained extra,
     with a note) and the paper's clustering as the second view: with ``heatmaps`` the heatmaps are
@@ -97,11 +99,11 @@ def cluster(ctx: Context, method: str = HUDD, *, heatmaps: bool = True, force: b
         paper = cluster_step.run(ctx, force=force)
         export_step.run(ctx, force=force)
     ctx.workspace.set_active_method(name, requested=method, note=fallback_note)
-    return ClusterPipelineOutcome(name, fallback_note, paper, feature)
+    return ClusterPipelineOutcome(name, fallback_note, paper, feature, describe_step.run(ctx, force=force))
 
 
 def analyze(ctx: Context, *, method: str = HUDD, force: bool = False) -> AnalyzeOutcome:
-    """Test the model, cluster its errors with ``method`` (and export them), write the report."""
+    """Test the model, cluster its errors with ``method`` (export and describe them), write the report."""
     tested = test_step.run(ctx, force=force)
     clustering = cluster(ctx, method, force=force)
     return AnalyzeOutcome(tested, clustering, report_step.run(ctx))

@@ -97,6 +97,7 @@ def clustering_summary(clustering, workspace, requested: str) -> str:
         lines.append(feature_summary(clustering.feature.summary, clustering.feature.clusters, workspace.cluster_dir(clustering.method)))
     lines.append(f"active method: {clustering.method}" + (f" (for {requested})" if requested != clustering.method else "")
                  + ": hudd assign, evaluate and the report use its clusters")
+    lines += ["what each cluster's images have in common (HUDD/findings.csv):", *clustering.described.findings["sentence"]]
     return "\n".join(lines)
 
 

@@ -7,6 +7,7 @@ No other module builds a path into the workspace. Layout (``<case>/HUDD/`` by de
     Heatmaps/<layer>.npy     (n_error_images, N, M) relevance; rows indexed by Heatmaps/images.csv
     ClusterAnalysis/<layer>/ distances.npy, distances.xlsx, wicd.csv, wicd.png, clusters.csv, C<i>/, C<i>.gif
     clusters.csv, summary.csv
+    descriptions.csv, findings.csv, Properties/TestSet.csv   what each cluster's images have in common
     UnsafeSet/C<i>/, unsafe.csv, quotas.csv, labels.csv; labels-history.csv
     Retrain/metrics.csv, Retrain/comparison.csv
     evaluation.csv           clusters scored against the simulator's injected causes
@@ -23,11 +24,9 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import fcntl
 import hashlib
 import json
 import os
-import socket
 import sys
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
@@ -37,6 +36,7 @@ import numpy as np
 from . import __version__
 from .errors import HuddError
 from .files import remove, replace, sweep, write_text
+from .lock import holding
 from .methods import PAPER
 
 __all__ = ["Workspace", "fingerprint", "utc_now"]
@@ -230,6 +230,20 @@ class Workspace:
         """Every label ever typed into ``labels.csv`` (see :mod:`hudd.labels`); only appended to."""
         return self.root / "labels-history.csv"
 
+    def properties_csv(self, split: str) -> Path:
+        """Interpretable properties of every image of ``split`` (:mod:`hudd.image_properties`)."""
+        return self.root / "Properties" / f"{split}.csv"
+
+    @property
+    def descriptions_csv(self) -> Path:
+        """Per cluster, the conditions that set its images apart (:mod:`hudd.describe`)."""
+        return self.root / "descriptions.csv"
+
+    @property
+    def findings_csv(self) -> Path:
+        """One sentence per cluster, largest first."""
+        return self.root / "findings.csv"
+
     @property
     def evaluation_csv(self) -> Path:
         return self.root / "evaluation.csv"
@@ -313,7 +327,7 @@ class Workspace:
         outputs = sorted(str(Path(p).resolve().relative_to(self.root.resolve())) for p in outputs)
         for rel in entry.get("outputs" if entry.get("done") else "previous_outputs", []):
             if not any(rel == out or out.startswith(f"{rel}/") or rel.startswith(f"{out}/") for out in outputs):
-                remove(rel, self.root)
+                remove(self.root / rel, self.root)
         data["steps"][step] = {
             "done": True,
             "fingerprint": fingerprint,
@@ -346,33 +360,10 @@ class Workspace:
     # ---- lock ----------------------------------------------------------------------------
     @contextlib.contextmanager
     def locked(self, command: str) -> Iterator[None]:
-        """Hold the workspace lock (an ``flock`` on ``.lock``, released by the kernel even on SIGKILL) and tidy
-        what a killed run left; a second holder gets a HuddError naming the first."""
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            fh = open(self.lock_path, "a+", encoding="utf-8")
-        except OSError as exc:
-            raise HuddError(f"{self.root}: cannot write to the workspace ({exc.strerror}); make it writable or choose another --workspace") from None
-        try:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                fh.seek(0)
-                holder = fh.read().strip() or "another hudd process"
-                raise HuddError(f"{self.root}: workspace is in use by {holder}; wait for it to finish or use another --workspace") from None
-            fh.seek(0)
-            fh.truncate()
-            fh.write(f"pid {os.getpid()} on {socket.gethostname()} ({command}, started {utc_now()})")
-            fh.flush()
+        """Hold the workspace lock (:func:`hudd.lock.holding`) and tidy what a killed run left behind."""
+        with holding(self.root, self.lock_path, f"{command}, started {utc_now()}"):
             sweep(self.root)
-            try:
-                yield
-            finally:
-                fh.seek(0)
-                fh.truncate()
-                fcntl.flock(fh, fcntl.LOCK_UN)
-        finally:
-            fh.close()
+            yield
 
 
 def _manifest_problem(data: Any) -> str:

@@ -107,3 +107,14 @@ def test_a_killed_write_leaves_no_temporary_file_and_an_interrupted_swap_is_undo
     assert run_cli("test", str(case)).exit_code == 0
     assert not list(ws.rglob("*.tmp")) and not (ws / ".Heatmaps.old").exists()
     assert _artifacts(case) == before
+
+
+def test_steps_swap_their_outputs_into_place_from_a_relative_case_path(analyzed: Path, tmp_path: Path, monkeypatch):
+    case = copy_case(analyzed, tmp_path)
+    monkeypatch.chdir(case.parent)
+    before = set(_digests(case))
+    for command in ("heatmaps", "cluster", "assign"):
+        result = run_cli(command, "case", "--force")
+        assert result.exit_code == 0, result.output
+    assert not (case / "HUDD/case").exists() and not list((case / "HUDD").glob(".staging/*"))
+    assert before <= set(_artifacts(case)), "every output is in its place"

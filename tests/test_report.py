@@ -81,6 +81,11 @@ def test_full_report_holds_layers_clusters_scores_unsafe_set_and_retraining_and_
         assert f"{name} animation" in html and f"{name} contact sheet" in html and f"{name} simulator parameters" in html
     assert "variance ratio RR" in html and "Purity <b>" in html and "dominant cause" in html
     assert "Every step is done." in html and "not run yet" not in html
+    assert html.index('id="findings"') < html.index('id="steps"'), "the report opens with the findings"
+    anchors = re.findall(r'href="#([^"]+)"', html)
+    assert anchors and all(f'id="{anchor}"' in html for anchor in anchors), "every in-page link resolves"
+    for sentence in pd.read_csv(ws / "findings.csv")["sentence"]:
+        assert esc(sentence.split(" ", 1)[1]) in html
     for method in ("original", "hudd", "B1", "B2"):
         assert f"<td>{method}</td>" in html, method
     assert "A12 vs B1" in html and "UnsafeSet/labels.csv" in html

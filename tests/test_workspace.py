@@ -139,12 +139,12 @@ def test_remove_refuses_every_path_outside_its_root(tmp_path: Path):
     outside.mkdir()
     (outside / "model.pt").write_bytes(b"weights")
     (root / "escape").symlink_to(outside)
-    for path in [outside, Path("../DNNModels"), root / "escape" / "model.pt", Path("."), root]:
+    for path in [outside, root / "../DNNModels", root / "escape" / "model.pt", root / ".", root]:
         with pytest.raises(HuddError, match="hudd deletes only files inside its workspace"):
             remove(path, root)
     remove(root / "escape", root)
     assert (outside / "model.pt").read_bytes() == b"weights", "a link is removed, never followed"
-    remove("Heatmaps", root)
+    remove(root / "Heatmaps", root)
     assert not (root / "Heatmaps").exists() and root.is_dir()
 
 

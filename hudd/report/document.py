@@ -8,6 +8,7 @@ from .. import __version__
 from ..files import write_text
 from .clusters import clusters_section
 from .compare import comparison_section
+from .findings import findings_section
 from .html import code, esc, page
 from .inputs import read_inputs
 from .layers import layers_section
@@ -17,7 +18,7 @@ from .unsafe import unsafe_section
 
 __all__ = ["build_report", "write_report"]
 
-_NAV = (("steps", "Steps"), ("model", "Model"), ("data", "Data"), ("test", "Test results"), ("layers", "Layers"),
+_NAV = (("findings", "Findings"), ("steps", "Steps"), ("model", "Model"), ("data", "Data"), ("test", "Test results"), ("layers", "Layers"),
         ("clusters", "Root-cause clusters"), ("unsafe", "Unsafe set"), ("retrain", "Retraining"))
 
 
@@ -33,7 +34,7 @@ def build_report(ctx, *, base: Path | None = None) -> str:
     if data.problems:
         header.append('<p class="not-run">' + "<br>".join(esc(p) for p in data.problems) + "</p>")
     side_by_side = f'<div class="columns">{model_section(data)}\n{data_section(data)}</div>'
-    sections = [steps_section(data), side_by_side, test_section(data), layers_section(data),
+    sections = [findings_section(data), steps_section(data), side_by_side, test_section(data), layers_section(data),
                 clusters_section(data), comparison_section(data), unsafe_section(data), retrain_section(data)]
     return page(f"HUDD report: {data.case.root.resolve().name}", "\n".join(header + sections))
 

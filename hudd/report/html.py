@@ -138,8 +138,9 @@ def image(source: Path | bytes, alt: str, *, css_class: str = "", mime: str = "i
 
 
 def link(href: str, text: str) -> str:
-    """A link to a relative path (percent-encoded, then escaped)."""
-    return f'<a href="{esc(quote(href))}">{esc(text)}</a>'
+    """A link to a relative path (percent-encoded, then escaped) or to an anchor in the page (``#name``)."""
+    target = "#" + quote(href[1:]) if href.startswith("#") else quote(href)
+    return f'<a href="{esc(target)}">{esc(text)}</a>'
 
 
 def code(text: str) -> str:

@@ -24,7 +24,7 @@ from ..workspace import Workspace
 __all__ = ["ReportInputs", "SetCount", "read_inputs", "STEPS"]
 
 # the steps in order, with the command that runs each
-STEPS = (("test", "test"), ("heatmaps", "heatmaps"), ("cluster", "cluster"), ("export", "export"),
+STEPS = (("test", "test"), ("heatmaps", "heatmaps"), ("cluster", "cluster"), ("export", "export"), ("describe", "describe"),
          ("assign", "assign"), ("retrain", "retrain"))
 
 
@@ -62,6 +62,7 @@ class ReportInputs:
     clusterings: pd.DataFrame | None = None
     metrics: pd.DataFrame | None = None
     comparison: pd.DataFrame | None = None
+    findings: pd.DataFrame | None = None  # one sentence per cluster (hudd describe)
     params: pd.DataFrame | None = None
     problems: list[str] = field(default_factory=list)
     base: Path | None = None  # the folder the report is written to: links are relative to it
@@ -150,6 +151,7 @@ def read_inputs(ctx) -> ReportInputs:
         problems.append(f"{ws.unsafe_dir}: selected for the clusters of method {assigned}, not of the active method {name}; "
                         f"run `hudd assign {ctx.case.root}` to select for these clusters")
         data.unsafe = data.quotas = None
+    data.findings = _csv(ws.findings_csv, problems, {"cluster": "str", "images": "int", "sentence": "str"})
     data.metrics = _csv(ws.metrics_csv, problems)
     data.comparison = _csv(ws.retrain_dir / "comparison.csv", problems)
     try:
