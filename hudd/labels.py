@@ -35,9 +35,9 @@ def _history(ws: Workspace) -> pd.DataFrame:
                       fix="restore it from a backup (hudd only appends to it)")
 
 
-def typed_labels(ws: Workspace) -> pd.DataFrame:
-    """The latest typed value of every (image, column) in the history: a table indexed by image."""
-    history = _history(ws)
+def typed_labels(ws: Workspace, history: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The latest typed value of every (image, column) in the history (read when not given): a table indexed by image."""
+    history = _history(ws) if history is None else history
     if history.empty:
         return pd.DataFrame()
     latest = history.drop_duplicates(["image", "column"], keep="last")
@@ -53,7 +53,8 @@ def record_typed_labels(ws: Workspace, prefilled: pd.DataFrame | None) -> None:
     if not ws.labels_csv.is_file():
         return
     labels = read_labels(ws.labels_csv, fix=LABELS_FIX)
-    known = typed_labels(ws)
+    history = _history(ws)
+    known = typed_labels(ws, history)
     rows = []
     for column in labels.columns.drop(["image", "cluster"], errors="ignore"):
         for image, value in zip(labels["image"], labels[column].str.strip()):
@@ -63,5 +64,4 @@ def record_typed_labels(ws: Workspace, prefilled: pd.DataFrame | None) -> None:
                 rows.append((image, column, value))
     if rows:
         added = pd.DataFrame([(*row, utc_now()) for row in rows], columns=_HISTORY)
-        history = _history(ws)
         write_csv(ws.labels_history, added if history.empty else pd.concat([history, added], ignore_index=True))

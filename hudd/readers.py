@@ -115,4 +115,4 @@ def check_images(path: Path, images, datasets: Path, fix: str) -> None:
     """Every image id in ``images`` (listed by the file ``path``) is a file under ``datasets``."""
     missing = [image for image in images if not (Path(datasets) / str(image)).is_file()]
     if missing:
-        raise HuddError(f"{path}: lists {missing[0]}, which is not an image in {datasets} ({len(missing)} such rows); {fix}")
+        raise HuddError(f"{path}: lists {missing[0]}, which is missing from {datasets} ({len(missing)} such rows); {fix}")

@@ -41,7 +41,7 @@ from ..data import ImageDataset, make_loader
 from ..distance import distance_blocks
 from ..errors import HuddError
 from ..export.clusters import link_images
-from ..labels import read_labels, record_typed_labels, typed_labels
+from ..labels import record_typed_labels, typed_labels
 from ..lrp import Explainer
 from ..models import decode_keypoints
 from ..evaluation import NOISE

@@ -12,7 +12,7 @@ from ..errors import HuddError
 from ..export.clusters import export_unit, link_tree
 from ..progress import progress
 from ..files import file_hash
-from ..readers import read_table, redo
+from ..readers import check_images, read_table, redo
 from .cluster import read_summary, unit_name
 from .common import Context, run_step
 
@@ -66,8 +66,6 @@ def _checked_clusters(ctx: Context, unit: str) -> pd.DataFrame:
     """The clusters of ``unit`` (image, cluster); a HuddError when one of their images is gone."""
     path = ctx.workspace.layer_clusters_csv(unit)
     clusters = read_table(path, {"image": "str", "cluster": "str"}, fix=redo("cluster"))
-    missing = [image for image in clusters["image"] if not (ctx.case.datasets / image).is_file()]
-    if missing:
-        raise HuddError(f"{ctx.case.datasets / missing[0]}: missing, but {path} lists it ({len(missing)} such images); "
-                        f"restore it, or rerun `hudd analyze {ctx.case.root} --force` to analyse the data as it is now")
+    check_images(path, clusters["image"], ctx.case.datasets,
+                 f"restore it, or rerun `hudd analyze {ctx.case.root} --force` to analyse the data as it is now")
     return clusters
