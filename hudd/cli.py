@@ -204,14 +204,16 @@ _CLUSTER_OPTIONS = (
 
 _METHOD_OPTIONS = (
     click.option("--method", type=click.Choice(METHOD_NAMES), default=HUDD, show_default=True,
-                 help="hudd: the pretrained method's clusters, with the paper's heatmap clusters beside them (the paper's "
+                 help="hudd: the joint method's clusters, with the paper's heatmap clusters beside them (the paper's "
                       "method alone without hudd[pretrained]); paper: LRP heatmaps of every layer, Ward, WICD knee, layer of minimal WICD (HUDD as published); "
                       "blackbox: the model's features + UMAP/PCA + DBSCAN/HDBSCAN (SAFE-style); pretrained: ImageNet "
                       "EfficientNet-Lite0 features (hudd[pretrained]) + Ward + WICD knee; naive: the model's features + Ward, "
-                      "k = 10. Feature methods write ClusterAnalysis/<method>/."),
+                      "k = 10; joint: the pretrained features beside the model's logit margins + Ward + WICD knee. "
+                      "Feature methods write ClusterAnalysis/<method>/."),
     click.option("--extractor", default=None,
-                 help="Feature methods: 'model' (its penultimate layer), 'efficientnet_lite0[:block]', or a torchvision "
-                      "backbone name with --weights (default: the method's)."),
+                 help="Feature methods: 'model' (its penultimate layer), 'margins' (its logit margins), "
+                      "'efficientnet_lite0[:block]', or a torchvision backbone name with --weights; join several with + "
+                      "(default: the method's)."),
     click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), default=None,
                  help="Feature methods: state_dict file of the --extractor backbone (nothing is downloaded)."),
     click.option("--clusterer", type=click.Choice(["dbscan", "hdbscan", "ward"]), default=None,
@@ -247,6 +249,9 @@ _SELECTION_OPTIONS = (
 )
 _RETRAIN_OPTIONS = (
     click.option("--epochs", "retrain_epochs", type=int, default=None, help="Fine-tuning epochs (default 10)."),
+    click.option("--mix", "retrain_mix", type=click.Choice(["union", "paired"]), default=None,
+                 help="Each epoch: TrainingSet + the extra images (union, the paper; default), or the extra images + as many "
+                      "fresh random TrainingSet images (paired)."),
     click.option("--runs", type=int, default=None, help="Repeat every method with this many seeds (default 1; the paper used 10)."),
     click.option("--baselines/--no-baselines", default=None, help="Also train the paper's baselines B1 and B2 (default: yes)."),
     click.option("--seed", type=int, default=None, help="First seed (default 0)."),

@@ -41,6 +41,9 @@ class Config:
     val_fraction: float = _key(0.1, lo=0.0, hi=0.5, doc="share of TrainingSet held out for validation")
     retrain_epochs: int = _key(10, lo=1, doc="epochs of fine-tuning in retrain")
     retrain_lr: float = _key(1e-3, lo=0.0, doc="SGD learning rate in retrain")
+    retrain_mix: str = _key("union", choices=("union", "paired"),
+                            doc="retrain: each epoch the whole TrainingSet + the extra images (union, the paper), or the extra "
+                                "images + as many fresh random TrainingSet images (paired: the extras are not drowned)")
     momentum: float = _key(0.9, lo=0.0, hi=1.0, doc="SGD momentum in retrain")
     weight_decay: float = _key(5e-4, lo=0.0, doc="SGD weight decay in retrain")
     runs: int = _key(1, lo=1, doc="retrain: repetitions of every method with seeds seed, seed+1, ... (the paper used 10)")

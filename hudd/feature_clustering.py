@@ -115,7 +115,7 @@ def _check(*, reducer: str = "auto", clusterer: str = "dbscan") -> None:
         raise ValueError(f"clusterer == {clusterer!r}, must be one of {', '.join(CLUSTERERS)}")
 
 
-def reduce(features: np.ndarray, *, reducer: str = "auto", seed: int = 0) -> tuple[np.ndarray, str, FeatureSpace]:
+def reduce(features: np.ndarray, *, reducer: str = "auto", seed: int = 0, blocks: tuple[int, ...] = ()) -> tuple[np.ndarray, str, FeatureSpace]:
     """The clustering space ``(n, m)`` of ``features``, the reducer used (``umap`` or ``pca``) and its linear part.
 
     ``auto`` is UMAP when umap-learn is installed, else PCA. The :class:`~hudd.feature_space.FeatureSpace`
@@ -134,7 +134,7 @@ def reduce(features: np.ndarray, *, reducer: str = "auto", seed: int = 0) -> tup
         raise ValueError("reducer == 'umap' needs umap-learn; install it with pip install 'hudd[umap]', or use pca")
     features = np.asarray(features, dtype=np.float64)
     n, d = features.shape
-    space = FeatureSpace.fit(features, n_components=_BASE_COMPONENTS, seed=seed)
+    space = FeatureSpace.fit(features, n_components=_BASE_COMPONENTS, seed=seed, blocks=blocks)
     if not len(space.components):  # every feature constant: nothing to reduce, and no structure to find
         return np.zeros((n, _UMAP_COMPONENTS if used == "umap" else min(_PCA_COMPONENTS, d))), used, space
     if used == "pca":
@@ -221,30 +221,32 @@ def search(embedding: np.ndarray, *, clusterer: str = "dbscan", seed: int = 0) -
     return best_labels, chosen, grid
 
 
-def cluster_features(features: np.ndarray, *, reducer: str = "auto", clusterer: str = "dbscan", seed: int = 0) -> FeatureClustering:
-    """Standardise, reduce and cluster ``features`` ``(n, d)`` (see the module docstring)."""
+def cluster_features(features: np.ndarray, *, reducer: str = "auto", clusterer: str = "dbscan", seed: int = 0,
+                     blocks: tuple[int, ...] = ()) -> FeatureClustering:
+    """Standardise (blocks weighed equally, :meth:`FeatureSpace.fit`), reduce and cluster ``features`` ``(n, d)`` (see the module docstring)."""
     _check(reducer=reducer, clusterer=clusterer)
     features = np.asarray(features, dtype=np.float64)
     n = len(features)
     if n < MIN_IMAGES:
         return FeatureClustering(np.zeros(n, dtype=np.int64), np.zeros((n, 2)), "none", clusterer, {"fallback": "too-few-images"},
-                                  space=FeatureSpace.fit(features))
-    embedding, used, space = reduce(features, reducer=reducer, seed=seed)
+                                  space=FeatureSpace.fit(features, blocks=blocks))
+    embedding, used, space = reduce(features, reducer=reducer, seed=seed, blocks=blocks)
     labels, params, grid = search(embedding, clusterer=clusterer, seed=seed)
     return FeatureClustering(labels, embedding, used, clusterer, params, grid, space)
 
 
 def ward_features(features: np.ndarray, *, k_min: int = 2, k_max: int = 500, k: int | None = None, seed: int = 0,
-                  device: torch.device | str = "cpu") -> FeatureClustering:
-    """Standardise ``features`` ``(n, d)``, then Ward on their Euclidean distances, cut at the WICD knee (or at ``k``).
+                  device: torch.device | str = "cpu", blocks: tuple[int, ...] = ()) -> FeatureClustering:
+    """Standardise ``features`` ``(n, d)`` (``blocks`` weighed equally, :meth:`FeatureSpace.fit`), then Ward on their
+    Euclidean distances, cut at the WICD knee (or at ``k``).
 
     ``embedding`` holds the first two principal components (for the plot only); ``ward`` the cut
     and its WICD curve; ``params`` k, how it was chosen and its WICD. Deterministic.
     """
     features = np.asarray(features, dtype=np.float64)
-    space = FeatureSpace.fit(features)
+    space = FeatureSpace.fit(features, blocks=blocks)
     distances = euclidean_distances(space.transform(features), device=torch.device(device))
     ward = ward_clusters(distances, k_min=k_min, k_max=k_max, k=k)
-    embedding = FeatureSpace.fit(features, n_components=2, seed=seed).transform(features) if len(features) > 2 else np.zeros((len(features), 2))
+    embedding = FeatureSpace.fit(features, n_components=2, seed=seed, blocks=blocks).transform(features) if len(features) > 2 else np.zeros((len(features), 2))
     params = {"k": ward.k, "knee": ward.method, "wicd": ward.wicd}
     return FeatureClustering(ward.labels, embedding, "standardise", "ward", params, [], space, ward)

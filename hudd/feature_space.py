@@ -35,12 +35,23 @@ class FeatureSpace:
     components: np.ndarray
 
     @classmethod
-    def fit(cls, features: np.ndarray, *, n_components: int = 0, seed: int = 0) -> "FeatureSpace":
-        """Standardisation of ``features`` ``(n, d)``, then PCA to ``n_components`` (0: none; capped at ``n - 1`` and ``d``)."""
+    def fit(cls, features: np.ndarray, *, n_components: int = 0, seed: int = 0, blocks: tuple[int, ...] = ()) -> "FeatureSpace":
+        """Standardisation of ``features`` ``(n, d)``, then PCA to ``n_components`` (0: none; capped at ``n - 1`` and ``d``).
+
+        ``blocks``: the widths of feature blocks side by side (two or more, summing to ``d``) to weigh
+        equally: each block's standardised features are divided by the square root of its number of
+        varying features, so every block adds the same variance to the distances whatever its width.
+        """
         x = np.asarray(features, dtype=np.float64)
         mean = x.mean(axis=0)
         scale = x.std(axis=0)
-        scale[scale == 0] = 1.0
+        varying = scale > 0
+        scale[~varying] = 1.0
+        if len(blocks) > 1:
+            if sum(blocks) != x.shape[1]:
+                raise ValueError(f"blocks {blocks} do not add up to the {x.shape[1]} features")
+            for start, width in zip(np.cumsum((0, *blocks[:-1])), blocks):
+                scale[start:start + width] *= np.sqrt(max(1, int(varying[start:start + width].sum())))
         d = x.shape[1]
         z = (x - mean) / scale
         m = min(n_components, len(x) - 1, d)

@@ -17,6 +17,15 @@ Notation: ``n`` images, ``d`` features. A :class:`FeatureExtractor` is a network
   nothing to supply), pooled output of one of its blocks ``0..15`` (``16``: the head), images
   resized to 128 px and scaled to [-1, 1] as the TensorFlow original.
 
+- ``margins`` (:func:`margins_extractor`): the case's model's *outputs* as logit margins, the top
+  logit minus each other logit, largest first (``C - 1`` numbers for ``C`` classes). They hold how
+  sure the model is and how its doubt is split, and no class identity, so errors of one kind
+  (an ambiguous input, a confident confusion) come together whatever the classes involved.
+
+Extractors joined with ``+`` (``efficientnet_lite0+margins``, :func:`make_extractors`) give one
+block of features each, concatenated by :func:`extract_blocks`; the clustering weighs the blocks
+equally (:meth:`hudd.feature_space.FeatureSpace.fit`).
+
 "Last" is the order of ``named_modules()``, which is the order of the forward pass in
 torchvision's and hudd's architectures. A 4-D feature input ``(n, C, H, W)`` is global-average
 pooled to ``(n, C)``. :func:`extract_features` runs any extractor on a data set; a new extractor
@@ -40,10 +49,13 @@ from .errors import HuddError
 from .predictions import check_finite
 from .progress import progress
 
-__all__ = ["FeatureExtractor", "feature_layer", "model_extractor", "backbone_extractor", "pretrained_extractor",
-           "make_extractor", "list_backbones", "extract_features", "MODEL", "PRETRAINED"]
+__all__ = ["FeatureExtractor", "feature_layer", "model_extractor", "margins_extractor", "backbone_extractor", "pretrained_extractor",
+           "make_extractor", "make_extractors", "list_backbones", "extract_features", "extract_blocks", "logit_margins", "MODEL",
+           "MARGINS", "PRETRAINED"]
 
 MODEL = "model"  # the extractor name for the case's own model
+MARGINS = "margins"  # the case's model's logit margins
+OUTPUTS = "outputs"  # the "layer" of an extractor that takes the network's outputs
 PRETRAINED = "efficientnet_lite0"  # the ImageNet backbone shipped by the extra hudd[pretrained]
 PRETRAINED_BLOCK = 14  # its default feature block (chosen on the development seeds: scripts/eval_rootcause.py, README)
 PRETRAINED_SIZE = 128  # its input side in pixels (the error images are resized to it)
@@ -67,6 +79,11 @@ class FeatureExtractor:
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     weights: Path | None = None
+
+    @property
+    def takes_outputs(self) -> bool:
+        """True when the features come from the network's outputs, not from a layer's input."""
+        return self.layer == OUTPUTS
 
     def prepare_dataset(self, dataset: ImageDataset) -> ImageDataset:
         """The data set normalised as this extractor expects (pixels in [0, 1] for a backbone)."""
@@ -113,6 +130,17 @@ def model_extractor(module: nn.Module) -> FeatureExtractor:
         return FeatureExtractor(MODEL, module, feature_layer(module))
     except ValueError as exc:
         raise HuddError(f"--extractor {MODEL}: {exc}; choose a torchvision backbone with --extractor NAME --weights FILE") from None
+
+
+def margins_extractor(module: nn.Module) -> FeatureExtractor:
+    """The case's model, its outputs as logit margins (see :func:`logit_margins`)."""
+    return FeatureExtractor(MARGINS, module, OUTPUTS)
+
+
+def logit_margins(logits: torch.Tensor) -> torch.Tensor:
+    """``(n, C)`` logits -> ``(n, C - 1)``: the top logit minus each other logit, smallest margin first."""
+    ordered = logits.flatten(1).sort(dim=1, descending=True).values
+    return ordered[:, :1] - ordered[:, 1:]
 
 
 def list_backbones() -> list[str]:
@@ -245,6 +273,8 @@ def make_extractor(name: str, *, model: nn.Module, weights: Path | None = None) 
     block = _pretrained_block(name)
     if block is not None:
         return pretrained_extractor(block, weights=weights)
+    if name == MARGINS:
+        return margins_extractor(model)
     if name == MODEL:
         if weights is not None:
             raise HuddError(f"--weights {weights}: the weights of a torchvision backbone; name the backbone with --extractor "
@@ -254,6 +284,21 @@ def make_extractor(name: str, *, model: nn.Module, weights: Path | None = None) 
         raise HuddError(f"--extractor {name}: needs --weights FILE (a state_dict of torchvision's {name}); "
                         "hudd downloads nothing")
     return backbone_extractor(name, weights)
+
+
+def make_extractors(name: str, *, model: nn.Module, weights: Path | None = None) -> list[FeatureExtractor]:
+    """One extractor per ``+``-joined part of ``name`` (:func:`make_extractor`); ``weights`` go to the backbone part."""
+    parts = name.split("+")
+    if not all(parts):
+        raise HuddError(f"--extractor {name}: an empty part; join extractor names with +, e.g. {PRETRAINED}+{MARGINS}")
+    return [make_extractor(part, model=model, weights=weights if part not in (MODEL, MARGINS) else None) for part in parts]
+
+
+def extract_blocks(extractors: list[FeatureExtractor], dataset: ImageDataset, *, batch_size: int,
+                   device: torch.device) -> tuple[np.ndarray, tuple[int, ...]]:
+    """The features of every extractor side by side ``(n, d1 + d2 + ...)`` float32, and each block's width."""
+    blocks = [extract_features(extractor, dataset, batch_size=batch_size, device=device) for extractor in extractors]
+    return np.concatenate(blocks, axis=1), tuple(block.shape[1] for block in blocks)
 
 
 class _Captured(Exception):
@@ -280,17 +325,21 @@ def extract_features(extractor: FeatureExtractor, dataset: ImageDataset, *, batc
         captured.append(inputs[0])
         raise _Captured  # the layers after the feature layer are not needed: stop the forward pass here
 
-    handle = module.get_submodule(extractor.layer).register_forward_pre_hook(capture)
+    handle = None if extractor.takes_outputs else module.get_submodule(extractor.layer).register_forward_pre_hook(capture)
     chunks = []
     try:
         for images, _, index in progress(make_loader(prepared, batch_size=batch_size), desc="features", unit="batch"):
             captured.clear()
             with contextlib.suppress(_Captured):
-                module(extractor.prepare_batch(images.to(device, non_blocking=True)))
-            features = captured[-1]
-            features = features.mean(dim=(2, 3)) if features.dim() == 4 else features.flatten(1)
+                outputs = module(extractor.prepare_batch(images.to(device, non_blocking=True)))
+            if extractor.takes_outputs:
+                features = logit_margins(outputs)
+            else:
+                features = captured[-1]
+                features = features.mean(dim=(2, 3)) if features.dim() == 4 else features.flatten(1)
             check_finite(features, prepared, index)
             chunks.append(features.float().cpu().numpy())
     finally:
-        handle.remove()
+        if handle is not None:
+            handle.remove()
     return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)

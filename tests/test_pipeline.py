@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from hudd.methods import pretrained_available
+from hudd.methods import PRIMARY, pretrained_available
 from tests.conftest import one_line_error, run_cli
 
 
@@ -143,7 +143,7 @@ def test_evaluate_scores_the_clusters_against_the_injected_causes(case: Path):
     assert result.exit_code == 0, result.output
     table = pd.read_csv(case / "HUDD/evaluation.csv")
     active = json.loads((case / "HUDD/manifest.json").read_text())["method"]["name"]
-    assert active == ("pretrained" if pretrained_available() else "paper")
+    assert active == (PRIMARY if pretrained_available() else "paper")
     clusters = pd.read_csv(case / "HUDD" / ("clusters.csv" if active == "paper" else f"ClusterAnalysis/{active}/clusters.csv"))
     assert sorted(table["cluster"]) == sorted(clusters["cluster"].unique())
     assert table["size"].sum() == len(clusters)

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from hudd.config import load_config
+from hudd.methods import PRIMARY
 from hudd.report import build_report
 from hudd.report.html import esc, table
 from hudd.steps import report
@@ -89,7 +90,7 @@ def test_full_report_holds_layers_clusters_scores_unsafe_set_and_retraining_and_
     for method in ("original", "hudd", "B1", "B2"):
         assert f"<td>{method}</td>" in html, method
     assert "A12 vs B1" in html and "UnsafeSet/labels.csv" in html
-    active = ws / "ClusterAnalysis/pretrained/clusters.csv"
+    active = ws / f"ClusterAnalysis/{PRIMARY}/clusters.csv"
     feature_clusters = pd.read_csv(active)["cluster"].nunique() if active.is_file() else 0
     shown = feature_clusters or clusters["cluster"].nunique()
     assert html.count('src="data:image/gif;base64,') == shown, "one GIF per cluster of the active method"

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from hudd.models import load_model
-from hudd.retraining import bootstrap_balance, bootstrap_to, reduced_improvement_set
+from hudd.retraining import bootstrap_balance, bootstrap_to, mixed_rows, reduced_improvement_set
 from hudd.stats import a12, mann_whitney_p
 from tests.conftest import run_cli
 
@@ -33,6 +33,19 @@ def test_bootstrap_to_a_size_and_the_reduced_set():
     assert bootstrap_to(0, 5, rng).size == 0
     reduced = reduced_improvement_set(100, 10, rng)
     assert len(set(reduced)) == 10 and np.all(np.diff(reduced) > 0)
+
+
+def test_mixed_rows_union_and_paired():
+    extra = np.array([100, 101, 101])
+    rows, epochs = mixed_rows(10, extra, 4, "union", np.random.default_rng(0))
+    assert epochs == 4 and rows.tolist() == list(range(10)) + [100, 101, 101]
+    rows, epochs = mixed_rows(10, extra, 4, "paired", np.random.default_rng(0))
+    assert epochs == 1 and len(rows) == 24  # 4 passes of the 3 extras + 3 training rows each
+    assert np.bincount(rows[rows >= 100] - 100).tolist() == [4, 8]
+    assert ((rows < 10) & (rows >= 0)).sum() == 12  # as many training rows as extras, each pass
+    assert mixed_rows(10, np.zeros(0, np.int64), 4, "paired", np.random.default_rng(0))[1] == 4  # no extras: the training set alone
+    with pytest.raises(ValueError):
+        mixed_rows(10, extra, 1, "blend", np.random.default_rng(0))
 
 
 @pytest.mark.parametrize("x, y, expected", [

@@ -45,7 +45,7 @@ from ..labels import record_typed_labels, typed_labels
 from ..lrp import Explainer
 from ..models import decode_keypoints
 from ..evaluation import NOISE
-from ..features import extract_features
+from ..features import extract_blocks
 from ..methods import PAPER, resolve
 from ..predictions import check_finite, predict
 from ..progress import progress
@@ -207,8 +207,8 @@ def _feature_linkage(ctx: Context, method: str, clusters: pd.DataFrame, names: l
     row_of = {image: i for i, image in enumerate(errors)}
     order, starts = _sorted_by_cluster(np.array([names.index(c) for c in clusters["cluster"]]), np.arange(len(names)))
     reference = space.transform(features[[row_of[image] for image in clusters["image"].to_numpy()[order]]])
-    extractor = feature_cluster.extractor_of(ctx, method)
-    improvement = space.transform(extract_features(extractor, dataset, batch_size=ctx.config.batch_size, device=ctx.device))
+    extractors = feature_cluster.extractors_of(ctx, method)
+    improvement = space.transform(extract_blocks(extractors, dataset, batch_size=ctx.config.batch_size, device=ctx.device)[0])
     linkage = np.empty((len(dataset), len(names)))
     for start, stop, block in distance_blocks(improvement, reference, device=ctx.device):
         linkage[start:stop] = single_linkage(block, starts)

@@ -12,6 +12,11 @@ feature extractor (:mod:`hudd.features`), then a clustering of those vectors
   ``hudd[pretrained]``), standardised, Ward, k at the knee of the WICD curve;
 - ``naive``: the model's penultimate layer, standardised, Ward, k = 10 (a reference only: a
   fixed k needs the answer's size).
+- ``joint``: the pretrained block features (what the error images look like) beside the model's
+  logit margins (how the model fails on them: sure or torn, between two classes or many), each
+  block standardised and weighed equally, Ward, k at the knee of the WICD curve. Appearance
+  causes (dark, closed, colour) are held by the first block; causes the model's decision
+  geometry defines (an ambiguous gaze, a class border) by the second.
 
 Clusters are ``C1..Ck`` by decreasing size, as HUDD's. Outputs, in ``ClusterAnalysis/<method>/``
 (HUDD's own ``clusters.csv`` and ``summary.csv`` are left alone):
@@ -49,7 +54,7 @@ from ..export.clusters import export_unit
 from ..export.plots import save_figure
 from ..feature_clustering import CLUSTERERS, REDUCERS, FeatureClustering, cluster_features, umap_available, ward_features
 from ..feature_space import FeatureSpace
-from ..features import MODEL, PRETRAINED, PRETRAINED_BLOCK, FeatureExtractor, extract_features, make_extractor
+from ..features import MARGINS, MODEL, PRETRAINED, PRETRAINED_BLOCK, FeatureExtractor, extract_blocks, make_extractors
 from ..progress import echo
 from ..readers import read_table, redo
 from ..workspace import Workspace
@@ -59,7 +64,7 @@ from .common import Context, run_step
 from .export import describe_images
 from .heatmaps import error_positions, error_rows
 
-__all__ = ["FeatureMethod", "FeatureOutcome", "METHODS", "run", "cluster_names", "space", "extractor_of", "VERSION"]
+__all__ = ["FeatureMethod", "FeatureOutcome", "METHODS", "run", "cluster_names", "space", "extractors_of", "VERSION"]
 
 VERSION = 3  # 2: methods pretrained and naive; space.npz; method.csv (was blackbox.csv); 3: method.csv says why
 PCA_NOTE = "umap-learn is not installed: PCA used instead of UMAP (pip install 'hudd[umap]')"
@@ -84,6 +89,9 @@ METHODS = {
                                 "ImageNet EfficientNet-Lite0 block features, standardised, Ward, WICD knee"),
     "naive": FeatureMethod("naive", MODEL, WARD, 10,
                            "the model's penultimate features, standardised, Ward, k = 10 (a reference: it needs the answer's size)"),
+    "joint": FeatureMethod("joint", f"{PRETRAINED}+{MARGINS}", WARD, None,
+                           "ImageNet EfficientNet-Lite0 block features beside the model's logit margins, each block weighed "
+                           "equally, Ward, WICD knee"),
 }
 
 
@@ -113,13 +121,13 @@ def space(ctx: Context, method: str) -> FeatureSpace:
     return FeatureSpace.load(_paths(ctx, method)["space.npz"])
 
 
-def extractor_of(ctx: Context, method: str) -> FeatureExtractor:
-    """The extractor a finished ``method`` used, rebuilt from its ``method.csv`` (for ``hudd assign``)."""
+def extractors_of(ctx: Context, method: str) -> list[FeatureExtractor]:
+    """The extractors a finished ``method`` used, rebuilt from its ``method.csv`` (for ``hudd assign``)."""
     path = _paths(ctx, method)["method.csv"]
     row = read_table(path, {"extractor_name": "str", "weights": "text"}, fix=redo(f"cluster --method {method}"),
                      keep_default_na=False).iloc[0]
     try:
-        return make_extractor(row["extractor_name"], model=ctx.model.module, weights=Path(row["weights"]) if row["weights"] else None)
+        return make_extractors(row["extractor_name"], model=ctx.model.module, weights=Path(row["weights"]) if row["weights"] else None)
     except HuddError as exc:
         raise HuddError(f"{path}: its extractor cannot be rebuilt ({exc}); {redo(f'cluster --method {method}')}") from None
 
@@ -160,37 +168,57 @@ def _plot(path: Path, result: FeatureClustering, names: list[str], title: str) -
     save_figure(fig, path)
 
 
-def _summary(method: FeatureMethod, extractor_name: str, extractor: FeatureExtractor, result: FeatureClustering,
+def _joined(extractors: list[FeatureExtractor], attribute: str) -> str:
+    """One attribute of every extractor, joined with ``+`` as their names are."""
+    return "+".join(str(getattr(extractor, attribute)) for extractor in extractors)
+
+
+def _summary(method: FeatureMethod, extractor_name: str, extractors: list[FeatureExtractor], result: FeatureClustering,
              n_features: int) -> pd.DataFrame:
     params = result.params
+    weights = next((extractor.weights for extractor in extractors if extractor.weights is not None), "")
     return pd.DataFrame([{
-        "method": method.name, "extractor": extractor.name, "extractor_name": extractor_name, "layer": extractor.layer,
-        "weights": str(extractor.weights or ""), "features": n_features, "reducer": result.reducer,
+        "method": method.name, "extractor": _joined(extractors, "name"), "extractor_name": extractor_name,
+        "layer": _joined(extractors, "layer"), "weights": str(weights), "features": n_features, "reducer": result.reducer,
         "note": PCA_NOTE if result.reducer == "pca" and not umap_available() else "",
         "clusterer": result.clusterer, "params": _params_text(params), "n": len(result.labels), "k": result.n_clusters,
         "noise": result.n_noise, "silhouette": params.get("silhouette", float("nan")), "score": params.get("score", float("nan")),
-        "representation": _representation(extractor, result), "why": _why(extractor_name, extractor, result),
+        "representation": _representation(extractors, result), "why": _why(extractor_name, extractors, result),
     }])
 
 
-def _representation(extractor: FeatureExtractor, result: FeatureClustering) -> str:
+def _source(extractor: FeatureExtractor) -> str:
+    """Where one extractor's features come from, in words."""
+    if extractor.name == MARGINS:
+        return "the model's logit margins"
+    network = "the model's features" if extractor.name == MODEL else f"the {extractor.name} backbone's pooled features"
+    return f"{network} at the input of {extractor.layer}"
+
+
+def _representation(extractors: list[FeatureExtractor], result: FeatureClustering) -> str:
     """What was clustered, in words."""
-    source = "the model's features" if extractor.name == MODEL else f"the {extractor.name} backbone's pooled features"
     space = "standardised" if result.reducer == "standardise" else f"standardised, {result.reducer}-reduced"
-    return f"{source} at the input of {extractor.layer}, {space}; {result.clusterer}"
+    weighing = ", each block weighed equally" if len(extractors) > 1 else ""
+    return f"{' beside '.join(_source(extractor) for extractor in extractors)}, {space}{weighing}; {result.clusterer}"
 
 
-def _why(extractor_name: str, extractor: FeatureExtractor, result: FeatureClustering) -> str:
-    """Why these features and this number of clusters, in words."""
+def _layer_reason(name: str, extractor: FeatureExtractor) -> str:
+    """Why one extractor's features, in words."""
     if extractor.name == MODEL:
-        layer = "its penultimate layer (the input of the classifier)"
-    elif extractor_name == PRETRAINED:
-        layer = f"block {PRETRAINED_BLOCK}, the default, chosen on the evaluation suite's development seeds (README)"
-    else:
-        layer = "the layer asked for with --extractor"
+        return "its penultimate layer (the input of the classifier)"
+    if extractor.name == MARGINS:
+        return "the model's logit margins (how sure it is and how its doubt is split, no class identity)"
+    if name == PRETRAINED:
+        return f"block {PRETRAINED_BLOCK}, the default, chosen on the evaluation suite's development seeds (README)"
+    return "the layer asked for with --extractor"
+
+
+def _why(extractor_name: str, extractors: list[FeatureExtractor], result: FeatureClustering) -> str:
+    """Why these features and this number of clusters, in words."""
+    layers = " and ".join(_layer_reason(name, extractor) for name, extractor in zip(extractor_name.split("+"), extractors))
     k = why_k(result.n_clusters, result.ward.method) if result.ward is not None \
         else f"k = {result.n_clusters}: the {result.clusterer} parameters with the best score over the grid (grid.csv)"
-    return f"{k}; features: {layer}"
+    return f"{k}; features: {layers}"
 
 
 def _check_options(method: str, clusterer: str | None, reducer: str) -> None:
@@ -204,10 +232,12 @@ def _check_options(method: str, clusterer: str | None, reducer: str) -> None:
         raise HuddError("--reducer umap: umap-learn is not installed; pip install 'hudd[umap]', or use --reducer auto or pca")
 
 
-def _cluster(ctx: Context, features: np.ndarray, clusterer: str, reducer: str, k: int | None) -> FeatureClustering:
+def _cluster(ctx: Context, features: np.ndarray, blocks: tuple[int, ...], clusterer: str, reducer: str,
+             k: int | None) -> FeatureClustering:
     if clusterer == WARD:
-        return ward_features(features, k_min=ctx.config.k_min, k_max=ctx.config.k_max, k=k, seed=ctx.config.seed, device=ctx.device)
-    return cluster_features(features, reducer=reducer, clusterer=clusterer, seed=ctx.config.seed)
+        return ward_features(features, k_min=ctx.config.k_min, k_max=ctx.config.k_max, k=k, seed=ctx.config.seed, device=ctx.device,
+                             blocks=blocks)
+    return cluster_features(features, reducer=reducer, clusterer=clusterer, seed=ctx.config.seed, blocks=blocks)
 
 
 def run(ctx: Context, method: str = "blackbox", *, extractor: str | None = None, weights: Path | None = None,
@@ -241,10 +271,12 @@ def run(ctx: Context, method: str = "blackbox", *, extractor: str | None = None,
     clusterer = clusterer or spec.clusterer
     ws = ctx.workspace
     errors = error_rows(ctx)
-    feature_extractor = make_extractor(extractor, model=ctx.model.module, weights=weights)
+    extractors = make_extractors(extractor, model=ctx.model.module, weights=weights)
+    if MARGINS in extractor.split("+") and ctx.model.spec.task != "classification":
+        raise HuddError(f"--extractor {extractor}: {MARGINS} are the logit margins of a classifier; this model predicts keypoints")
     paths = _paths(ctx, method)
     config = {"seed": ctx.config.seed, "batch_size": ctx.config.batch_size, "device": ctx.device.type, "extractor": extractor,
-              "layer": feature_extractor.layer, "clusterer": clusterer, "reducer": reducer, "umap": umap_available(), "k": spec.k,
+              "layer": _joined(extractors, "layer"), "clusterer": clusterer, "reducer": reducer, "umap": umap_available(), "k": spec.k,
               "k_range": [ctx.config.k_min, ctx.config.k_max]}
     test = ws.step_entry("test") or {}
     inputs = {"test": test.get("fingerprint"), "testResult": file_hash(ws.test_result), "model": ctx.model_hash}
@@ -253,8 +285,8 @@ def run(ctx: Context, method: str = "blackbox", *, extractor: str | None = None,
 
     def compute(fingerprint: str, resume: bool):
         dataset = _error_dataset(ctx, errors)
-        features = extract_features(feature_extractor, dataset, batch_size=ctx.config.batch_size, device=ctx.device)
-        result = _cluster(ctx, features, clusterer, reducer, spec.k)
+        features, blocks = extract_blocks(extractors, dataset, batch_size=ctx.config.batch_size, device=ctx.device)
+        result = _cluster(ctx, features, blocks, clusterer, reducer, spec.k)
         names = cluster_names(result.labels)
         clusters = pd.DataFrame({"image": errors["image"], "cluster": names})
         out = ws.staging(method)
@@ -263,7 +295,7 @@ def run(ctx: Context, method: str = "blackbox", *, extractor: str | None = None,
         result.space.save(staged["space.npz"])
         save_npy(staged["embedding.npy"], result.embedding.astype(np.float32))
         write_csv(staged["clusters.csv"], clusters)
-        title = (f"{method}: {feature_extractor.name} features, {result.reducer} + {result.clusterer} ({_params_text(result.params)})\n"
+        title = (f"{method}: {_joined(extractors, 'name')} features, {result.reducer} + {result.clusterer} ({_params_text(result.params)})\n"
                  f"{len(names)} images: k = {result.n_clusters}" + (f", {NOISE} = {result.n_noise}" if result.n_noise else ""))
         _plot(staged["embedding.png"], result, names, title)
         written = list(staged.values())
@@ -274,7 +306,7 @@ def run(ctx: Context, method: str = "blackbox", *, extractor: str | None = None,
         else:
             write_csv(staged["grid.csv"], pd.DataFrame(result.grid or [result.params]))
         written += export_unit(out, method, ctx.case.datasets, clusters, describe_images(ctx))
-        write_csv(staged["method.csv"], _summary(spec, extractor, feature_extractor, result, features.shape[1]))
+        write_csv(staged["method.csv"], _summary(spec, extractor, extractors, result, features.shape[1]))
         if result.reducer == "pca" and not umap_available():
             echo(f"{method}: {PCA_NOTE}")
         ws.commit(out, [ws.cluster_dir(method)])

@@ -7,7 +7,8 @@ and compare with the paper's baselines (RQ2).
 - B1 / B2 (same labelling budget, needs a labelled improvement set): a random subset of the
   improvement set as large as the unsafe set; B1 keeps its images the model misclassifies, B2 all
   of them; each bootstrapped to the size of HUDD's balanced set;
-- every method fine-tunes a copy of the original weights on TrainingSet + its extra images with
+- every method fine-tunes a copy of the original weights on TrainingSet + its extra images, mixed
+  as ``retrain_mix`` says (:func:`hudd.retraining.mixed_rows`: ``union``, the paper, or ``paired``), with
   the one training loop (SGD, lr 1e-3, momentum 0.9, weight decay 5e-4 by default), ``runs``
   times with seeds ``seed, seed + 1, ...``;
 - with ``treatment = "doctor"`` (classifiers only), Model Doctor's treatment (:mod:`hudd.doctor`):
@@ -42,7 +43,7 @@ from ..errors import HuddError
 from ..models import save_checkpoint
 from ..predictions import predict
 from ..progress import echo
-from ..retraining import bootstrap_balance, bootstrap_to, reduced_improvement_set
+from ..retraining import bootstrap_balance, bootstrap_to, mixed_rows, reduced_improvement_set
 from ..stats import a12, mann_whitney_p
 from ..training import TrainSettings, fit
 from ..files import file_hash, listing_hash, write_csv
@@ -213,6 +214,8 @@ def run(ctx: Context, *, force: bool = False) -> RetrainOutcome:
     if config.baselines and not improve.labelled:
         echo("retrain: the improvement set is unlabelled, so the baselines B1 and B2 (which need labels) are skipped")
     keys = ("retrain_epochs", "retrain_lr", "momentum", "weight_decay", "batch_size", "seed", "runs", "baselines")
+    if config.retrain_mix != "union":  # only then, so cases retrained the paper's way stay current
+        keys += ("retrain_mix",)
     inputs = {"assign": ws.step_entry("assign")["fingerprint"], "labels": file_hash(ws.labels_csv), "model": ctx.model_hash,
               "TrainingSet": ctx.listing_hash(train), "TestSet": ctx.listing_hash(test)}
     output_model = ctx.case.models / f"{ctx.model.path.stem}-hudd.pt"
@@ -265,11 +268,13 @@ def run(ctx: Context, *, force: bool = False) -> RetrainOutcome:
             for method, extra in extras.items():
                 torch.manual_seed(seed)
                 model = copy.deepcopy(ctx.model.module)
-                data = Subset(pool_data, np.concatenate([np.arange(len(train)), extra]).tolist())
+                picked, epochs = mixed_rows(len(train), extra, config.retrain_epochs, config.retrain_mix,
+                                            np.random.default_rng([seed, 11]))  # the same training rows for every method
+                data = Subset(pool_data, picked.tolist())
                 constraint = DoctorConstraint(aggregates, v=config.doctor_v, delta=config.doctor_delta, n_draws=config.doctor_j_train,
                                               weight=config.doctor_lambda, background=background, seed=seed) \
                     if method in DOCTOR_METHODS else None
-                fit(model, data, None, task=train.task, settings=dataclasses.replace(settings, seed=seed),
+                fit(model, data, None, task=train.task, settings=dataclasses.replace(settings, seed=seed, epochs=epochs),
                     device=ctx.device, desc=f"retrain {method} run {run_index + 1}/{config.runs}", extra_loss=constraint)
                 rows.append({"run": run_index + 1, "method": method, "seed": seed, "n_extra": len(extra),
                              **_evaluate(ctx, model, test_data, groups)})
