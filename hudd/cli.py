@@ -228,14 +228,17 @@ _METHOD_OPTIONS = (
 @_options(_CLUSTER_OPTIONS)
 @_options(_METHOD_OPTIONS)
 @_step_options
-def cluster(case, model, trust_model, arch, force, method, extractor, weights, clusterer, reducer, **kwargs):
+@click.option("--activate", is_flag=True, default=False,
+              help="Make this method the active one (assign, evaluate and the report use its clusters); without it, a method "
+                   "run to compare becomes active only when none is yet.")
+def cluster(case, model, trust_model, arch, force, method, extractor, weights, clusterer, reducer, activate, **kwargs):
     """Step 1b: per layer HAC (Ward) + WICD knee, select the best layer, export its clusters (or another --method)."""
     from .pipeline import cluster as cluster_pipeline
     from .text import clustering_summary
 
     with _step_context(case, "cluster", model, trust_model, arch, kwargs) as ctx:
-        clustering = cluster_pipeline(ctx, method, heatmaps=False, force=force, extractor=extractor, weights=weights,
-                                      clusterer=clusterer, reducer=reducer)
+        clustering = cluster_pipeline(ctx, method, heatmaps=False, force=force, activate_it=activate or None, extractor=extractor,
+                                      weights=weights, clusterer=clusterer, reducer=reducer)
         click.echo(clustering_summary(clustering, ctx.workspace, method))
 
 
@@ -302,7 +305,7 @@ def retrain(case, model, trust_model, arch, force, budget, method, **kwargs):
     with _step_context(case, "retrain", model, trust_model, arch, kwargs) as ctx:
         reselect = budget is not None or kwargs.get("sf") is not None
         outcome = retrain_pipeline(ctx, method=method, budget=budget, reselect=reselect, force=force)
-        click.echo(retrain_summary(outcome.retrained.metrics, outcome.retrained.comparison))
+        click.echo(retrain_summary(outcome.retrained))
         click.echo(f"retrained model: {ctx.case.models / (ctx.model.path.stem + '-hudd.pt')}; metrics: {ctx.workspace.metrics_csv}")
         click.echo(f"report: {outcome.report}")
 
@@ -432,7 +435,7 @@ def demo(directory, force, **kwargs):
     wrong = int((unsafe["label"] != unsafe["prediction"]).sum()) if (unsafe["label"] != "").all() else None
     click.echo(f"unsafe set: {len(unsafe)} improvement images selected for labelling"
                + (f" ({wrong} of them misclassified by the model)" if wrong is not None else "") + f" in {result.workspace.unsafe_dir}")
-    click.echo(retrain_summary(retraining.retrained.metrics, retraining.retrained.comparison))
+    click.echo(retrain_summary(retraining.retrained))
     click.echo(evaluation_summary(result.evaluation))
     click.echo(f"report: {result.report}")
     click.echo(result.evaluation.line())

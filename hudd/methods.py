@@ -1,7 +1,7 @@
 """The root-cause clustering methods by name, and which one ``hudd`` (the default) stands for.
 
 - ``paper``: HUDD's Step 1 as published (LRP heatmaps of every layer, Ward, WICD knee, layer of
-  minimal WICD; :mod:`hudd.steps.cluster`), clusters in ``HUDD/clusters.csv``;
+  minimal WICD; :mod:`hudd.steps.cluster`), clusters in ``ClusterAnalysis/paper/clusters.csv``;
 - the feature methods (:mod:`hudd.steps.feature_cluster`): ``blackbox``, ``pretrained``,
   ``naive``, ``joint``, clusters in ``ClusterAnalysis/<method>/clusters.csv``;
 - ``hudd``, the default: the clusters of :data:`PRIMARY` as the engineer's view of what the

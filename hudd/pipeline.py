@@ -2,10 +2,13 @@
 
 - analyze = test -> cluster (by the method asked for; :func:`cluster`) -> report;
 - cluster, ``hudd`` (the default, :mod:`hudd.methods`) = the primary feature method
-  (``pretrained``) and, for the heatmap view beside it, heatmaps -> the paper's cluster -> export;
-  ``paper`` = heatmaps -> cluster -> export; another feature method = that method alone. The
-  method that ran is recorded as the workspace's active method: assign, evaluate and the report
-  read its clusters;
+  (``joint``) and, for the heatmap view beside it, heatmaps -> the paper's cluster -> export;
+  ``paper`` = heatmaps -> cluster -> export; another feature method = that method alone. Each
+  method's clusters are in ``ClusterAnalysis/<method>/clusters.csv``. One of them is the
+  workspace's *active* method (:func:`activate`): its clusters are copied to ``HUDD/clusters.csv``
+  and assign, evaluate, describe and the report read them. ``analyze`` and the default method make
+  their method active; another ``hudd cluster --method`` run to compare does so only when asked
+  (``--activate``), when no method is active yet, or when it is the active one (its clusters renewed);
 - retrain = assign -> (labels needed?) -> [doctor, with ``--treatment doctor``] -> retrain -> report.
 
 Each step decides for itself whether it is current (:func:`hudd.steps.common.run_step`): its
@@ -25,9 +28,11 @@ from pathlib import Path
 import pandas as pd
 
 from .errors import HuddError
+from .files import write_csv
 from .labels import LABELS_FIX, read_labels
 from .methods import HUDD, PAPER, resolve
-from .progress import note
+from .progress import echo, note
+from .readers import read_table, redo
 from .steps import assign as assign_step
 from .steps import cluster as cluster_step
 from .steps import describe as describe_step
@@ -40,22 +45,24 @@ from .steps import retrain as retrain_step
 from .steps import test as test_step
 from .steps.common import Context
 
-__all__ = ["AnalyzeOutcome", "ClusterPipelineOutcome", "RetrainPipelineOutcome", "analyze", "cluster", "retrain"]
+__all__ = ["AnalyzeOutcome", "ClusterPipelineOutcome", "RetrainPipelineOutcome", "analyze", "activate", "cluster", "retrain"]
 
 
 @dataclass
 class ClusterPipelineOutcome:
-    """The clusterings made: the active method's name, the paper's outcome and the feature method's (None when not run)."""
+    """The clusterings made: the method that ran, the paper's outcome and the feature method's (None when not run),
+    the workspace's active method after it and the description of its clusters."""
 
     method: str
     note: str
     paper: cluster_step.ClusterOutcome | None
     feature: feature_cluster.FeatureOutcome | None
     described: describe_step.DescribeOutcome
+    active: str
 
     @property
     def clusters(self) -> pd.DataFrame:
-        """The active method's clusters (image, cluster, ...)."""
+        """The clusters of the method that ran (image, cluster, ...)."""
         return self.paper.clusters if self.method == PAPER else self.feature.clusters
 
 
@@ -77,9 +84,21 @@ class RetrainPipelineOutcome:
     report: Path
 
 
-def cluster(ctx: Context, method: str = HUDD, *, heatmaps: bool = True, force: bool = False,
+def activate(ctx: Context, name: str, *, requested: str, note: str = "") -> None:
+    """Make ``name`` the active method: its clusters copied to ``HUDD/clusters.csv`` (image, cluster, method), the manifest says so."""
+    ws = ctx.workspace
+    path = ws.method_clusters_csv(name)
+    clusters = read_table(path, {"image": "str", "cluster": "str"}, fix=redo(f"cluster --method {name}"))
+    write_csv(ws.clusters_csv, clusters[["image", "cluster"]].assign(method=name))
+    ws.set_active_method(name, requested=requested, note=note)
+
+
+def cluster(ctx: Context, method: str = HUDD, *, heatmaps: bool = True, force: bool = False, activate_it: bool | None = None,
             **feature_options) -> ClusterPipelineOutcome:
-    """Cluster the error-inducing images with ``method``, make it the workspace's active method and describe its clusters.
+    """Cluster the error-inducing images with ``method`` and describe the active method's clusters.
+
+    ``activate_it``: make ``method`` the active one (True), leave the active one (False), or (None)
+    only when it is the default ``hudd``, no method is active yet or it is the active one.
 
     ``hudd`` runs :data:`hudd.methods.PRIMARY` (or the paper's method without the pretrained extra,
     with a note) and the paper's clustering as the second view: with ``heatmaps`` the heatmaps are
@@ -98,14 +117,21 @@ def cluster(ctx: Context, method: str = HUDD, *, heatmaps: bool = True, force: b
             heatmaps_step.run(ctx, force=force)
         paper = cluster_step.run(ctx, force=force)
         export_step.run(ctx, force=force)
-    ctx.workspace.set_active_method(name, requested=method, note=fallback_note)
-    return ClusterPipelineOutcome(name, fallback_note, paper, feature, describe_step.run(ctx, force=force))
+    ws = ctx.workspace
+    if activate_it is None:
+        activate_it = method == HUDD or not ws.has_active_method() or ws.active_method()["name"] == name
+    if activate_it:
+        activate(ctx, name, requested=method, note=fallback_note)
+    else:
+        echo(f"{name}: clusters in {ws.cluster_dir(name)}; the active method stays {ws.active_method()['name']} "
+             f"(make {name} active with `hudd cluster {ctx.case.root} --method {name} --activate`)")
+    return ClusterPipelineOutcome(name, fallback_note, paper, feature, describe_step.run(ctx, force=force), ws.active_method()["name"])
 
 
 def analyze(ctx: Context, *, method: str = HUDD, force: bool = False) -> AnalyzeOutcome:
     """Test the model, cluster its errors with ``method`` (export and describe them), write the report."""
     tested = test_step.run(ctx, force=force)
-    clustering = cluster(ctx, method, force=force)
+    clustering = cluster(ctx, method, force=force, activate_it=True)
     return AnalyzeOutcome(tested, clustering, report_step.run(ctx))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from .clustering import cluster_order
+from .methods import PAPER
 from .predictions import accuracy_by
 
 __all__ = ["format_table", "results_summary", "hazard_ratio", "test_summary", "cluster_summary", "retrain_summary", "evaluation_summary"]
@@ -68,7 +69,7 @@ def cluster_summary(summary: pd.DataFrame, clusters: pd.DataFrame, workspace) ->
         lines.append(f"{prefix}selected layer {row.layer} ({row.alias}), k = {row.k}: " + ", ".join(f"{c} {sizes[c]}" for c in ordered))
         if "why" in summary:
             lines.append(f"{prefix}why: {row.why}")
-    lines.append(f"clusters: {workspace.clusters_csv}; images, GIFs and contact sheets in {workspace.root / 'ClusterAnalysis'}")
+    lines.append(f"clusters: {workspace.method_clusters_csv(PAPER)}; images, GIFs and contact sheets in {workspace.root / 'ClusterAnalysis'}")
     return "\n".join(lines)
 
 
@@ -95,19 +96,21 @@ def clustering_summary(clustering, workspace, requested: str) -> str:
         lines.append(cluster_summary(clustering.paper.summary, clustering.paper.clusters, workspace))
     if clustering.feature is not None:
         lines.append(feature_summary(clustering.feature.summary, clustering.feature.clusters, workspace.cluster_dir(clustering.method)))
-    lines.append(f"active method: {clustering.method}" + (f" (for {requested})" if requested != clustering.method else "")
-                 + ": hudd assign, evaluate and the report use its clusters")
+    if clustering.active == clustering.method:
+        lines.append(f"active method: {clustering.method}" + (f" (for {requested})" if requested != clustering.method else "")
+                     + f": its clusters are in {workspace.clusters_csv}; hudd assign, evaluate and the report use them")
+    else:
+        lines.append(f"active method: {clustering.active} (unchanged): hudd assign, evaluate and the report use its clusters")
     lines += ["what each cluster's images have in common (HUDD/findings.csv):", *clustering.described.findings["sentence"]]
     return "\n".join(lines)
 
 
-def retrain_summary(metrics: pd.DataFrame, comparison: pd.DataFrame) -> str:
-    """Test accuracy per method (mean, sd, gain over the original, A12 and p of HUDD vs B1/B2), and on hazard images."""
-    lines = ["test accuracy", format_table(comparison, floats="{:.4f}")]
-    if "hazard" in metrics.columns:
-        from .steps.retrain import compare
-
-        lines += ["accuracy on images with an injected hazard", format_table(compare(metrics, "hazard"), floats="{:.4f}")]
+def retrain_summary(retrained) -> str:
+    """Test accuracy per method (mean, sd, gain over the original, A12 and p of HUDD vs B1/B2), and on hazard images,
+    from a :class:`hudd.steps.retrain.RetrainOutcome`."""
+    lines = ["test accuracy", format_table(retrained.comparison, floats="{:.4f}")]
+    if retrained.hazard_comparison is not None:
+        lines += ["accuracy on images with an injected hazard", format_table(retrained.hazard_comparison, floats="{:.4f}")]
     return "\n".join(lines)
 
 

@@ -6,7 +6,9 @@ No other module builds a path into the workspace. Layout (``<case>/HUDD/`` by de
     trainResult.csv, testResult.csv
     Heatmaps/<layer>.npy     (n_error_images, N, M) relevance; rows indexed by Heatmaps/images.csv
     ClusterAnalysis/<layer>/ distances.npy, distances.xlsx, wicd.csv, wicd.png, clusters.csv, C<i>/, C<i>.gif
-    clusters.csv, summary.csv
+    ClusterAnalysis/<method>/clusters.csv   a method's final clusters (paper: of its selected layers)
+    summary.csv              the paper's per-layer clustering and the layer it selected
+    clusters.csv             the active method's clusters (image, cluster, method)
     descriptions.csv, findings.csv, Properties/TestSet.csv   what each cluster's images have in common
     UnsafeSet/C<i>/, unsafe.csv, quotas.csv, labels.csv; labels-history.csv
     Retrain/metrics.csv, Retrain/comparison.csv
@@ -157,11 +159,12 @@ class Workspace:
 
     @property
     def clusters_csv(self) -> Path:
+        """The active method's clusters (image, cluster, method), written when a method is made active."""
         return self.root / "clusters.csv"
 
     def method_clusters_csv(self, method: str) -> Path:
-        """The clusters of ``method``: ``clusters.csv`` for ``paper``, ``ClusterAnalysis/<method>/clusters.csv`` otherwise."""
-        return self.clusters_csv if method == PAPER else self.layer_clusters_csv(method)
+        """The final clusters of ``method``: ``ClusterAnalysis/<method>/clusters.csv`` (``paper``: its selected layers')."""
+        return self.layer_clusters_csv(method)
 
     @property
     def summary_csv(self) -> Path:
@@ -343,13 +346,17 @@ class Workspace:
     def active_method(self) -> dict:
         """The clustering the case's root causes are read from: ``{"name", "requested", "note"}``.
 
-        Recorded by ``hudd cluster`` / ``hudd analyze`` (:meth:`set_active_method`); a workspace
+        Recorded by ``hudd analyze`` and ``hudd cluster`` (:meth:`set_active_method`); a workspace
         without the record (made before methods existed, or by the paper's step alone) reads ``paper``.
         """
         record = self.read_manifest().get("method")
         if not isinstance(record, dict) or not record.get("name"):
             return {"name": PAPER, "requested": PAPER, "note": ""}
         return {"requested": record["name"], "note": "", **record}
+
+    def has_active_method(self) -> bool:
+        """True when a clustering has been made the active one (the manifest records it)."""
+        return isinstance(self.read_manifest().get("method"), dict)
 
     def set_active_method(self, name: str, *, requested: str, note: str = "") -> None:
         """Record ``name`` as the active clustering (``requested``: what the user asked for, e.g. the default)."""

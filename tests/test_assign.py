@@ -87,7 +87,7 @@ def test_assign_fills_the_quotas_with_improvement_images(clustered: Path):
     assert result.exit_code == 0, result.output
     ws = clustered / "HUDD"
     unsafe = pd.read_csv(ws / "UnsafeSet/unsafe.csv", keep_default_na=False)
-    clusters = pd.read_csv(ws / "clusters.csv")
+    clusters = pd.read_csv(ws / "ClusterAnalysis/paper/clusters.csv")
     sizes = clusters["cluster"].value_counts()
     test = pd.read_csv(ws / "testResult.csv")
     expected = quotas(sizes.sort_index(key=lambda s: s.str[1:].astype(int)).to_numpy(), n_test=len(test),

@@ -407,7 +407,7 @@ def test_exactly_one_error_inducing_image_gives_one_cluster(case: Path):
     result = run_cli("analyze", str(case))
     assert result.exit_code == 0, result.output
     assert (~_test_results(case)["correct"]).sum() == 1
-    clusters = pd.read_csv(case / "HUDD/clusters.csv")
+    clusters = pd.read_csv(case / "HUDD/ClusterAnalysis/paper/clusters.csv")
     assert clusters["image"].tolist() == [wrong[0]] and clusters["cluster"].tolist() == ["C1"]
     summary = pd.read_csv(case / "HUDD/summary.csv")
     assert (summary["k"] == 1).all() and (summary["knee_method"] == "single-image").all()
@@ -432,7 +432,7 @@ def test_every_image_wrong_is_analysed(case: Path):
     assert result.exit_code == 0, result.output
     results = _test_results(case)
     assert len(results) == 64 and not results["correct"].any()
-    assert sorted(pd.read_csv(case / "HUDD/clusters.csv")["image"]) == sorted(results["image"])
+    assert sorted(pd.read_csv(case / "HUDD/ClusterAnalysis/paper/clusters.csv")["image"]) == sorted(results["image"])
     assert (case / "HUDD/report.html").is_file()
 
 

@@ -156,7 +156,7 @@ def test_cluster_writes_every_artifact_and_selects_one_layer(analysed: Path):
     assert f"not selected: WICD above {best['wicd']:.4g} of {best['layer']}" in other["why"], "a user sees why a layer lost"
     assert f"why: {best['why']}" in result.output
     errors = pd.read_csv(ws / "Heatmaps/images.csv")
-    clusters = pd.read_csv(ws / "clusters.csv")
+    clusters = pd.read_csv(ws / "ClusterAnalysis/paper/clusters.csv")
     assert clusters["image"].tolist() == errors["image"].tolist()
     assert set(clusters["layer"]) == {best["layer"]}
     assert clusters["cluster"].nunique() == best["k"]
@@ -179,7 +179,7 @@ def test_cluster_is_deterministic_and_skips_when_current(analysed: Path, tmp_pat
     shutil.copytree(analysed, twin)
     assert run_cli("cluster", str(analysed)).exit_code == 0
     assert run_cli("cluster", str(twin)).exit_code == 0
-    for name in ("summary.csv", "clusters.csv"):
+    for name in ("summary.csv", "ClusterAnalysis/paper/clusters.csv", "clusters.csv"):
         assert (analysed / "HUDD" / name).read_bytes() == (twin / "HUDD" / name).read_bytes()
     stamp = (analysed / "HUDD/summary.csv").stat().st_mtime_ns
     assert run_cli("cluster", str(analysed)).exit_code == 0
@@ -204,7 +204,7 @@ def test_very_few_errors_give_one_cluster_with_a_message(analysed: Path, n: int)
     result = CliRunner().invoke(cli, ["cluster", str(analysed)])
     assert result.exit_code == 0, result.output
     assert "fewer than 4 error-inducing images" in result.stderr
-    clusters = pd.read_csv(analysed / "HUDD/clusters.csv")
+    clusters = pd.read_csv(analysed / "HUDD/ClusterAnalysis/paper/clusters.csv")
     assert len(clusters) == n and set(clusters["cluster"]) == {"C1"}
 
 

@@ -72,7 +72,7 @@ def test_describe_names_the_parameter_each_injected_cause_changes(analyzed: Path
     case = copy_case(analyzed, tmp_path)
     ws = case / "HUDD"
     method = json.loads((ws / "manifest.json").read_text())["method"]["name"]
-    clusters_csv = ws / "clusters.csv" if method == "paper" else ws / "ClusterAnalysis" / method / "clusters.csv"
+    clusters_csv = ws / "ClusterAnalysis" / method / "clusters.csv"
     params = pd.read_csv(case / "DataSets/TestSet/params.csv")
     hazards = {"closed": "openness", "dim": "brightness", "yaw": "head_yaw", "center": "gaze_magnitude"}
     planted = params[params["cause"].isin(hazards)]

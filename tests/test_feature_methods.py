@@ -105,7 +105,7 @@ def test_assign_selects_for_a_feature_methods_clusters_in_its_space(case):
     assert quotas["quota"].sum() == 20 and len(unsafe) == 20
     picked = unsafe.set_index("image").loc[copies]
     assert (picked["cluster"] == "C1").all() and np.allclose(picked["distance"], 0, atol=1e-6), "a copy of a member is at distance 0"
-    assert not (case / "HUDD/clusters.csv").exists(), "assigning for a feature method needs no heatmaps"
+    assert not (case / "HUDD/Heatmaps").exists(), "assigning for a feature method needs no heatmaps"
     result = run_cli("assign", str(case), "--budget", "10")
     assert result.exit_code == 0, result.output
     config = json.loads((case / "HUDD/manifest.json").read_text())["steps"]["assign"]["config"]
@@ -178,7 +178,10 @@ def test_the_default_method_shows_its_clusters_with_the_heatmap_view_and_assigns
     default = pd.read_csv(case / f"HUDD/ClusterAnalysis/{PRIMARY}/clusters.csv")
     assert set(unsafe["cluster"]) <= set(default["cluster"])
     assert json.loads((case / "HUDD/manifest.json").read_text())["steps"]["assign"]["config"]["method"] == PRIMARY
-    assert run_cli("cluster", str(case), "--method", "paper").exit_code == 0
+    result = run_cli("cluster", str(case), "--method", "paper")
+    assert result.exit_code == 0 and f"active method: {PRIMARY} (unchanged)" in result.output, "run to compare, not made active"
+    assert run_cli("cluster", str(case), "--method", "paper", "--activate").exit_code == 0
+    assert pd.read_csv(case / "HUDD/clusters.csv")["method"].eq("paper").all()
     assert run_cli("report", str(case)).exit_code == 0
     assert f"selected for the clusters of method {PRIMARY}, not of the active method paper" in (case / "HUDD/report.html").read_text()
 

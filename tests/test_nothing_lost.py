@@ -81,7 +81,7 @@ def test_cluster_validates_every_heatmap_before_replacing_anything(analyzed: Pat
 
 def test_export_with_a_clustered_image_gone_keeps_the_exported_folders(analyzed: Path, tmp_path: Path):
     case = copy_case(analyzed, tmp_path)
-    clustered = pd.read_csv(case / "HUDD/clusters.csv")["image"]
+    clustered = pd.read_csv(case / "HUDD/ClusterAnalysis/paper/clusters.csv")["image"]
     before = _digests(case)
     (case / "DataSets" / clustered.iloc[0]).unlink()
     one_line_error(run_cli("export", str(case), "--force"), clustered.iloc[0], "missing", "hudd analyze")

@@ -34,8 +34,12 @@ def test_analyze_runs_every_step_then_skips_them_and_reruns_only_what_a_change_t
     result = run_cli("analyze", str(case), "--batch-size", "16")
     assert result.exit_code == 0, result.output
     ws = case / "HUDD"
-    for path in ("testResult.csv", "Heatmaps/images.csv", "summary.csv", "clusters.csv", "report.html"):
+    for path in ("testResult.csv", "Heatmaps/images.csv", "summary.csv", "ClusterAnalysis/paper/clusters.csv", "clusters.csv",
+                 "report.html"):
         assert (ws / path).is_file(), path
+    active = json.loads((ws / "manifest.json").read_text())["method"]["name"]
+    assert pd.read_csv(ws / "clusters.csv").equals(pd.read_csv(ws / f"ClusterAnalysis/{active}/clusters.csv")[["image", "cluster"]]
+                                                    .assign(method=active)), "HUDD/clusters.csv holds the active method's clusters"
     assert "selected layer" in result.output and "report:" in result.output
     first = _finished(case)
     assert set(first) >= {"test", "heatmaps", "cluster", "export"}
@@ -144,7 +148,7 @@ def test_evaluate_scores_the_clusters_against_the_injected_causes(case: Path):
     table = pd.read_csv(case / "HUDD/evaluation.csv")
     active = json.loads((case / "HUDD/manifest.json").read_text())["method"]["name"]
     assert active == (PRIMARY if pretrained_available() else "paper")
-    clusters = pd.read_csv(case / "HUDD" / ("clusters.csv" if active == "paper" else f"ClusterAnalysis/{active}/clusters.csv"))
+    clusters = pd.read_csv(case / "HUDD" / f"ClusterAnalysis/{active}/clusters.csv")
     assert sorted(table["cluster"]) == sorted(clusters["cluster"].unique())
     assert table["size"].sum() == len(clusters)
     last = result.output.strip().splitlines()[-1]

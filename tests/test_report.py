@@ -76,7 +76,7 @@ def test_full_report_holds_layers_clusters_scores_unsafe_set_and_retraining_and_
     assert re.search(rf'<tr class="selected"><td>{re.escape(selected.layer)}</td><td>{re.escape(selected.alias)}</td>', html)
     assert f"selected layer <b>{selected.layer}</b>" in html
     assert f"Why: {esc(selected.why)}" in html, "the report says why that layer and k"
-    clusters = pd.read_csv(ws / "clusters.csv")
+    clusters = pd.read_csv(ws / "ClusterAnalysis/paper/clusters.csv")
     for name in clusters["cluster"].unique():
         assert f'id="cluster-{name}"' in html, name
         assert f"{name} animation" in html and f"{name} contact sheet" in html and f"{name} simulator parameters" in html

@@ -179,7 +179,7 @@ def test_keypoint_errors_are_clustered_per_face_element(tmp_path: Path):
         result = run_cli(command, str(tmp_path))
         assert result.exit_code == 0, result.output
     summary = pd.read_csv(tmp_path / "HUDD/summary.csv", keep_default_na=False)
-    clusters = pd.read_csv(tmp_path / "HUDD/clusters.csv")
+    clusters = pd.read_csv(tmp_path / "HUDD/ClusterAnalysis/paper/clusters.csv")
     index = pd.read_csv(tmp_path / "HUDD/Heatmaps/images.csv")
     groups = {"upper_lid", "lower_lid", "iris_centre"}
     assert set(summary["group"]) <= groups

@@ -140,7 +140,7 @@ def read_inputs(ctx) -> ReportInputs:
     data.clusters = _csv(ws.method_clusters_csv(name), problems, clusters)
     if name != PAPER:
         data.method_row = _csv(ws.cluster_dir(name) / "method.csv", problems, **strings)
-        data.paper_clusters = _csv(ws.clusters_csv, problems, clusters)
+        data.paper_clusters = _csv(ws.method_clusters_csv(PAPER), problems, clusters)
         if data.clusters is not None:
             data.clusters["layer"] = name
     data.unsafe = _csv(ws.unsafe_csv, problems, clusters, **strings)

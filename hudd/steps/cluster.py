@@ -11,8 +11,8 @@ its cluster ids carry the group name (``upper_lid-C3``) and its files live in
 ``ClusterAnalysis/<group>/<layer>/``.
 
 Outputs: ``ClusterAnalysis/<layer>/{distances.npy (float32), distances.xlsx (while n + 1 fits
-Excel's 16,384 columns), wicd.csv, wicd.png, clusters.csv}``, ``clusters.csv`` (image, cluster,
-layer) and ``summary.csv`` (group, layer, alias, n, k, wicd, knee_method, xlsx, selected, and
+Excel's 16,384 columns), wicd.csv, wicd.png, clusters.csv}``, ``ClusterAnalysis/paper/clusters.csv``
+(image, cluster, layer: the clusters of the selected layers) and ``summary.csv`` (group, layer, alias, n, k, wicd, knee_method, xlsx, selected, and
 method ``paper``, representation and why: that k, that layer or why not, in words).
 Fewer than four images in a group give one cluster (no k to choose), with a note.
 """
@@ -39,7 +39,8 @@ from .common import Context, run_step
 
 __all__ = ["ClusterOutcome", "run", "VERSION", "cluster_name", "unit_name", "read_summary"]
 
-VERSION = 3  # 2: leaves ClusterAnalysis/blackbox/ alone (and the other feature methods' folders); 3: summary.csv says why
+VERSION = 4  # 2: leaves ClusterAnalysis/blackbox/ alone (and the other feature methods' folders); 3: summary.csv says why;
+# 4: its final clusters in ClusterAnalysis/paper/clusters.csv (HUDD/clusters.csv is the active method's)
 
 
 @dataclass
@@ -160,19 +161,20 @@ def run(ctx: Context, *, force: bool = False) -> ClusterOutcome:
             final.append(table)
         clusters = pd.concat(final).set_index("image").loc[index["image"]].reset_index()
         write_csv(out.summary_csv, summary)
-        write_csv(out.clusters_csv, clusters)
+        write_csv(out.method_clusters_csv(PAPER), clusters)
         if (summary["knee_method"].isin(["single-image", "too-few-images"])).any():
             echo("cluster: fewer than 4 error-inducing images in a group: one cluster, no k to choose")
-        outputs = [ws.summary_csv, ws.clusters_csv, *(ws.cluster_dir(unit_name(r.group, r.layer)) for r in summary.itertuples())]
+        outputs = [ws.summary_csv, ws.cluster_dir(PAPER), *(ws.cluster_dir(unit_name(r.group, r.layer)) for r in summary.itertuples())]
         ws.commit(out, outputs)
-        kept = set(FEATURE_METHODS) | {unit_name(r.group, r.layer).split("/")[0] for r in summary.itertuples()}
+        kept = {PAPER, *FEATURE_METHODS} | {unit_name(r.group, r.layer).split("/")[0] for r in summary.itertuples()}
         for stale in ws.cluster_dir(".").iterdir():  # layers or groups of an earlier run, not this one's
             if stale.name not in kept:
                 remove(stale, ws.root)
         return outputs
 
     ran = run_step(ctx, "cluster", VERSION, config=config, inputs=inputs, compute=compute, force=force, staged=True)
-    return ClusterOutcome(ran, read_summary(ws), read_table(ws.clusters_csv, {"image": "str", "cluster": "str"}, fix=redo("cluster")))
+    return ClusterOutcome(ran, read_summary(ws), read_table(ws.method_clusters_csv(PAPER), {"image": "str", "cluster": "str"},
+                                                           fix=redo("cluster")))
 
 
 def read_summary(ws: Workspace) -> pd.DataFrame:

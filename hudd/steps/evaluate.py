@@ -87,9 +87,9 @@ def compare(ctx: Context) -> pd.DataFrame:
     ws = ctx.workspace
     params = _ground_truth(ctx)
     rows = []
-    if ws.clusters_csv.is_file():
+    if ws.method_clusters_csv(PAPER).is_file():
         paper_seconds = _seconds(ctx, "heatmaps", "cluster")
-        rows.append(_row(PAPER, "selected", _score(ctx, ws.clusters_csv, params), paper_seconds))
+        rows.append(_row(PAPER, "selected", _score(ctx, ws.method_clusters_csv(PAPER), params), paper_seconds))
         summary = read_summary(ws)
         for layer in summary.itertuples():
             unit = unit_name(layer.group, layer.layer)
@@ -100,7 +100,7 @@ def compare(ctx: Context) -> pd.DataFrame:
         if clusters.is_file():
             rows.append(_row(method, "selected", _score(ctx, clusters, params), _seconds(ctx, method)))
     if not rows:
-        raise HuddError(f"{ws.clusters_csv}: no clustering to compare; run `hudd analyze {ctx.case.root}` first")
+        raise HuddError(f"{ws.cluster_dir('.')}: no clustering to compare; run `hudd analyze {ctx.case.root}` first")
     table = pd.DataFrame(rows)
     table["active"] = (table["method"] == ws.active_method()["name"]) & (table["unit"] == "selected")
     write_csv(ws.clusterings_csv, table)

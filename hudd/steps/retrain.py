@@ -63,11 +63,13 @@ DOCTOR_KEYS = ("treatment", "doctor_j_train", "doctor_delta", "doctor_v", "docto
 
 @dataclass
 class RetrainOutcome:
-    """``metrics.csv`` (one row per run and method) and its comparison table."""
+    """``metrics.csv`` (one row per run and method) and its comparison tables: on the whole test set, and on
+    the images with an injected hazard (None without ``params.csv``)."""
 
     ran: bool
     metrics: pd.DataFrame
     comparison: pd.DataFrame
+    hazard_comparison: pd.DataFrame | None = None
 
 
 def _rows(lines: np.ndarray) -> str:
@@ -292,4 +294,4 @@ def run(ctx: Context, *, force: bool = False) -> RetrainOutcome:
     ran = run_step(ctx, "retrain", VERSION, config={key: getattr(config, key) for key in keys} | {"device": ctx.device.type},
                    inputs=inputs, compute=compute, force=force)
     metrics = pd.read_csv(ws.metrics_csv)
-    return RetrainOutcome(ran, metrics, compare(metrics))
+    return RetrainOutcome(ran, metrics, compare(metrics), compare(metrics, "hazard") if "hazard" in metrics.columns else None)
