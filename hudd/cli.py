@@ -251,10 +251,11 @@ _SELECTION_OPTIONS = (
     click.option("--budget", type=int, default=None, help="Label exactly this many images, split like the quotas."),
 )
 _RETRAIN_OPTIONS = (
-    click.option("--epochs", "retrain_epochs", type=int, default=None, help="Fine-tuning epochs (default 10)."),
-    click.option("--mix", "retrain_mix", type=click.Choice(["union", "paired"]), default=None,
-                 help="Each epoch: TrainingSet + the extra images (union, the paper; default), or the extra images + as many "
-                      "fresh random TrainingSet images (paired)."),
+    click.option("--epochs", "retrain_epochs", type=int, default=None,
+                 help="Passes over the selected images (paired) or epochs over TrainingSet + them (union); default 30."),
+    click.option("--mix", "retrain_mix", type=click.Choice(["paired", "union"]), default=None,
+                 help="paired (default): each pass the selected images + as many fresh random TrainingSet images; union (the "
+                      "paper's): each epoch the whole TrainingSet + the selected images."),
     click.option("--runs", type=int, default=None, help="Repeat every method with this many seeds (default 1; the paper used 10)."),
     click.option("--baselines/--no-baselines", default=None, help="Also train the paper's baselines B1 and B2 (default: yes)."),
     click.option("--seed", type=int, default=None, help="First seed (default 0)."),

@@ -39,11 +39,11 @@ class Config:
     lr: float = _key(2e-3, lo=0.0, doc="peak learning rate (Adam, one-cycle schedule) when training a baseline model")
     patience: int = _key(4, lo=1, doc="epochs without validation gain before early stopping")
     val_fraction: float = _key(0.1, lo=0.0, hi=0.5, doc="share of TrainingSet held out for validation")
-    retrain_epochs: int = _key(10, lo=1, doc="epochs of fine-tuning in retrain")
+    retrain_epochs: int = _key(30, lo=1, doc="retrain: passes over the selected images (paired) or epochs over TrainingSet + them (union)")
     retrain_lr: float = _key(1e-3, lo=0.0, doc="SGD learning rate in retrain")
-    retrain_mix: str = _key("union", choices=("union", "paired"),
-                            doc="retrain: each epoch the whole TrainingSet + the extra images (union, the paper), or the extra "
-                                "images + as many fresh random TrainingSet images (paired: the extras are not drowned)")
+    retrain_mix: str = _key("paired", choices=("paired", "union"),
+                            doc="retrain: each pass the selected images + as many fresh random TrainingSet images (paired: half "
+                                "of every batch), or each epoch the whole TrainingSet + the selected images (union, the paper's)")
     momentum: float = _key(0.9, lo=0.0, hi=1.0, doc="SGD momentum in retrain")
     weight_decay: float = _key(5e-4, lo=0.0, doc="SGD weight decay in retrain")
     runs: int = _key(1, lo=1, doc="retrain: repetitions of every method with seeds seed, seed+1, ... (the paper used 10)")

@@ -8,8 +8,8 @@ and compare with the paper's baselines (RQ2).
   improvement set as large as the unsafe set; B1 keeps its images the model misclassifies, B2 all
   of them; each bootstrapped to the size of HUDD's balanced set;
 - every method fine-tunes a copy of the original weights on TrainingSet + its extra images, mixed
-  as ``retrain_mix`` says (:func:`hudd.retraining.mixed_rows`: ``union``, the paper, or ``paired``), with
-  the one training loop (SGD, lr 1e-3, momentum 0.9, weight decay 5e-4 by default), ``runs``
+  as ``retrain_mix`` says (:func:`hudd.retraining.mixed_rows`: ``paired``, the default, or ``union``,
+  the paper's), with the one training loop (SGD, lr 1e-3, momentum 0.9, weight decay 5e-4 by default), ``runs``
   times with seeds ``seed, seed + 1, ...``;
 - with ``treatment = "doctor"`` (classifiers only), Model Doctor's treatment (:mod:`hudd.doctor`):
   ``doctor`` fine-tunes on the training set alone, as the paper, and ``hudd+doctor`` on the training
@@ -215,9 +215,7 @@ def run(ctx: Context, *, force: bool = False) -> RetrainOutcome:
     baselines = config.baselines and improve.labelled
     if config.baselines and not improve.labelled:
         echo("retrain: the improvement set is unlabelled, so the baselines B1 and B2 (which need labels) are skipped")
-    keys = ("retrain_epochs", "retrain_lr", "momentum", "weight_decay", "batch_size", "seed", "runs", "baselines")
-    if config.retrain_mix != "union":  # only then, so cases retrained the paper's way stay current
-        keys += ("retrain_mix",)
+    keys = ("retrain_epochs", "retrain_mix", "retrain_lr", "momentum", "weight_decay", "batch_size", "seed", "runs", "baselines")
     inputs = {"assign": ws.step_entry("assign")["fingerprint"], "labels": file_hash(ws.labels_csv), "model": ctx.model_hash,
               "TrainingSet": ctx.listing_hash(train), "TestSet": ctx.listing_hash(test)}
     output_model = ctx.case.models / f"{ctx.model.path.stem}-hudd.pt"
