@@ -226,7 +226,7 @@ def docs_section(table: pd.DataFrame, probes: pd.DataFrame, argv: list[str]) -> 
         markdown_table(cases.rename(columns={"errors": "errors"})),
         "Per method: mean and lowest purity, cases where every cause with at least 5 errors is covered, the largest "
         "share of error images in clusters smaller than 5, and the most clusters one cause dominates:",
-        markdown_table(summarise(table)),
+        markdown_table(summarise(table).drop(columns="mean_seconds")),
         "Linear-probe bound (cross-validated accuracy of a logistic regression predicting the cause of each error "
         "image from the representation): how much of the cause a representation holds at all.",
         markdown_table(probe_cases),
