@@ -15,7 +15,7 @@ from hudd.feature_clustering import ward_features
 from hudd.feature_space import FeatureSpace
 from hudd.features import logit_margins
 from hudd.methods import PRIMARY
-from tests.conftest import run_cli
+from tests.conftest import one_line_error, run_cli
 
 
 def _blobs(seed: int = 0, scale: float = 1.0):
@@ -150,6 +150,12 @@ def test_joint_method_clusters_with_two_blocks_and_assigns_a_copy_of_a_member_to
     assert result.exit_code == 0, result.output
     picked = pd.read_csv(case / "HUDD/UnsafeSet/unsafe.csv").set_index("image").loc[copies]
     assert (picked["cluster"] == "C2").all() and np.allclose(picked["distance"], 0, atol=1e-5), "a copy of a member is at distance 0"
+
+
+def test_a_joined_extractor_with_an_empty_part_is_refused_in_one_line(case):
+    assert run_cli("test", str(case)).exit_code == 0
+    one_line_error(run_cli("cluster", str(case), "--method", "naive", "--extractor", "model+"), "--extractor model+", "empty part")
+    assert not (case / "HUDD/ClusterAnalysis/naive").exists(), "nothing written"
 
 
 def test_without_the_pretrained_extra_the_default_falls_back_and_says_so(case, monkeypatch):
