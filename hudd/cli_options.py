@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from .methods import HUDD, METHOD_NAMES
+from .methods import HUDD, METHOD_NAMES, PRIMARY, REGISTRY
 
 __all__ = ["config_options", "options", "model_options", "step_options", "EXPORT_OPTION", "CLUSTER_OPTIONS", "METHOD_OPTIONS",
            "SELECTION_OPTIONS", "RETRAIN_OPTIONS", "DOCTOR_OPTIONS"]
@@ -24,7 +24,7 @@ def config_options(*names: str):
         "seed": click.option("--seed", type=int, default=None, help="Random seed (default 0)."),
         "epochs": click.option("--epochs", type=int, default=None, help="Maximum training epochs."),
         "lr": click.option("--lr", type=float, default=None, help="Learning rate."),
-        "workspace": click.option("--workspace", default=None, help="Workspace folder (default <case>/HUDD)."),
+        "workspace": click.option("--workspace", default=None, help="Workspace folder, relative to the current folder (default <case>/HUDD)."),
     }
 
     return options(tuple(flags[name] for name in names))
@@ -69,12 +69,10 @@ CLUSTER_OPTIONS = (
 
 METHOD_OPTIONS = (
     click.option("--method", type=click.Choice(METHOD_NAMES), default=HUDD, show_default=True,
-                 help="hudd: the joint method's clusters, with the paper's heatmap clusters beside them (the paper's "
-                      "method alone without hudd[pretrained]); paper: LRP heatmaps of every layer, Ward, WICD knee, layer of minimal WICD (HUDD as published); "
-                      "blackbox: the model's features + UMAP/PCA + DBSCAN/HDBSCAN (SAFE-style); pretrained: ImageNet "
-                      "EfficientNet-Lite0 features (hudd[pretrained]) + Ward + WICD knee; naive: the model's features + Ward, "
-                      "k = 10; joint: the pretrained features beside the model's logit margins + Ward + WICD knee. "
-                      "Feature methods write ClusterAnalysis/<method>/."),
+                 help=f"hudd: the {PRIMARY} method's clusters, with the paper's heatmap clusters beside them (the paper's "
+                      "method alone without hudd[pretrained]); "
+                      + "; ".join(f"{method.name}: {method.description}" for method in REGISTRY.values())
+                      + ". Feature methods write ClusterAnalysis/<method>/."),
     click.option("--extractor", default=None,
                  help="Feature methods: 'model' (its penultimate layer), 'margins' (its logit margins), "
                       "'efficientnet_lite0[:block]', or a torchvision backbone name with --weights; join several with + "
@@ -91,7 +89,7 @@ METHOD_OPTIONS = (
 SELECTION_OPTIONS = (
     click.option("--method", type=click.Choice(METHOD_NAMES), default=None,
                  help="Whose clusters to select for: paper (HUDD's selected layer, by heatmaps) or a feature method run by "
-                      "`hudd cluster --method` (in its feature space); default: the active method (the last `hudd cluster` "
+                      "`hudd cluster --method` (compared where config select_in says); default: the active method (the last `hudd cluster` "
                       "or `hudd analyze`), for retrain without --sf/--budget the last assign's."),
     click.option("--sf", type=float, default=None, help="Selection factor of equation 7 (default 0.3)."),
     click.option("--budget", type=int, default=None, help="Label exactly this many images, split like the quotas."),

@@ -55,9 +55,12 @@ class Config:
     k_min: int = _key(2, lo=2, doc="smallest number of clusters tried")
     k_max: int = _key(500, lo=2, doc="largest number of clusters tried (also capped at errors/2)")
     export: str = _key("selected", choices=("selected", "all"), doc="export the clusters of the selected layer, or of every layer")
+    select_in: str = _key("auto", choices=("auto", "heatmaps", "features"),
+                          doc="assign: the space improvement images are compared with the clusters in: the model's LRP heatmaps "
+                              "at the paper's selected layer, the space the method clustered in, or the method's own choice")
     sf: float = _key(0.3, lo=0.0, hi=1.0, doc="selection factor of the unsafe-set quota")
     error_px: float = _key(4.0, lo=0.0, doc="keypoint models: mean error (pixels) above which an image is an error")
-    workspace: str = _key("HUDD", doc="workspace folder, relative to the case folder")
+    workspace: str = _key("HUDD", doc="workspace folder (in hudd.toml relative to the case folder, as a flag to the current folder)")
     treatment: str = _key("none", choices=("none", "doctor"),
                           doc="retrain: also fine-tune with Model Doctor's constraints (methods doctor and hudd+doctor)")
     doctor_layers: tuple = _key((), doc="Model Doctor: convolutional layers to diagnose and constrain (empty: the last two)")

@@ -14,14 +14,51 @@
 from __future__ import annotations
 
 import importlib.util
+from dataclasses import dataclass
 
-__all__ = ["HUDD", "PAPER", "FEATURE_METHODS", "METHOD_NAMES", "PRIMARY", "FALLBACK", "resolve", "pretrained_available",
-           "FALLBACK_NOTE"]
+__all__ = ["Method", "REGISTRY", "HUDD", "PAPER", "FEATURE_METHODS", "METHOD_NAMES", "PRIMARY", "FALLBACK", "HEATMAPS",
+           "FEATURES", "WARD", "resolve", "pretrained_available", "FALLBACK_NOTE"]
 
 HUDD = "hudd"
 PAPER = "paper"
-FEATURE_METHODS = ("blackbox", "pretrained", "naive", "joint")
-METHOD_NAMES = (HUDD, PAPER, *FEATURE_METHODS)
+HEATMAPS, FEATURES = "heatmaps", "features"
+WARD = "ward"
+
+
+@dataclass(frozen=True)
+class Method:
+    """One root-cause method: what it clusters, how, and where it compares improvement images with its clusters.
+
+    ``clusters_in`` is :data:`HEATMAPS` (LRP heatmaps of every layer, the paper's) or a feature
+    extractor (:func:`hudd.features.make_extractors`: ``model``, ``margins``, ``efficientnet_lite0``,
+    joined with ``+``); ``clusterer`` is ``ward`` (k at the WICD knee, or ``k`` when fixed) or a
+    density clusterer (:data:`hudd.feature_clustering.CLUSTERERS`); ``select_in`` is :data:`HEATMAPS`
+    (the raw heatmaps of the layer the paper selected) or :data:`FEATURES` (the space it clustered in).
+    """
+
+    name: str
+    clusters_in: str
+    clusterer: str
+    k: int | None
+    select_in: str
+    description: str
+
+
+REGISTRY = {method.name: method for method in (
+    Method(PAPER, HEATMAPS, WARD, None, HEATMAPS,
+           "LRP heatmaps of every layer, Ward, WICD knee, the layer of lowest WICD (the paper's Step 1)"),
+    Method("blackbox", "model", "dbscan", None, FEATURES,
+           "the model's penultimate features, standardised, UMAP or PCA, DBSCAN/HDBSCAN (SAFE-style)"),
+    Method("pretrained", "efficientnet_lite0", WARD, None, FEATURES,
+           "ImageNet EfficientNet-Lite0 block features, standardised, Ward, WICD knee"),
+    Method("naive", "model", WARD, 10, FEATURES,
+           "the model's penultimate features, standardised, Ward, k = 10 (a reference: it needs the answer's size)"),
+    Method("joint", "efficientnet_lite0+margins", WARD, None, FEATURES,
+           "ImageNet EfficientNet-Lite0 block features beside the model's logit margins, each block weighed equally, Ward, "
+           "WICD knee"),
+)}
+FEATURE_METHODS = tuple(name for name, method in REGISTRY.items() if method.clusters_in != HEATMAPS)
+METHOD_NAMES = (HUDD, *REGISTRY)
 PRIMARY = "joint"
 FALLBACK = "paper"
 FALLBACK_NOTE = (f"the extra hudd[pretrained] is not installed: the default method clusters with '{FALLBACK}' instead of "

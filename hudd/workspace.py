@@ -75,13 +75,13 @@ class Workspace:
         self.staged_for = staged_for  # the step whose new outputs this staging workspace holds
 
     @classmethod
-    def of_case(cls, case_root: Path, folder: str = "HUDD", *, flag: str = "--workspace") -> "Workspace":
-        """The workspace of a case: ``folder`` relative to the case folder, or an absolute path.
+    def of_case(cls, case_root: Path, folder: str = "HUDD", *, flag: str = "--workspace", base: Path | None = None) -> "Workspace":
+        """The workspace of a case: ``folder`` relative to ``base`` (default the case folder), or an absolute path.
 
         A HuddError (naming ``flag``, where the folder was given) when the workspace would lie inside,
         or contain, the case's ``DataSets/`` or ``DNNModels/``: hudd writes and deletes in its workspace.
         """
-        ws = cls(Path(case_root) / folder)
+        ws = cls(Path(base if base is not None else case_root) / folder)
         root = ws.root.resolve()
         for name in ("DataSets", "DNNModels"):
             guarded = (Path(case_root) / name).resolve()

@@ -66,23 +66,25 @@ class Recipe:
     epochs: int | None
     mix: str | None
     runs: int
+    select_in: str | None = None
 
     def overrides(self) -> dict:
         """Config keys set by this recipe (``None``: hudd's default)."""
-        return {"retrain_epochs": self.epochs, "retrain_mix": self.mix, "runs": self.runs}
+        return {"retrain_epochs": self.epochs, "retrain_mix": self.mix, "runs": self.runs, "select_in": self.select_in}
 
     def columns(self, config) -> dict:
         """The recipe as it ran, for the cached runs (so another recipe is not mistaken for it)."""
         return {"budget": -1 if self.budget is None else self.budget, "retrain_epochs": config.retrain_epochs,
-                "retrain_mix": config.retrain_mix, "sf": config.sf}
+                "retrain_mix": config.retrain_mix, "sf": config.sf, "select_in": config.select_in}
 
 
 def retrain_runs(case: Case, selection: str, recipe: Recipe, device: str) -> pd.DataFrame:
     """The test metrics of the original model and of the runs fine-tuned on the unsafe set of ``selection``'s
     clusters (with B1 and B2 beside the default's selection)."""
     baselines = selection == PRIMARY
-    config = load_config(case.root, {"seed": 0, "device": device, "baselines": baselines, **recipe.overrides()})
-    cached = case.root / f"eval_retrain-{selection}.csv"
+    overrides = recipe.overrides() | ({"select_in": None} if selection == PAPER else {})  # the paper's are in heatmaps
+    config = load_config(case.root, {"seed": 0, "device": device, "baselines": baselines, **overrides})
+    cached = case.root / f"eval_retrain-{selection}{'' if selection == PAPER else f'-{config.select_in}'}.csv"
     if cached.is_file():
         earlier = pd.read_csv(cached)
         same = all(earlier.get(key, pd.Series([None])).eq(value).all() for key, value in recipe.columns(config).items())
@@ -160,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", type=int, help="Images to label per selection (default: equation 7 with sf).")
     parser.add_argument("--epochs", type=int, help="Fine-tuning epochs (default: hudd's).")
     parser.add_argument("--mix", choices=("union", "paired"), help="How the selected images join the training set (default: hudd's).")
+    parser.add_argument("--select-in", choices=("auto", "heatmaps", "features"),
+                        help="Where the default's clusters select improvement images (default: hudd's).")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--tiny", action="store_true", help="Tiny cases, one epoch, two runs: checks the script runs, measures nothing.")
     parser.add_argument("--docs", type=Path, help="Also write DIR/evaluation.md (its retrain section) and the CSVs there.")
@@ -167,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     set_quiet(True)
     scale = dataclasses.replace(TINY, n_improve=TINY.n_test) if args.tiny else dataclasses.replace(FULL, n_improve=IMPROVEMENT_IMAGES)
     recipe = Recipe(budget=args.budget, epochs=TINY_RETRAIN_EPOCHS if args.tiny else args.epochs, mix=args.mix,
-                    runs=args.runs or (2 if args.tiny else 5))
+                    runs=args.runs or (2 if args.tiny else 5), select_in=args.select_in)
     families = [f for f in args.families.split(",") if f]
     unknown = [f for f in families if f not in FAMILIES]
     if unknown:

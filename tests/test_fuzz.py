@@ -561,8 +561,9 @@ WORKSPACES = {
 
 
 @pytest.mark.parametrize("flag, toml", WORKSPACES.values(), ids=WORKSPACES.keys())
-def test_workspace_inside_the_data_is_refused(case: Path, flag: str | None, toml: str | None):
+def test_workspace_inside_the_data_is_refused(case: Path, flag: str | None, toml: str | None, monkeypatch):
     """Reported defect 6: a workspace inside DataSets/ (or DNNModels/, or holding them) is refused with exit 2."""
+    monkeypatch.chdir(case)
     if toml:
         (case / "hudd.toml").write_text(f'workspace = "{toml}"\n')
     args = ("--workspace", flag.format(case=case)) if flag else ()

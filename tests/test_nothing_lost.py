@@ -88,8 +88,9 @@ def test_export_with_a_clustered_image_gone_keeps_the_exported_folders(analyzed:
     _assert_intact(before, case)
 
 
-def test_a_workspace_overlapping_the_case_data_is_refused(analyzed: Path, tmp_path: Path):
+def test_a_workspace_overlapping_the_case_data_is_refused(analyzed: Path, tmp_path: Path, monkeypatch):
     case = copy_case(analyzed, tmp_path)
+    monkeypatch.chdir(case)  # the flag is relative to the current folder, hudd.toml's key to the case
     listing = sorted(str(p) for p in (case / "DataSets").rglob("*"))
     for folder in ("DataSets/TestSet/HUDD", "DNNModels", ".", str(case / "DataSets")):
         one_line_error(run_cli("test", str(case), "--workspace", folder), f"--workspace {folder}", "choose a folder of its own")

@@ -33,6 +33,18 @@ def test_test_step_writes_one_row_per_image(case: Path):
     assert f"error-inducing test images: {int((~test['correct']).sum())}" in result.stdout
 
 
+def test_workspace_flag_is_relative_to_the_current_folder_and_the_toml_key_to_the_case(case: Path, tmp_path: Path, monkeypatch):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert run_cli("test", str(case), "--workspace", "runs/ws").exit_code == 0
+    assert (elsewhere / "runs" / "ws" / "testResult.csv").is_file()
+    assert not (case / "runs").exists()
+    (case / "hudd.toml").write_text('workspace = "ws2"\n')
+    assert run_cli("test", str(case)).exit_code == 0
+    assert (case / "ws2" / "testResult.csv").is_file() and not (elsewhere / "ws2").exists()
+
+
 def test_steps_skip_when_inputs_are_unchanged_and_rerun_when_the_model_changes(case: Path):
     from click.testing import CliRunner
 

@@ -8,9 +8,12 @@ only its single-linkage distance to each cluster is kept (``UnsafeSet/single_lin
 assignment of Fig. 10 fills them (:mod:`hudd.assignment`).
 
 ``--method`` other than ``paper`` assigns to a feature method's clusters
-(``ClusterAnalysis/<method>/``) in the space they were made in: the improvement images' features
-from the same extractor, through the method's ``space.npz``, single linkage to each cluster's
-members; the ``noise`` group of a density clustering gets no quota.
+(``ClusterAnalysis/<method>/``) where config ``select_in`` says (default: where the method's
+registry entry, :data:`hudd.methods.REGISTRY`, says): ``features``, the space they were made in
+(the improvement images' features from the same extractor, through the method's ``space.npz``), or
+``heatmaps``, the raw heatmaps of the layer the paper's clustering selected (where the model
+processes its errors most alike), compared with the clustered images' heatmaps; single linkage to
+each cluster's members either way. The ``noise`` group of a density clustering gets no quota.
 
 Outputs: ``UnsafeSet/C<i>/`` (the selected images, hard links), ``UnsafeSet/unsafe.csv`` (image,
 cluster, rank, distance, prediction, label when known), ``UnsafeSet/quotas.csv`` (cluster, size,
@@ -46,7 +49,7 @@ from ..lrp import Explainer
 from ..models import decode_keypoints
 from ..evaluation import NOISE
 from ..features import extract_blocks
-from ..methods import PAPER, resolve
+from ..methods import FEATURES, HEATMAPS, PAPER, REGISTRY, resolve
 from ..predictions import check_finite, predict
 from ..progress import progress
 from ..readers import check_images, load_array, read_table, redo
@@ -56,9 +59,9 @@ from . import feature_cluster
 from .common import Context, run_step
 from .heatmaps import channel_heatmap, read_index, read_layers
 
-__all__ = ["AssignOutcome", "run", "assigned_method", "read_unsafe", "VERSION"]
+__all__ = ["AssignOutcome", "run", "assigned_method", "selection_space", "read_unsafe", "VERSION"]
 
-VERSION = 3  # 2: quotas.csv; 3: the clusters of any method (config "method")
+VERSION = 4  # 2: quotas.csv; 3: the clusters of any method (config "method"); 4: config "select_in"
 
 
 @dataclass
@@ -73,6 +76,35 @@ class AssignOutcome:
 def assigned_method(ws: Workspace) -> str:
     """The method whose clusters the last ``hudd assign`` selected for (``paper`` before any)."""
     return ((ws.step_entry("assign") or {}).get("config") or {}).get("method", PAPER)
+
+
+def selection_space(ctx: Context, method: str) -> str:
+    """``heatmaps`` or ``features``: where improvement images are compared with ``method``'s clusters.
+
+    Config ``select_in`` (``auto``: the method's own, :attr:`hudd.methods.Method.select_in`). The paper's
+    clusters live in heatmaps only; keypoint models' feature clusters are compared in features
+    (their heatmaps are made per face element).
+    """
+    if method == PAPER:
+        return HEATMAPS
+    if ctx.model.spec.task != "classification":
+        return FEATURES
+    return REGISTRY[method].select_in if ctx.config.select_in == "auto" else ctx.config.select_in
+
+
+def _in_heatmap_layer(ctx: Context, clusters: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """A feature method's clusters with the layer the paper selected (where the model's heatmaps separate its
+    errors best), to compare improvement images in that layer's heatmaps; and the paper clustering's fingerprint."""
+    ws = ctx.workspace
+    path = ws.method_clusters_csv(PAPER)
+    entry = ws.step_entry("cluster")
+    if not entry or not entry.get("done") or not path.is_file():
+        raise HuddError(f"{path}: selecting in heatmaps needs the model's heatmaps and the paper's clusters; run "
+                        f"`hudd analyze {ctx.case.root}` first, or set select_in = \"features\" in {ctx.case.root / 'hudd.toml'}")
+    layers = read_table(path, {"image": "str", "cluster": "str", "layer": "str"}, fix=redo("cluster"))["layer"].unique()
+    clusters = clusters.assign(layer=layers[0])
+    _check_against_heatmaps(ws, path, clusters, redo("analyze"), exact=False)
+    return clusters, entry["fingerprint"]
 
 
 def _clusters(ctx: Context, method: str) -> pd.DataFrame:
@@ -96,9 +128,10 @@ def _clusters(ctx: Context, method: str) -> pd.DataFrame:
     return clusters
 
 
-def _check_against_heatmaps(ws: Workspace, path, clusters: pd.DataFrame, fix: str) -> None:
-    """The paper's clusters hold exactly the images of ``Heatmaps/images.csv``, in layers that have heatmaps."""
-    if set(clusters["image"]) != set(read_index(ws)["image"]):
+def _check_against_heatmaps(ws: Workspace, path, clusters: pd.DataFrame, fix: str, exact: bool = True) -> None:
+    """The clusters hold the images of ``Heatmaps/images.csv`` (``exact``: all of them), in layers that have heatmaps."""
+    images, explained = set(clusters["image"]), set(read_index(ws)["image"])
+    if images != explained if exact else not images <= explained:
         raise HuddError(f"{path}: its images differ from those of {ws.heatmap_index}; {fix}")
     unknown = sorted(set(clusters["layer"]) - set(read_layers(ws)["layer"]))
     if unknown:
@@ -165,7 +198,7 @@ def _heatmap_linkage(ctx: Context, clusters: pd.DataFrame, names: list[str], dat
     for element in dict.fromkeys(_face_element(name) for name in names):
         columns = [i for i, name in enumerate(names) if _face_element(name) == element]
         layer = layer_of[names[columns[0]]]
-        rows = np.array([i for i, image in enumerate(index["image"]) if _face_element(label_of[image]) == element])
+        rows = np.array([i for i, image in enumerate(index["image"]) if image in label_of and _face_element(label_of[image]) == element])
         order, starts = _sorted_by_cluster(np.array([names.index(label_of[index["image"][r]]) for r in rows]), columns)
         heatmaps = load_array(ws.heatmap(layer), ndim=3, rows=len(index), mmap=True, fix=redo("heatmaps"))
         reference = np.asarray(heatmaps[rows[order]], dtype=np.float64).reshape(len(rows), -1)
@@ -233,14 +266,19 @@ def run(ctx: Context, *, method: str | None = None, budget: int | None = None, f
                         f"{int((~test['correct']).sum())} errors); raise --sf or give --budget")
     listing = ctx.listing("ImprovementSet", unlabelled_ok=True)
     dataset = ImageDataset(ctx.case, listing, ctx.model.spec, model_name=ctx.model_name, cache=False)
-    config = {"sf": ctx.config.sf, "budget": budget, "lrp_rule": ctx.config.lrp_rule, "device": ctx.device.type, "method": method}
+    space = selection_space(ctx, method)
+    config = {"sf": ctx.config.sf, "budget": budget, "lrp_rule": ctx.config.lrp_rule, "device": ctx.device.type, "method": method,
+              "select_in": space}
     clustering = "cluster" if method == PAPER else method  # the step that made the clusters
     inputs = {clustering: ws.step_entry(clustering)["fingerprint"], "model": ctx.model_hash, "ImprovementSet": ctx.listing_hash(listing)}
+    compared = clusters
+    if space == HEATMAPS and method != PAPER:
+        compared, inputs["cluster"] = _in_heatmap_layer(ctx, clusters)
     spec = ctx.model.spec
 
     def compute(fingerprint: str, resume: bool):
-        if method == PAPER:
-            linkage, predicted = _heatmap_linkage(ctx, clusters, names, dataset)
+        if space == HEATMAPS:
+            linkage, predicted = _heatmap_linkage(ctx, compared, names, dataset)
         else:
             linkage, predicted = _feature_linkage(ctx, method, clusters, names, dataset)
         chosen = np.full(len(listing), -1, np.int64)

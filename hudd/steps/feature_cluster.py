@@ -55,6 +55,7 @@ from ..export.plots import save_figure
 from ..feature_clustering import CLUSTERERS, REDUCERS, FeatureClustering, cluster_features, umap_available, ward_features
 from ..feature_space import FeatureSpace
 from ..features import MARGINS, MODEL, PRETRAINED, PRETRAINED_BLOCK, FeatureExtractor, extract_blocks, make_extractors
+from ..methods import FEATURE_METHODS, REGISTRY, WARD, Method
 from ..progress import echo
 from ..readers import read_table, redo
 from ..workspace import Workspace
@@ -64,35 +65,13 @@ from .common import Context, run_step
 from .export import describe_images
 from .heatmaps import error_positions, error_rows
 
-__all__ = ["FeatureMethod", "FeatureOutcome", "METHODS", "run", "cluster_names", "space", "extractors_of", "VERSION"]
+__all__ = ["FeatureOutcome", "METHODS", "run", "cluster_names", "space", "extractors_of", "VERSION"]
 
 VERSION = 3  # 2: methods pretrained and naive; space.npz; method.csv (was blackbox.csv); 3: method.csv says why
 PCA_NOTE = "umap-learn is not installed: PCA used instead of UMAP (pip install 'hudd[umap]')"
-WARD = "ward"
 
 
-@dataclass(frozen=True)
-class FeatureMethod:
-    """A feature-based clustering method: its default extractor, its clusterer and, for ``naive``, a fixed k."""
-
-    name: str
-    extractor: str
-    clusterer: str
-    k: int | None
-    description: str
-
-
-METHODS = {
-    "blackbox": FeatureMethod("blackbox", MODEL, "dbscan", None,
-                              "the model's penultimate features, standardised, UMAP or PCA, DBSCAN/HDBSCAN (SAFE-style)"),
-    "pretrained": FeatureMethod("pretrained", PRETRAINED, WARD, None,
-                                "ImageNet EfficientNet-Lite0 block features, standardised, Ward, WICD knee"),
-    "naive": FeatureMethod("naive", MODEL, WARD, 10,
-                           "the model's penultimate features, standardised, Ward, k = 10 (a reference: it needs the answer's size)"),
-    "joint": FeatureMethod("joint", f"{PRETRAINED}+{MARGINS}", WARD, None,
-                           "ImageNet EfficientNet-Lite0 block features beside the model's logit margins, each block weighed "
-                           "equally, Ward, WICD knee"),
-}
+METHODS = {name: method for name, method in REGISTRY.items() if name in FEATURE_METHODS}
 
 
 @dataclass
@@ -173,7 +152,7 @@ def _joined(extractors: list[FeatureExtractor], attribute: str) -> str:
     return "+".join(str(getattr(extractor, attribute)) for extractor in extractors)
 
 
-def _summary(method: FeatureMethod, extractor_name: str, extractors: list[FeatureExtractor], result: FeatureClustering,
+def _summary(method: Method, extractor_name: str, extractors: list[FeatureExtractor], result: FeatureClustering,
              n_features: int) -> pd.DataFrame:
     params = result.params
     weights = next((extractor.weights for extractor in extractors if extractor.weights is not None), "")
@@ -267,7 +246,7 @@ def run(ctx: Context, method: str = "blackbox", *, extractor: str | None = None,
     """
     _check_options(method, clusterer, reducer)
     spec = METHODS[method]
-    extractor = extractor or spec.extractor
+    extractor = extractor or spec.clusters_in
     clusterer = clusterer or spec.clusterer
     ws = ctx.workspace
     errors = error_rows(ctx)
