@@ -1,6 +1,6 @@
 """The ``hudd`` command line: click commands that parse, call one function, and print. No logic here.
 
-A :class:`hudd.errors.HuddError` from any command becomes ``hudd: error: <message>`` on stderr and
+A :class:`hudd.core.errors.HuddError` from any command becomes ``hudd: error: <message>`` on stderr and
 exit status 2 (with the traceback only under ``--debug``).
 
 Fast answers: this module imports click and light modules only (the option groups are in
@@ -21,7 +21,7 @@ from . import __version__
 from .cli_options import (CLUSTER_OPTIONS, DOCTOR_OPTIONS, EXPORT_OPTION, METHOD_OPTIONS, RETRAIN_OPTIONS, SELECTION_OPTIONS,
                           config_options, model_options, options, step_options)
 from .config import Config, effective_config, load_config
-from .errors import HuddError, os_error_message
+from .core.errors import HuddError, os_error_message
 
 __all__ = ["cli", "main"]
 
@@ -77,7 +77,7 @@ def _step_context(case: str, config: Config, command: str, model, trust_model: b
 @click.option("--debug", is_flag=True, help="Show the traceback of errors.")
 def cli(quiet: bool, debug: bool) -> None:
     """Explain and fix the failures of image DNNs (HUDD)."""
-    from .progress import set_quiet
+    from .core.progress import set_quiet
 
     set_quiet(quiet)
 
@@ -117,9 +117,9 @@ def simulate(case, task, n_train, n_test, n_improve, size, seed, hazard_rate, ha
 def train(case, arch, name, force, **kwargs):
     """Train a baseline model on CASE's TrainingSet and save it in DNNModels/."""
     config = _config(case, kwargs)
-    from .baseline import train_baseline
-    from .data import Case
-    from .text import results_summary
+    from .models.train import train_baseline
+    from .case.data import Case
+    from .core.text import results_summary
 
     result = train_baseline(Case(Path(case)), config, arch=arch, name=name, force=force)
     click.echo(f"saved {result.path} (best epoch {result.best_epoch}, validation {result.val_metric:.4f})")
@@ -134,7 +134,7 @@ def test_cmd(case, model, trust_model, arch, force, **kwargs):
     """Step 0: run the model on TrainingSet and TestSet; write trainResult.csv and testResult.csv."""
     config = _config(case, kwargs)
     from .steps import test as test_step
-    from .text import test_summary
+    from .core.text import test_summary
 
     with _step_context(case, config, "test", model, trust_model, arch) as ctx:
         outcome = test_step.run(ctx, force=force)
@@ -153,7 +153,7 @@ def heatmaps(case, model, trust_model, arch, layers, force, **kwargs):
     kwargs["layers"] = () if layers in (None, "all") else layers
     config = _config(case, kwargs)
     from .steps import heatmaps as heatmaps_step
-    from .text import format_table
+    from .core.text import format_table
 
     with _step_context(case, config, "heatmaps", model, trust_model, arch) as ctx:
         outcome = heatmaps_step.run(ctx, force=force)
@@ -173,7 +173,7 @@ def cluster(case, model, trust_model, arch, force, method, extractor, weights, c
     """Step 1b: per layer HAC (Ward) + WICD knee, select the best layer, export its clusters (or another --method)."""
     config = _config(case, kwargs)
     from .pipeline import cluster as cluster_pipeline
-    from .text import clustering_summary
+    from .core.text import clustering_summary
 
     with _step_context(case, config, "cluster", model, trust_model, arch) as ctx:
         clustering = cluster_pipeline(ctx, method, heatmaps=False, force=force, activate_it=activate or None, extractor=extractor,
@@ -189,7 +189,7 @@ def assign(case, model, trust_model, arch, force, budget, method, **kwargs):
     """Step 4: select improvement-set images per root-cause cluster (ranked single linkage, quotas)."""
     config = _config(case, kwargs)
     from .steps import assign as assign_step
-    from .text import format_table
+    from .core.text import format_table
 
     with _step_context(case, config, "assign", model, trust_model, arch) as ctx:
         outcome = assign_step.run(ctx, method=method, budget=budget, force=force)
@@ -206,7 +206,7 @@ def retrain(case, model, trust_model, arch, force, budget, method, **kwargs):
     """Steps 4-7: select the unsafe set (hudd assign), stop if it needs labels, fine-tune, compare with B1/B2, report."""
     config = _config(case, kwargs)
     from .pipeline import retrain as retrain_pipeline
-    from .text import retrain_summary
+    from .core.text import retrain_summary
 
     with _step_context(case, config, "retrain", model, trust_model, arch) as ctx:
         reselect = budget is not None or kwargs.get("sf") is not None
@@ -225,7 +225,7 @@ def analyze(case, model, trust_model, arch, force, method, **kwargs):
     """Steps 0-2: test, cluster the errors (--method), export and report; finished steps are skipped, a killed run resumes."""
     config = _config(case, kwargs)
     from .pipeline import analyze as analyze_pipeline
-    from .text import clustering_summary, test_summary
+    from .core.text import clustering_summary, test_summary
 
     with _step_context(case, config, "analyze", model, trust_model, arch) as ctx:
         outcome = analyze_pipeline(ctx, method=method, force=force)
@@ -243,7 +243,7 @@ def evaluate(case, model, trust_model, arch, compare, **kwargs):
     """Score the clusters against the simulator's injected causes: purity, coverage, RR (HUDD/evaluation.csv)."""
     config = _config(case, kwargs)
     from .steps import evaluate as evaluate_step
-    from .text import evaluation_summary, format_table
+    from .core.text import evaluation_summary, format_table
 
     with _step_context(case, config, "evaluate", model, trust_model, arch) as ctx:
         if compare:
@@ -333,7 +333,7 @@ def demo(directory, force, **kwargs):
     Path(directory).mkdir(parents=True, exist_ok=True)
     config = load_config(Path(directory), kwargs)
     from .demo import run_demo
-    from .text import clustering_summary, evaluation_summary, results_summary, retrain_summary
+    from .core.text import clustering_summary, evaluation_summary, results_summary, retrain_summary
 
     result = run_demo(Path(directory), config, force=force)
     analysis, retraining = result.analysis, result.retraining

@@ -17,7 +17,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-from .errors import HuddError
+from .core.errors import HuddError
 
 __all__ = ["Config", "load_config", "effective_config", "CONFIG_FILE"]
 

@@ -18,17 +18,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from .baseline import train_baseline
+from .models.train import train_baseline
 from .config import Config
-from .data import Case, read_params
-from .progress import echo
+from .case.data import Case, read_params
+from .core.progress import echo
 from .sim import SimulationSettings, simulate_case
 from .evaluation import Evaluation
 from .pipeline import AnalyzeOutcome, RetrainPipelineOutcome, analyze, retrain
 from .steps import evaluate as evaluate_step
 from .steps import report as report_step
 from .steps.common import open_context
-from .workspace import Workspace
+from .workspace.workspace import Workspace
 
 __all__ = ["DemoResult", "run_demo", "DEMO_MODEL"]
 

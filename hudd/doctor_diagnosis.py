@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .progress import progress
+from .core.progress import progress
 
 __all__ = [
     "DEFAULT_DELTA", "DEFAULT_V", "default_layers", "conv_layers", "FeatureTap", "channel_gradients", "channel_sums",

@@ -44,10 +44,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
-from .data import ImageDataset, make_loader
-from .errors import HuddError
-from .predictions import check_finite
-from .progress import progress
+from .case.data import ImageDataset, make_loader
+from .core.errors import HuddError
+from .models.predictions import check_finite
+from .core.progress import progress
 
 __all__ = ["FeatureExtractor", "feature_layer", "model_extractor", "margins_extractor", "backbone_extractor", "pretrained_extractor",
            "make_extractor", "make_extractors", "list_backbones", "extract_features", "extract_blocks", "logit_margins", "MODEL",

@@ -27,12 +27,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from .errors import HuddError
-from .files import write_csv
-from .labels import LABELS_FIX, read_labels
+from .core.errors import HuddError
+from .core.files import write_csv
+from .case.labels import LABELS_FIX, read_labels
 from .methods import HUDD, PAPER, resolve
-from .progress import echo, note
-from .readers import read_table, redo
+from .core.progress import echo, note
+from .workspace.readers import read_table, redo
 from .steps import assign as assign_step
 from .steps import cluster as cluster_step
 from .steps import describe as describe_step

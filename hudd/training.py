@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from .data import make_loader
+from .case.data import make_loader
 from .models import decode_keypoints
-from .progress import progress
+from .core.progress import progress
 
 __all__ = ["TrainSettings", "History", "ExtraLoss", "fit", "keypoint_target_maps"]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hudd.progress import set_quiet
+from hudd.core.progress import set_quiet
 from hudd.sim import SimulationSettings, render_eyes, sample_parameters, simulate_case
 
 

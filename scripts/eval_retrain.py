@@ -45,9 +45,9 @@ from eval_rootcause import FAMILIES, FULL, MODEL, TINY, _merged, each_case, show
 
 from hudd import pipeline  # noqa: E402
 from hudd.config import load_config  # noqa: E402
-from hudd.data import Case  # noqa: E402
+from hudd.case.data import Case  # noqa: E402
 from hudd.methods import PAPER, PRIMARY  # noqa: E402
-from hudd.progress import set_quiet  # noqa: E402
+from hudd.core.progress import set_quiet  # noqa: E402
 from hudd.stats import a12, mann_whitney_p  # noqa: E402
 from hudd.steps.common import open_context  # noqa: E402
 

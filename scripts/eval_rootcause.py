@@ -52,13 +52,13 @@ from sklearn.preprocessing import StandardScaler  # noqa: E402
 
 from eval_docs import markdown_table, provenance, write_section  # noqa: E402
 
-from hudd.baseline import train_baseline  # noqa: E402
+from hudd.models.train import train_baseline  # noqa: E402
 from hudd.config import load_config  # noqa: E402
-from hudd.data import Case, read_params  # noqa: E402
+from hudd.case.data import Case, read_params  # noqa: E402
 from hudd.evaluation import NOISE, evaluate_clusters  # noqa: E402
 from hudd.features import PRETRAINED  # noqa: E402
 from hudd.methods import FEATURE_METHODS, PAPER  # noqa: E402
-from hudd.progress import set_quiet  # noqa: E402
+from hudd.core.progress import set_quiet  # noqa: E402
 from hudd.sim import SimulationSettings, simulate_case  # noqa: E402
 from hudd.sim.params import TASKS  # noqa: E402
 from hudd.steps import cluster as cluster_step  # noqa: E402

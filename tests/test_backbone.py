@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hudd.errors import HuddError
+from hudd.core.errors import HuddError
 from hudd.models.efficientnet_lite import BLOCKS, INPUT_MEAN, INPUT_STD, EfficientNetLite0, load_pretrained_lite0
 
 MILITARY_UNIFORM = 652  # ImageNet class of matplotlib's sample photo of Grace Hopper in uniform

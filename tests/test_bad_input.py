@@ -368,7 +368,7 @@ def test_read_only_model_folder_names_the_model_retrain_writes(case: Path):
 
 @pytest.mark.parametrize("command, args", [("analyze", ()), ("retrain", _RETRAIN)], ids=["analyze", "retrain"])
 def test_second_run_on_a_busy_workspace(case: Path, command: str, args: tuple):
-    from hudd.workspace import Workspace
+    from hudd.workspace.workspace import Workspace
 
     before = _artifacts(case)
     with Workspace(case / "HUDD").locked("test holder"):
@@ -473,7 +473,7 @@ def test_debug_shows_the_traceback(bare_case: Path):
     from click.testing import CliRunner
 
     from hudd.cli import cli
-    from hudd.errors import HuddError
+    from hudd.core.errors import HuddError
 
     result = CliRunner().invoke(cli, ["--debug", "train", str(bare_case), "--arch", "resnet9"])
     assert isinstance(result.exception, HuddError)

@@ -15,8 +15,8 @@ from sklearn.metrics import adjusted_rand_score
 
 from hudd.feature_clustering import cluster_features, reduce, relabel, umap_available
 from hudd.config import load_config
-from hudd.data import Case, ImageDataset, list_split
-from hudd.errors import HuddError
+from hudd.case.data import Case, ImageDataset, list_split
+from hudd.core.errors import HuddError
 from hudd.features import extract_features, feature_layer, make_extractor
 from hudd.models import get_model, load_model
 from hudd.steps import feature_cluster as blackbox_step

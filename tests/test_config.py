@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from hudd.config import Config, effective_config, load_config
-from hudd.errors import HuddError
+from hudd.core.errors import HuddError
 from tests.conftest import run_cli
 
 

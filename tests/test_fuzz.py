@@ -485,7 +485,7 @@ def test_damaged_output_of_a_step_that_reruns_is_recomputed(case: Path, fuzz: Fu
 
 
 def test_16_bit_grayscale_image_is_read(case: Path):
-    """A 16-bit grayscale PNG of the model's size is scaled to 8 bits (hudd.data.read_image), not an error."""
+    """A 16-bit grayscale PNG of the model's size is scaled to 8 bits (hudd.case.data.read_image), not an error."""
     iio.imwrite(case / "DataSets/TestSet/TopLeft/zzz-16-bit.png", np.full((32, 32), 40000, np.uint16))
     result = run_cli("test", str(case))
     assert result.exit_code == 0, _what_happened(result)

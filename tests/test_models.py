@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from hudd.errors import HuddError
+from hudd.core.errors import HuddError
 from hudd.models import ModelSpec, find_model_file, get_model, list_models, load_model, register_model, save_checkpoint
 from hudd.models import decode_keypoints
 
@@ -102,8 +102,8 @@ def test_model_choice(tmp_path: Path):
 def test_case_model_spec_comes_from_the_data_for_a_bare_state_dict(trained_case: Path, tmp_path: Path):
     import shutil
 
-    from hudd.case_model import open_case_model
-    from hudd.data import Case
+    from hudd.models.case_model import open_case_model
+    from hudd.case.data import Case
 
     case = tmp_path / "case"
     shutil.copytree(trained_case, case)

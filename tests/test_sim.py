@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hudd.errors import HuddError
+from hudd.core.errors import HuddError
 from hudd.sim import GAZE_CLASSES, SimulationSettings, render_eyes, sample_parameters, simulate_case
 from hudd.sim.params import OPENNESS_THRESHOLD, gaze_class, openness_class
 from tests.conftest import TINY

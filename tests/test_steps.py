@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from hudd.data import Case, ImageDataset, list_split
+from hudd.case.data import Case, ImageDataset, list_split
 from hudd.lrp import Explainer
 from hudd.models import load_model, save_checkpoint
 from tests.conftest import one_line_error, run_cli
@@ -150,7 +150,7 @@ def test_model_and_data_that_do_not_fit(case: Path):
 
 
 def test_second_command_on_a_busy_workspace_exits_2(case: Path):
-    from hudd.workspace import Workspace
+    from hudd.workspace.workspace import Workspace
 
     with Workspace(case / "HUDD").locked("hudd heatmaps"):
         one_line_error(run_cli("test", str(case)), "workspace is in use by pid", "hudd heatmaps")

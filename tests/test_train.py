@@ -3,7 +3,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hudd.data import Case, ImageDataset, list_split
+from hudd.case.data import Case, ImageDataset, list_split
 from hudd.models import get_model, load_model
 from hudd.sim import SimulationSettings, simulate_case
 from hudd.training import TrainSettings, fit, keypoint_target_maps

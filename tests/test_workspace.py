@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hudd.errors import HuddError
-from hudd.files import atomic_path, file_hash, listing_hash, remove, replace, save_npy, sweep, write_text
-from hudd.workspace import Workspace, fingerprint
+from hudd.core.errors import HuddError
+from hudd.core.files import atomic_path, file_hash, listing_hash, remove, replace, save_npy, sweep, write_text
+from hudd.workspace.workspace import Workspace, fingerprint
 
 
 def test_atomic_write_leaves_nothing_when_interrupted(tmp_path: Path):
@@ -106,7 +106,7 @@ def test_listing_hash_sees_added_and_resized_files(tmp_path: Path):
 
 _HOLDER = """
 import sys, time
-from hudd.workspace import Workspace
+from hudd.workspace.workspace import Workspace
 with Workspace(sys.argv[1]).locked("hudd analyze"):
     print("locked", flush=True)
     time.sleep(60)

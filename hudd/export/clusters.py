@@ -25,9 +25,9 @@ import numpy as np
 import pandas as pd
 
 from ..clustering import cluster_order
-from ..data import read_image
-from ..workspace import Workspace
-from ..files import atomic_path
+from ..case.data import read_image
+from ..workspace.workspace import Workspace
+from ..core.files import atomic_path
 from .plots import save_figure
 
 __all__ = ["export_unit", "link_tree", "link_images", "GIF_FRAMES", "SHEET_IMAGES"]

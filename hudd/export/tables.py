@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from openpyxl import Workbook
 
-from ..files import atomic_path
+from ..core.files import atomic_path
 
 __all__ = ["write_distance_sheet", "EXCEL_MAX_COLUMNS"]
 

@@ -27,8 +27,8 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from ..errors import HuddError
-from ..files import atomic_path
+from ..core.errors import HuddError
+from ..core.files import atomic_path
 from .registry import get_model, list_models
 
 __all__ = ["describe_input", "ModelSpec", "LoadedModel", "save_checkpoint", "load_model", "find_model_file", "MODEL_SUFFIXES"]

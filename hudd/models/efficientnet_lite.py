@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..errors import HuddError
+from ..core.errors import HuddError
 
 __all__ = ["EfficientNetLite0", "BLOCKS", "pretrained_weights_path", "load_pretrained_lite0", "INPUT_MEAN", "INPUT_STD"]
 

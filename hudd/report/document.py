@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .. import __version__
-from ..files import write_text
+from ..core.files import write_text
 from .clusters import clusters_section
 from .compare import comparison_section
 from .findings import findings_section

@@ -13,13 +13,13 @@ from pathlib import Path
 import pandas as pd
 
 from ..config import Config
-from ..data import SPLITS, Case, read_params
-from ..errors import HuddError
+from ..case.data import SPLITS, Case, read_params
+from ..core.errors import HuddError
 from ..methods import PAPER
 from ..steps.assign import assigned_method
 from ..models import ModelSpec
-from ..readers import read_table
-from ..workspace import Workspace
+from ..workspace.readers import read_table
+from ..workspace.workspace import Workspace
 
 __all__ = ["ReportInputs", "SetCount", "read_inputs", "STEPS"]
 
@@ -96,7 +96,7 @@ class ReportInputs:
 
 
 def _csv(path: Path, problems: list[str], columns=(), **kwargs) -> pd.DataFrame | None:
-    """The table at ``path`` checked by :func:`hudd.readers.read_table`; None (and the problem noted) when it is
+    """The table at ``path`` checked by :func:`hudd.workspace.readers.read_table`; None (and the problem noted) when it is
     missing or damaged, so the report still shows everything else."""
     if not path.is_file():
         return None

@@ -23,10 +23,10 @@ import imageio.v3 as iio
 import numpy as np
 import pandas as pd
 
-from ..data import MASKS_FOLDER
-from ..errors import HuddError
-from ..progress import echo, progress
-from ..files import atomic_path, remove, write_csv, write_text
+from ..case.data import MASKS_FOLDER
+from ..core.errors import HuddError
+from ..core.progress import echo, progress
+from ..core.files import atomic_path, remove, write_csv, write_text
 from .params import FAMILIES, GAZE_CLASSES, OPENNESS_CLASSES, PARAMETERS, TASKS, gaze_class, openness_class, sample_parameters
 from .render import KEYPOINT_NAMES, eye_keypoints, eye_masks, render_eyes
 

@@ -21,7 +21,7 @@ quota, selected) and ``UnsafeSet/labels.csv``, the sheet an
 engineer fills in (image, cluster, then the class, or ``<keypoint>_x, <keypoint>_y`` for keypoint
 models), pre-filled when the improvement set is labelled. Labels typed into an earlier
 ``labels.csv`` are kept when assign reruns: they are appended to ``labels-history.csv`` first
-(:mod:`hudd.labels`), and the latest typed label of each image wins over a pre-filled one.
+(:mod:`hudd.case.labels`), and the latest typed label of each image wins over a pre-filled one.
 
 Keypoint models: each face element (keypoint group) has its own clusters and selected layer. An
 improvement image's relevance for a face element explains the element's keypoint whose predicted
@@ -40,21 +40,21 @@ import torch
 
 from ..assignment import quotas, ranked_assignment, single_linkage
 from ..clustering import cluster_order
-from ..data import ImageDataset, make_loader
+from ..case.data import ImageDataset, make_loader
 from ..distance import distance_blocks
-from ..errors import HuddError
+from ..core.errors import HuddError
 from ..export.clusters import link_images
-from ..labels import record_typed_labels, typed_labels
+from ..case.labels import record_typed_labels, typed_labels
 from ..lrp import Explainer
 from ..models import decode_keypoints
 from ..evaluation import NOISE
 from ..features import extract_blocks
 from ..methods import FEATURES, HEATMAPS, PAPER, REGISTRY, resolve
-from ..predictions import check_finite, predict
-from ..progress import progress
-from ..readers import check_images, load_array, read_table, redo
-from ..workspace import Workspace
-from ..files import save_npy, write_csv
+from ..models.predictions import check_finite, predict
+from ..core.progress import progress
+from ..workspace.readers import check_images, load_array, read_table, redo
+from ..workspace.workspace import Workspace
+from ..core.files import save_npy, write_csv
 from . import feature_cluster
 from .common import Context, run_step
 from .heatmaps import channel_heatmap, read_index, read_layers

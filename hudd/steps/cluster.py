@@ -26,14 +26,14 @@ import pandas as pd
 
 from ..clustering import WardClusters, derivative, ward_clusters, why_k
 from ..distance import euclidean_distances, minmax_scale
-from ..errors import HuddError
+from ..core.errors import HuddError
 from ..export.plots import plot_wicd
 from ..methods import FEATURE_METHODS, PAPER
 from ..export.tables import EXCEL_MAX_COLUMNS, write_distance_sheet
-from ..progress import echo, progress
-from ..workspace import Workspace
-from ..files import remove, save_npy, write_csv
-from ..readers import check_images, load_array, read_table, redo
+from ..core.progress import echo, progress
+from ..workspace.workspace import Workspace
+from ..core.files import remove, save_npy, write_csv
+from ..workspace.readers import check_images, load_array, read_table, redo
 from .heatmaps import read_index, read_layers
 from .common import Context, run_step
 

@@ -17,14 +17,14 @@ from typing import Callable, Iterator, Mapping
 
 import torch
 
-from ..case_model import open_case_model
+from ..models.case_model import open_case_model
 from ..config import Config
-from ..data import Case, SplitListing, list_split
-from ..device import resolve_device
+from ..case.data import Case, SplitListing, list_split
+from ..core.device import resolve_device
 from ..models import LoadedModel
-from ..progress import echo
-from ..workspace import Workspace, fingerprint, utc_now
-from ..files import file_hash, listing_hash
+from ..core.progress import echo
+from ..workspace.workspace import Workspace, fingerprint, utc_now
+from ..core.files import file_hash, listing_hash
 
 __all__ = ["Context", "open_context", "run_step"]
 

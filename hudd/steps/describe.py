@@ -19,14 +19,14 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from ..data import read_params
+from ..case.data import read_params
 from ..describe import DESCRIPTION_COLUMNS, describe_clusters, sentence
-from ..errors import HuddError
+from ..core.errors import HuddError
 from ..evaluation import NOISE, parameter_columns
-from ..files import file_hash, write_csv
+from ..core.files import file_hash, write_csv
 from ..image_properties import properties_table
-from ..progress import note
-from ..readers import read_table, redo
+from ..core.progress import note
+from ..workspace.readers import read_table, redo
 from .common import Context, run_step
 
 __all__ = ["DescribeOutcome", "run", "VERSION"]

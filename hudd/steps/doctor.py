@@ -33,17 +33,17 @@ import pandas as pd
 import torch
 from torch.utils.data import Subset
 
-from ..data import ImageDataset, make_loader
+from ..case.data import ImageDataset, make_loader
 from ..doctor import FeatureTap, class_channel_correlation, conv_layers, default_layers, diagnose, image_channel_correlation, normalise
-from ..errors import HuddError
+from ..core.errors import HuddError
 from ..export.plots import plt, save_figure
 from ..lrp.composites import ANALYSED_TYPES
 from ..lrp.engine import layer_aliases
-from ..predictions import predict
-from ..progress import echo
-from ..text import format_table
-from ..files import save_npy, write_csv
-from ..readers import load_array, read_table, redo
+from ..models.predictions import predict
+from ..core.progress import echo
+from ..core.text import format_table
+from ..core.files import save_npy, write_csv
+from ..workspace.readers import load_array, read_table, redo
 from .common import Context, run_step
 
 __all__ = ["DoctorOutcome", "run", "read_aggregates", "resolve_layers", "summary", "VERSION", "TOP_CHANNELS", "CONFIG_KEYS"]

@@ -18,12 +18,12 @@ import datetime as _dt
 
 import pandas as pd
 
-from ..data import read_params
-from ..errors import HuddError
+from ..case.data import read_params
+from ..core.errors import HuddError
 from ..evaluation import NOISE, Evaluation, evaluate_clusters
-from ..files import write_csv
+from ..core.files import write_csv
 from ..methods import FEATURE_METHODS, PAPER
-from ..readers import read_table
+from ..workspace.readers import read_table
 from .cluster import read_summary, unit_name
 from .common import Context
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ..errors import HuddError
+from ..core.errors import HuddError
 from ..export.clusters import export_unit, link_tree
-from ..progress import progress
-from ..files import file_hash
-from ..readers import check_images, read_table, redo
+from ..core.progress import progress
+from ..core.files import file_hash
+from ..workspace.readers import check_images, read_table, redo
 from .cluster import read_summary, unit_name
 from .common import Context, run_step
 

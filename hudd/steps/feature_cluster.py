@@ -47,8 +47,8 @@ import numpy as np
 import pandas as pd
 
 from ..clustering import why_k
-from ..data import ImageDataset
-from ..errors import HuddError
+from ..case.data import ImageDataset
+from ..core.errors import HuddError
 from ..evaluation import NOISE
 from ..export.clusters import export_unit
 from ..export.plots import save_figure
@@ -56,10 +56,10 @@ from ..feature_clustering import CLUSTERERS, REDUCERS, FeatureClustering, cluste
 from ..feature_space import FeatureSpace
 from ..features import MARGINS, MODEL, PRETRAINED, PRETRAINED_BLOCK, FeatureExtractor, extract_blocks, make_extractors
 from ..methods import FEATURE_METHODS, REGISTRY, WARD, Method
-from ..progress import echo
-from ..readers import read_table, redo
-from ..workspace import Workspace
-from ..files import file_hash, save_npy, write_csv
+from ..core.progress import echo
+from ..workspace.readers import read_table, redo
+from ..workspace.workspace import Workspace
+from ..core.files import file_hash, save_npy, write_csv
 from .cluster import cluster_name, write_wicd
 from .common import Context, run_step
 from .export import describe_images

@@ -27,13 +27,13 @@ import torch
 from numpy.lib.format import open_memmap
 from torch.utils.data import Subset
 
-from ..data import ImageDataset, make_loader
-from ..errors import HuddError
+from ..case.data import ImageDataset, make_loader
+from ..core.errors import HuddError
 from ..lrp import Explainer
-from ..predictions import check_finite
-from ..progress import progress
-from ..files import allocate, file_hash, remove, require_space, storage_error, write_csv, write_text
-from ..readers import read_table, redo
+from ..models.predictions import check_finite
+from ..core.progress import progress
+from ..core.files import allocate, file_hash, remove, require_space, storage_error, write_csv, write_text
+from ..workspace.readers import read_table, redo
 from .common import Context, run_step
 
 __all__ = ["HeatmapsOutcome", "run", "VERSION", "error_rows", "error_positions", "channel_heatmap", "read_layers", "read_index"]
@@ -186,7 +186,7 @@ def _rows_done(out, fingerprint: str, layers: list[str]) -> int:
 
 
 def _allocate(out, relevance: dict, n: int, dtype: np.dtype) -> dict:
-    """A memory-mapped ``(n, N, M)`` array per layer, its disk space reserved first (see :func:`hudd.files.allocate`)."""
+    """A memory-mapped ``(n, N, M)`` array per layer, its disk space reserved first (see :func:`hudd.core.files.allocate`)."""
     shapes = {name: (n, *channel_heatmap(rel).shape[1:]) for name, rel in relevance.items()}
     require_space(out.heatmaps_dir / "images.csv", sum(int(np.prod(shape)) for shape in shapes.values()) * dtype.itemsize)
     arrays = {}

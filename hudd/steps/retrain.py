@@ -37,18 +37,18 @@ import torch
 from torch.utils.data import Subset
 
 from .. import __version__
-from ..data import MASKS_FOLDER, ImageDataset, SplitListing, has_masks, mask_path, read_masks, read_params
+from ..case.data import MASKS_FOLDER, ImageDataset, SplitListing, has_masks, mask_path, read_masks, read_params
 from ..doctor import DoctorConstraint, background_masks, dilation_px
-from ..errors import HuddError
+from ..core.errors import HuddError
 from ..models import save_checkpoint
-from ..predictions import predict
-from ..progress import echo
+from ..models.predictions import predict
+from ..core.progress import echo
 from ..retraining import bootstrap_balance, bootstrap_to, mixed_rows, reduced_improvement_set
 from ..stats import a12, mann_whitney_p
 from ..training import TrainSettings, fit
-from ..files import file_hash, listing_hash, write_csv
-from ..labels import LABELS_FIX
-from ..labels import read_labels as labels_table
+from ..core.files import file_hash, listing_hash, write_csv
+from ..case.labels import LABELS_FIX
+from ..case.labels import read_labels as labels_table
 from . import doctor as doctor_step
 from .assign import assigned_method, read_unsafe
 from .common import Context, run_step

@@ -1,7 +1,7 @@
 """Step 0, ``hudd test``: run the model on the TrainingSet and the TestSet.
 
 Writes ``trainResult.csv`` and ``testResult.csv`` in the workspace, one row per image (see
-:func:`hudd.predictions.score`): for classification ``image, label, prediction, correct,
+:func:`hudd.models.predictions.score`): for classification ``image, label, prediction, correct,
 confidence``; for keypoint models the error of each keypoint, their mean ``error_px``, the
 ``worst_keypoint`` and ``correct`` = mean error <= ``error_px`` (4 input-image pixels by default).
 The error-inducing test images (``correct == False``) are what HUDD explains.
@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from ..data import ImageDataset
-from ..predictions import predict, score
-from ..files import write_csv
-from ..readers import read_table, redo
+from ..case.data import ImageDataset
+from ..models.predictions import predict, score
+from ..core.files import write_csv
+from ..workspace.readers import read_table, redo
 from .common import Context, run_step
 
 __all__ = ["TestOutcome", "run", "VERSION", "SPLIT_FILES"]

@@ -18,16 +18,17 @@ import pandas as pd
 import torch
 from torch.utils.data import Subset
 
-from . import __version__
-from .config import Config
+from .. import __version__
+from ..config import Config
 from .case_model import spec_for_listing
-from .data import Case, ImageDataset, image_shape, list_split, read_params
-from .device import resolve_device
-from .errors import HuddError
-from .models import ModelSpec, get_model, list_models, save_checkpoint
+from ..case.data import Case, ImageDataset, image_shape, list_split, read_params
+from ..core.device import resolve_device
+from ..core.errors import HuddError
+from .checkpoint import ModelSpec, save_checkpoint
+from .registry import get_model, list_models
 from .predictions import predict, score
-from .progress import echo, progress
-from .training import TrainSettings, fit
+from ..core.progress import echo, progress
+from ..training import TrainSettings, fit
 
 __all__ = ["TrainResult", "train_baseline", "default_arch", "evaluate_on"]
 
@@ -64,7 +65,7 @@ def _channel_stats(dataset: ImageDataset) -> tuple[tuple, tuple]:
 
 
 def evaluate_on(case: Case, split: str, model: torch.nn.Module, spec: ModelSpec, config: Config, device: torch.device, *, model_name: str) -> pd.DataFrame:
-    """Per-image results of ``model`` on ``split`` (see :func:`hudd.predictions.score`), with ``cause`` when params.csv has it."""
+    """Per-image results of ``model`` on ``split`` (see :func:`hudd.models.predictions.score`), with ``cause`` when params.csv has it."""
     listing = list_split(case, split, spec=spec)
     dataset = ImageDataset(case, listing, spec, model_name=model_name, cache=False)
     outputs = predict(model, dataset, batch_size=config.batch_size, device=device, desc=f"test {split}")

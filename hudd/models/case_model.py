@@ -9,9 +9,9 @@ identity normalisation (pixels in [0, 1]).
 
 from __future__ import annotations
 
-from .data import Case, SplitListing, image_shape, keypoint_groups, list_split
-from .errors import HuddError
-from .models import LoadedModel, ModelSpec, find_model_file, load_model
+from ..case.data import Case, SplitListing, image_shape, keypoint_groups, list_split
+from ..core.errors import HuddError
+from .checkpoint import LoadedModel, ModelSpec, find_model_file, load_model
 
 __all__ = ["open_case_model", "spec_from_case", "spec_for_listing"]
 
@@ -19,7 +19,7 @@ __all__ = ["open_case_model", "spec_from_case", "spec_for_listing"]
 def spec_for_listing(listing: SplitListing, arch: str, channels: int, size: int) -> ModelSpec:
     """A :class:`ModelSpec` for ``arch`` on square ``size`` px images of ``listing``'s classes or keypoints.
 
-    Normalisation is the identity (pixels in [0, 1]); :mod:`hudd.baseline` replaces it with the
+    Normalisation is the identity (pixels in [0, 1]); :mod:`hudd.models.train` replaces it with the
     training set's statistics.
     """
     if listing.task == "keypoints":

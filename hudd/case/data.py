@@ -37,9 +37,9 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from .errors import HuddError
-from .readers import read_table
-from .models.checkpoint import ModelSpec, describe_input
+from ..core.errors import HuddError
+from ..workspace.readers import read_table
+from ..models.checkpoint import ModelSpec, describe_input
 
 __all__ = [
     "IMAGE_SUFFIXES", "SPLITS", "Case", "SplitListing", "list_split", "detect_task", "read_image", "ImageDataset",

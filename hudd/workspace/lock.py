@@ -10,7 +10,7 @@ import socket
 from pathlib import Path
 from typing import Iterator
 
-from .errors import HuddError
+from ..core.errors import HuddError
 
 __all__ = ["holding"]
 

@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .data import ImageDataset, make_loader
-from .errors import HuddError
-from .models import decode_keypoints
-from .progress import progress
+from ..case.data import ImageDataset, make_loader
+from ..core.errors import HuddError
+from .kpnet import decode_keypoints
+from ..core.progress import progress
 
 __all__ = ["predict", "check_finite", "score", "accuracy_by"]
 

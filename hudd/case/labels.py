@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from .files import write_csv
-from .readers import read_table
-from .workspace import Workspace, utc_now
+from ..core.files import write_csv
+from ..workspace.readers import read_table
+from ..workspace.workspace import Workspace, utc_now
 
 __all__ = ["read_labels", "record_typed_labels", "typed_labels", "LABELS_FIX"]
 

@@ -13,7 +13,7 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-from .errors import HuddError
+from ..core.errors import HuddError
 
 __all__ = ["read_table", "load_array", "check_images", "redo"]
 

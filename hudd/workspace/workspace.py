@@ -18,7 +18,7 @@ No other module builds a path into the workspace. Layout (``<case>/HUDD/`` by de
 
 A step writes its new outputs under ``.staging/<step>/`` and swaps them in when it finishes
 (:meth:`Workspace.commit`), so a step stopped by bad input or a crash loses nothing already
-finished; files are written and removed only through :mod:`hudd.files`. A step is current when
+finished; files are written and removed only through :mod:`hudd.core.files`. A step is current when
 the manifest records it done with the same input fingerprint and all its outputs exist.
 """
 
@@ -35,11 +35,11 @@ from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
 
-from . import __version__
-from .errors import HuddError
-from .files import remove, replace, sweep, write_text
+from .. import __version__
+from ..core.errors import HuddError
+from ..core.files import remove, replace, sweep, write_text
 from .lock import holding
-from .methods import PAPER
+from ..methods import PAPER
 
 __all__ = ["Workspace", "fingerprint", "utc_now"]
 
@@ -230,7 +230,7 @@ class Workspace:
 
     @property
     def labels_history(self) -> Path:
-        """Every label ever typed into ``labels.csv`` (see :mod:`hudd.labels`); only appended to."""
+        """Every label ever typed into ``labels.csv`` (see :mod:`hudd.case.labels`); only appended to."""
         return self.root / "labels-history.csv"
 
     def properties_csv(self, split: str) -> Path:
@@ -367,7 +367,7 @@ class Workspace:
     # ---- lock ----------------------------------------------------------------------------
     @contextlib.contextmanager
     def locked(self, command: str) -> Iterator[None]:
-        """Hold the workspace lock (:func:`hudd.lock.holding`) and tidy what a killed run left behind."""
+        """Hold the workspace lock (:func:`hudd.workspace.lock.holding`) and tidy what a killed run left behind."""
         with holding(self.root, self.lock_path, f"{command}, started {utc_now()}"):
             sweep(self.root)
             yield

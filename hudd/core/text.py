@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .clustering import cluster_order
-from .methods import PAPER
-from .predictions import accuracy_by
+from ..clustering import cluster_order
+from ..methods import PAPER
+from ..models.predictions import accuracy_by
 
 __all__ = ["format_table", "results_summary", "hazard_ratio", "test_summary", "cluster_summary", "retrain_summary", "evaluation_summary"]
 
