@@ -23,7 +23,7 @@ from .config import Config
 from .case.data import Case, read_params
 from .core.progress import echo
 from .sim import SimulationSettings, simulate_case
-from .evaluation import Evaluation
+from .evaluate.evaluation import Evaluation
 from .pipeline import AnalyzeOutcome, RetrainPipelineOutcome, analyze, retrain
 from .steps import evaluate as evaluate_step
 from .steps import report as report_step

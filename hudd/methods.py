@@ -30,9 +30,9 @@ class Method:
     """One root-cause method: what it clusters, how, and where it compares improvement images with its clusters.
 
     ``clusters_in`` is :data:`HEATMAPS` (LRP heatmaps of every layer, the paper's) or a feature
-    extractor (:func:`hudd.features.make_extractors`: ``model``, ``margins``, ``efficientnet_lite0``,
+    extractor (:func:`hudd.explain.features.make_extractors`: ``model``, ``margins``, ``efficientnet_lite0``,
     joined with ``+``); ``clusterer`` is ``ward`` (k at the WICD knee, or ``k`` when fixed) or a
-    density clusterer (:data:`hudd.feature_clustering.CLUSTERERS`); ``select_in`` is :data:`HEATMAPS`
+    density clusterer (:data:`hudd.cluster.feature_clustering.CLUSTERERS`); ``select_in`` is :data:`HEATMAPS`
     (the raw heatmaps of the layer the paper selected) or :data:`FEATURES` (the space it clustered in).
     """
 

@@ -1,6 +1,6 @@
 """Benchmark Step 4's distances: single linkage of M improvement heatmaps to K clusters of N test heatmaps.
 
-In one run, on random heatmaps: hudd's blocked GEMM (:func:`hudd.distance.distance_blocks` +
+In one run, on random heatmaps: hudd's blocked GEMM (:func:`hudd.cluster.distance.distance_blocks` +
 per-cluster minimum) over all M images, against a plain per-image loop (one image's distances to
 every test heatmap, then the minimum per cluster), timed on a subset of images and scaled to M.
 Also the peak traced memory of hudd's pass, bounded by its block size.
@@ -14,8 +14,8 @@ import tracemalloc
 
 import numpy as np
 
-from hudd.assignment import single_linkage
-from hudd.distance import distance_blocks
+from hudd.selection.assignment import single_linkage
+from hudd.cluster.distance import distance_blocks
 
 
 def main() -> None:

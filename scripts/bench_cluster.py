@@ -1,7 +1,7 @@
 """Benchmark Step 1b (clustering one layer): hudd's kernels against the obvious baselines, in one run.
 
 For each N (error-inducing images) and D (heatmap size), on random heatmaps of 12 Gaussian blobs:
-  - distance matrix: hudd.distance (blocked float64 GEMM) vs scipy ``pdist`` (target >= 10x);
+  - distance matrix: hudd.cluster.distance (blocked float64 GEMM) vs scipy ``pdist`` (target >= 10x);
   - WICD for every k in 2..min(N/2, 500): hudd's O(N^2) sweep vs the per-k reference that the
     original tool's approach implies (cut at k, then the mean pairwise distance of every cluster
     from the distance matrix, for every k) (target >= 100x at N = 3000);
@@ -23,8 +23,8 @@ import tracemalloc
 import numpy as np
 from scipy.spatial.distance import pdist
 
-from hudd.clustering import choose_k, cut, k_range, ward_linkage, wicd_curve
-from hudd.distance import euclidean_distances, minmax_scale
+from hudd.cluster.clustering import choose_k, cut, k_range, ward_linkage, wicd_curve
+from hudd.cluster.distance import euclidean_distances, minmax_scale
 
 
 def heatmaps(n: int, d: int, seed: int = 0) -> np.ndarray:

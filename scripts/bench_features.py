@@ -1,7 +1,7 @@
 """Benchmark the pretrained backbone's feature extraction (the default method's cost in cluster and assign).
 
 In one run, on the same random 64 x 64 grayscale batches, resized to 128 px as hudd does: hudd's
-extractor (:func:`hudd.features.pretrained_extractor`: channels-last, the forward pass stopped at
+extractor (:func:`hudd.explain.features.pretrained_extractor`: channels-last, the forward pass stopped at
 the feature layer) against the same network in the default layout run to its end, taking the
 pooled input of the feature layer with a hook. Rounds alternate, so the machine's noise hits both;
 the features are checked to agree.
@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from hudd.features import extract_features, pretrained_extractor
+from hudd.explain.features import extract_features, pretrained_extractor
 
 
 class _Batches(torch.utils.data.Dataset):

@@ -48,7 +48,7 @@ from hudd.config import load_config  # noqa: E402
 from hudd.case.data import Case  # noqa: E402
 from hudd.methods import PAPER, PRIMARY  # noqa: E402
 from hudd.core.progress import set_quiet  # noqa: E402
-from hudd.stats import a12, mann_whitney_p  # noqa: E402
+from hudd.retrain.stats import a12, mann_whitney_p  # noqa: E402
 from hudd.steps.common import open_context  # noqa: E402
 
 SELECTIONS = (PRIMARY, PAPER)  # whose clusters the unsafe set is selected for: the default's, the paper's

@@ -3,7 +3,7 @@
 For each family (``hudd simulate --task``) and seed: simulate the case, train its model once
 (cached in ``--cache``: a case whose data and model exist is reused), test it, then run every
 method on its error-inducing test images and score the clusters against the injected causes with
-``hudd evaluate``'s scoring (:func:`hudd.evaluation.evaluate_clusters`). One table:
+``hudd evaluate``'s scoring (:func:`hudd.evaluate.evaluation.evaluate_clusters`). One table:
 
     family, seed, split (dev | held-out), method, errors, clusters, purity, coverage, small, seconds
 
@@ -55,8 +55,8 @@ from eval_docs import markdown_table, provenance, write_section  # noqa: E402
 from hudd.models.train import train_baseline  # noqa: E402
 from hudd.config import load_config  # noqa: E402
 from hudd.case.data import Case, read_params  # noqa: E402
-from hudd.evaluation import NOISE, evaluate_clusters  # noqa: E402
-from hudd.features import PRETRAINED  # noqa: E402
+from hudd.evaluate.evaluation import NOISE, evaluate_clusters  # noqa: E402
+from hudd.explain.features import PRETRAINED  # noqa: E402
 from hudd.methods import FEATURE_METHODS, PAPER  # noqa: E402
 from hudd.core.progress import set_quiet  # noqa: E402
 from hudd.sim import SimulationSettings, simulate_case  # noqa: E402

@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hudd.assignment import quotas, ranked_assignment, single_linkage
-from hudd.distance import distance_blocks
+from hudd.selection.assignment import quotas, ranked_assignment, single_linkage
+from hudd.cluster.distance import distance_blocks
 from tests.conftest import run_cli
 
 SEED = 0xA5

@@ -13,11 +13,11 @@ import torchvision
 from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score
 
-from hudd.feature_clustering import cluster_features, reduce, relabel, umap_available
+from hudd.cluster.feature_clustering import cluster_features, reduce, relabel, umap_available
 from hudd.config import load_config
 from hudd.case.data import Case, ImageDataset, list_split
 from hudd.core.errors import HuddError
-from hudd.features import extract_features, feature_layer, make_extractor
+from hudd.explain.features import extract_features, feature_layer, make_extractor
 from hudd.models import get_model, load_model
 from hudd.steps import feature_cluster as blackbox_step
 from hudd.steps.common import open_context

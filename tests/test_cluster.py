@@ -11,8 +11,8 @@ import pytest
 from scipy.cluster.hierarchy import fcluster
 from scipy.spatial.distance import pdist, squareform
 
-from hudd.clustering import choose_k, cut, derivative, k_range, ward_linkage, wicd_curve
-from hudd.distance import distance_blocks, euclidean_distances, minmax_scale
+from hudd.cluster.clustering import choose_k, cut, derivative, k_range, ward_linkage, wicd_curve
+from hudd.cluster.distance import distance_blocks, euclidean_distances, minmax_scale
 from tests.conftest import run_cli
 
 SEED = 0xC1

@@ -14,13 +14,13 @@ import torch.nn as nn
 
 from hudd.config import load_config
 from hudd.case.data import Case, list_split, mask_path, read_image, read_mask
-from hudd.doctor import (DoctorConstraint, background_masks, channel_gradients, class_channel_correlation, default_layers, diagnose,
+from hudd.retrain.doctor import (DoctorConstraint, background_masks, channel_gradients, class_channel_correlation, default_layers, diagnose,
                          doctor_loss, image_channel_correlation, normalise)
 from hudd.core.errors import HuddError
 from hudd.steps import doctor as doctor_step
 from hudd.steps import retrain as retrain_step
 from hudd.steps.common import open_context
-from hudd.training import TrainSettings, fit
+from hudd.retrain.training import TrainSettings, fit
 from tests.conftest import run_cli
 
 SEED = 0xD0C

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hudd.evaluation import evaluate_clusters, variance_ratio
+from hudd.evaluate.evaluation import evaluate_clusters, variance_ratio
 
 
 def _params() -> pd.DataFrame:

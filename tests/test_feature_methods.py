@@ -12,9 +12,9 @@ from sklearn.datasets import make_blobs
 from sklearn.decomposition import PCA
 from sklearn.metrics import adjusted_rand_score
 
-from hudd.feature_clustering import CLUSTERERS, ward_features
-from hudd.feature_space import FeatureSpace
-from hudd.features import logit_margins, make_extractors
+from hudd.cluster.feature_clustering import CLUSTERERS, ward_features
+from hudd.cluster.feature_space import FeatureSpace
+from hudd.explain.features import logit_margins, make_extractors
 from hudd.methods import FEATURES, HEATMAPS, PRIMARY, REGISTRY, WARD
 from tests.conftest import one_line_error, run_cli
 
@@ -230,6 +230,6 @@ def test_a_new_default_block_reruns_the_pretrained_method_instead_of_keeping_sta
     assert run_cli("cluster", str(case), "--method", "pretrained").exit_code == 0
     features = case / "HUDD/ClusterAnalysis/pretrained/features.npy"
     assert np.load(features).shape[1] == 192
-    monkeypatch.setattr("hudd.features.PRETRAINED_BLOCK", 10)
+    monkeypatch.setattr("hudd.explain.features.PRETRAINED_BLOCK", 10)
     assert run_cli("cluster", str(case), "--method", "pretrained").exit_code == 0
     assert np.load(features).shape[1] == 112, "same flags, other default layer: the step is not current"

@@ -1,4 +1,4 @@
-"""hudd.lrp against zennit (the oracle), against LRP's invariants, and on every architecture.
+"""hudd.explain.lrp against zennit (the oracle), against LRP's invariants, and on every architecture.
 
 zennit is used only here. Under a zennit composite, the gradient arriving at a ruled module's
 input *is* the relevance there; it is captured with forward pre-hooks registered before zennit's.
@@ -10,8 +10,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from hudd.lrp import AlphaBeta, Composite, Epsilon, Explainer, Flat, ZPlus, fold_batchnorm, relevance
-from hudd.lrp.composites import ANALYSED_TYPES, CONVOLUTIONS, POOLINGS
+from hudd.explain.lrp import AlphaBeta, Composite, Epsilon, Explainer, Flat, ZPlus, fold_batchnorm, relevance
+from hudd.explain.lrp.composites import ANALYSED_TYPES, CONVOLUTIONS, POOLINGS
 from hudd.models import get_model
 
 zennit = pytest.importorskip("zennit")

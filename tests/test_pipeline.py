@@ -58,7 +58,7 @@ def test_analyze_runs_every_step_then_skips_them_and_reruns_only_what_a_change_t
 
 _KILLABLE_HUDD = """
 import sys, time
-from hudd.lrp import Explainer
+from hudd.explain.lrp import Explainer
 from hudd.steps import cluster
 relevance, unit = Explainer.relevance, cluster._cluster_unit
 def slow_relevance(self, images, target=None):

@@ -122,7 +122,7 @@ def test_every_cell_and_header_is_escaped():
 
 
 def test_rr_without_a_cause_column_matches_the_evaluation():
-    from hudd.evaluation import evaluate_clusters
+    from hudd.evaluate.evaluation import evaluate_clusters
     from hudd.report.scores import score_clusters
 
     rng = np.random.default_rng(3)

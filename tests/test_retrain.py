@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from hudd.models import load_model
-from hudd.retraining import bootstrap_balance, bootstrap_to, mixed_rows, reduced_improvement_set
-from hudd.stats import a12, mann_whitney_p
+from hudd.retrain.sampling import bootstrap_balance, bootstrap_to, mixed_rows, reduced_improvement_set
+from hudd.retrain.stats import a12, mann_whitney_p
 from tests.conftest import run_cli
 
 SEED = 0x7E

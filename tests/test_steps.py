@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 
 from hudd.case.data import Case, ImageDataset, list_split
-from hudd.lrp import Explainer
+from hudd.explain.lrp import Explainer
 from hudd.models import load_model, save_checkpoint
 from tests.conftest import one_line_error, run_cli
 

@@ -6,7 +6,7 @@ import torch
 from hudd.case.data import Case, ImageDataset, list_split
 from hudd.models import get_model, load_model
 from hudd.sim import SimulationSettings, simulate_case
-from hudd.training import TrainSettings, fit, keypoint_target_maps
+from hudd.retrain.training import TrainSettings, fit, keypoint_target_maps
 from tests.conftest import run_cli
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ..clustering import cluster_order
+from ..cluster.clustering import cluster_order
 from ..methods import PAPER
 from ..models.predictions import accuracy_by
 

@@ -24,7 +24,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from ..clustering import cluster_order
+from ..cluster.clustering import cluster_order
 from ..case.data import read_image
 from ..workspace.workspace import Workspace
 from ..core.files import atomic_path

@@ -28,7 +28,7 @@ from .checkpoint import ModelSpec, save_checkpoint
 from .registry import get_model, list_models
 from .predictions import predict, score
 from ..core.progress import echo, progress
-from ..training import TrainSettings, fit
+from ..retrain.training import TrainSettings, fit
 
 __all__ = ["TrainResult", "train_baseline", "default_arch", "evaluate_on"]
 

@@ -12,7 +12,7 @@ from ..steps.cluster import unit_name
 from .figures import parameter_figure
 from .html import esc, image, link, note, not_run, section, table
 from .inputs import ReportInputs
-from ..clustering import cluster_order
+from ..cluster.clustering import cluster_order
 from ..methods import HUDD, PAPER
 from .scores import Scores, score_clusters
 from .unsafe import thumbnails, unsafe_table

@@ -79,7 +79,7 @@ def data_section(data: ReportInputs) -> str:
     if params is None:
         body.append(note("no DataSets/TestSet/params.csv: the clusters are not compared with simulator parameters"))
     else:
-        from ..evaluation import parameter_columns
+        from ..evaluate.evaluation import parameter_columns
 
         names = parameter_columns(params)
         line = f"TestSet/params.csv: {len(params)} images, {len(names)} simulator parameters ({', '.join(names)})"

@@ -9,7 +9,7 @@ import pandas as pd
 from ..steps.retrain import compare
 from .html import code, esc, note, not_run, section, table
 from .inputs import ReportInputs
-from ..clustering import cluster_order
+from ..cluster.clustering import cluster_order
 
 __all__ = ["retrain_section", "mean_sd_table"]
 

@@ -1,7 +1,7 @@
 """Clusters scored against TestSet/params.csv: RR per simulator parameter, and dominant cause and purity.
 
-With a ``cause`` column this is :func:`hudd.evaluation.evaluate_clusters`; without one, RR alone,
-from :func:`hudd.evaluation.variance_ratio` per parameter (circular for angles), the same numbers.
+With a ``cause`` column this is :func:`hudd.evaluate.evaluation.evaluate_clusters`; without one, RR alone,
+from :func:`hudd.evaluate.evaluation.variance_ratio` per parameter (circular for angles), the same numbers.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from ..clustering import cluster_order
-from ..evaluation import Evaluation, evaluate_clusters, is_circular, parameter_columns, variance_ratio
+from ..cluster.clustering import cluster_order
+from ..evaluate.evaluation import Evaluation, evaluate_clusters, is_circular, parameter_columns, variance_ratio
 
 __all__ = ["Scores", "score_clusters"]
 

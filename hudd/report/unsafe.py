@@ -12,7 +12,7 @@ import pandas as pd
 
 from .html import esc, image, link, note, not_run, section, table
 from .inputs import ReportInputs
-from ..clustering import cluster_order
+from ..cluster.clustering import cluster_order
 
 __all__ = ["unsafe_table", "unsafe_section", "thumbnails", "THUMBNAILS"]
 

@@ -2,10 +2,10 @@
 
 For every ImprovementSet image (labels unknown, so relevance explains the predicted class), the
 raw heatmap of the selected layer (not normalised, as the paper) is computed batch by batch and
-compared by blocked GEMM (:mod:`hudd.distance`) with the clustered error-inducing test heatmaps;
+compared by blocked GEMM (:mod:`hudd.cluster.distance`) with the clustered error-inducing test heatmaps;
 only its single-linkage distance to each cluster is kept (``UnsafeSet/single_linkage.npy``,
 ``(M, K)``). Quotas follow the paper's equation 7 (or split ``--budget``), and the ranked
-assignment of Fig. 10 fills them (:mod:`hudd.assignment`).
+assignment of Fig. 10 fills them (:mod:`hudd.selection.assignment`).
 
 ``--method`` other than ``paper`` assigns to a feature method's clusters
 (``ClusterAnalysis/<method>/``) where config ``select_in`` says (default: where the method's
@@ -38,17 +38,17 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..assignment import quotas, ranked_assignment, single_linkage
-from ..clustering import cluster_order
+from ..selection.assignment import quotas, ranked_assignment, single_linkage
+from ..cluster.clustering import cluster_order
 from ..case.data import ImageDataset, make_loader
-from ..distance import distance_blocks
+from ..cluster.distance import distance_blocks
 from ..core.errors import HuddError
 from ..export.clusters import link_images
 from ..case.labels import record_typed_labels, typed_labels
-from ..lrp import Explainer
+from ..explain.lrp import Explainer
 from ..models import decode_keypoints
-from ..evaluation import NOISE
-from ..features import extract_blocks
+from ..evaluate.evaluation import NOISE
+from ..explain.features import extract_blocks
 from ..methods import FEATURES, HEATMAPS, PAPER, REGISTRY, resolve
 from ..models.predictions import check_finite, predict
 from ..core.progress import progress

@@ -1,8 +1,8 @@
 """Step 1b, ``hudd cluster``: per layer, cluster the error-inducing images by their heatmaps.
 
 For every layer in ``Heatmaps/``: min-max normalise over all error-inducing images of the layer,
-Euclidean distance matrix (:mod:`hudd.distance`), Ward linkage, WICD for every k in
-``k_min .. min(n // 2, k_max)``, the knee of its derivative (:func:`hudd.clustering.choose_k`),
+Euclidean distance matrix (:mod:`hudd.cluster.distance`), Ward linkage, WICD for every k in
+``k_min .. min(n // 2, k_max)``, the knee of its derivative (:func:`hudd.cluster.clustering.choose_k`),
 then the layer with the minimal WICD at its chosen k is selected (paper, section IV-B).
 
 Keypoint models (the paper's FLD case): images are first grouped by the face element (keypoint
@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..clustering import WardClusters, derivative, ward_clusters, why_k
-from ..distance import euclidean_distances, minmax_scale
+from ..cluster.clustering import WardClusters, derivative, ward_clusters, why_k
+from ..cluster.distance import euclidean_distances, minmax_scale
 from ..core.errors import HuddError
 from ..export.plots import plot_wicd
 from ..methods import FEATURE_METHODS, PAPER

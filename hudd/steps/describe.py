@@ -1,11 +1,11 @@
 """Step 2b, ``hudd describe``: say in words what each root-cause cluster's images have in common.
 
-For the clusters of the workspace's active method, conditions (:mod:`hudd.describe`) from three
+For the clusters of the workspace's active method, conditions (:mod:`hudd.describe.describe`) from three
 sources, each against the rest of the test set:
 
 - ``params``: the simulator's parameters in ``DataSets/TestSet/params.csv``, when it exists
   (never its ``cause`` or label columns);
-- ``image``: interpretable properties of the pixels (:mod:`hudd.image_properties`), for any data;
+- ``image``: interpretable properties of the pixels (:mod:`hudd.describe.image_properties`), for any data;
 - ``classes``: the label -> prediction pair (classification) or the worst keypoint.
 
 Outputs: ``Properties/TestSet.csv`` (the properties of every test image), ``descriptions.csv``
@@ -20,11 +20,11 @@ from dataclasses import dataclass
 import pandas as pd
 
 from ..case.data import read_params
-from ..describe import DESCRIPTION_COLUMNS, describe_clusters, sentence
+from ..describe.describe import DESCRIPTION_COLUMNS, describe_clusters, sentence
 from ..core.errors import HuddError
-from ..evaluation import NOISE, parameter_columns
+from ..evaluate.evaluation import NOISE, parameter_columns
 from ..core.files import file_hash, write_csv
-from ..image_properties import properties_table
+from ..describe.image_properties import properties_table
 from ..core.progress import note
 from ..workspace.readers import read_table, redo
 from .common import Context, run_step

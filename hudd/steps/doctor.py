@@ -3,7 +3,7 @@
 For every class, the mean over its ``T`` (``doctor_t``, default 100) most confident, correctly
 classified training images and ``J`` (``doctor_j``, default 10) noise draws of the per-channel sum
 of ``|d y_class / d feature map|`` at each chosen convolutional layer (``doctor_layers``; default
-the last two), batched on the device; see :mod:`hudd.doctor` for the numbers and the design
+the last two), batched on the device; see :mod:`hudd.retrain.doctor` for the numbers and the design
 choices. Then, for every error-inducing test image, the channels whose correlation with its
 predicted class departs most from that class's aggregate. Outputs in the workspace:
 
@@ -34,11 +34,11 @@ import torch
 from torch.utils.data import Subset
 
 from ..case.data import ImageDataset, make_loader
-from ..doctor import FeatureTap, class_channel_correlation, conv_layers, default_layers, diagnose, image_channel_correlation, normalise
+from ..retrain.doctor import FeatureTap, class_channel_correlation, conv_layers, default_layers, diagnose, image_channel_correlation, normalise
 from ..core.errors import HuddError
 from ..export.plots import plt, save_figure
-from ..lrp.composites import ANALYSED_TYPES
-from ..lrp.engine import layer_aliases
+from ..explain.lrp.composites import ANALYSED_TYPES
+from ..explain.lrp.engine import layer_aliases
 from ..models.predictions import predict
 from ..core.progress import echo
 from ..core.text import format_table

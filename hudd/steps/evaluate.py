@@ -3,7 +3,7 @@
 Reads the clusters of the workspace's active method (the last ``hudd cluster`` / ``hudd analyze``:
 ``clusters.csv`` for ``paper``, ``ClusterAnalysis/<method>/clusters.csv`` for a feature method) and
 ``DataSets/TestSet/params.csv`` (which needs a ``cause`` column) and writes ``evaluation.csv``: one row per cluster with its size, dominant cause, purity, the count of
-each cause and the variance ratio RR of each parameter (see :mod:`hudd.evaluation`).
+each cause and the variance ratio RR of each parameter (see :mod:`hudd.evaluate.evaluation`).
 
 ``--compare`` (:func:`compare`) scores every clustering the workspace holds side by side and writes
 ``clusterings.csv``: the paper's selected clusters (``paper``), each layer's (``paper-layer``), and
@@ -20,7 +20,7 @@ import pandas as pd
 
 from ..case.data import read_params
 from ..core.errors import HuddError
-from ..evaluation import NOISE, Evaluation, evaluate_clusters
+from ..evaluate.evaluation import NOISE, Evaluation, evaluate_clusters
 from ..core.files import write_csv
 from ..methods import FEATURE_METHODS, PAPER
 from ..workspace.readers import read_table

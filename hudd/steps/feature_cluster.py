@@ -1,8 +1,8 @@
 """``hudd cluster --method blackbox|pretrained|naive``: root-cause clusters from image features, no heatmaps.
 
 For each error-inducing test image (``testResult.csv``, in file order): a feature vector from a
-feature extractor (:mod:`hudd.features`), then a clustering of those vectors
-(:mod:`hudd.feature_clustering`). The methods differ in both:
+feature extractor (:mod:`hudd.explain.features`), then a clustering of those vectors
+(:mod:`hudd.cluster.feature_clustering`). The methods differ in both:
 
 - ``blackbox`` (after SAFE and the 99-pipeline study): the model's penultimate layer (or a
   torchvision backbone with a user's weights file), standardised, reduced (UMAP, or PCA when
@@ -22,7 +22,7 @@ Clusters are ``C1..Ck`` by decreasing size, as HUDD's. Outputs, in ``ClusterAnal
 (HUDD's own ``clusters.csv`` and ``summary.csv`` are left alone):
 
 - ``features.npy`` ``(n, d)`` float32, and ``space.npz``: the standardisation (and PCA) fitted on
-  them (:class:`hudd.feature_space.FeatureSpace`), the space ``hudd assign`` compares improvement
+  them (:class:`hudd.cluster.feature_space.FeatureSpace`), the space ``hudd assign`` compares improvement
   images in (for UMAP, the PCA space it embedded);
 - ``embedding.npy`` ``(n, m)`` float32 and ``embedding.png``: the clustering space (for Ward, the
   first two principal components, shown only);
@@ -46,15 +46,15 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from ..clustering import why_k
+from ..cluster.clustering import why_k
 from ..case.data import ImageDataset
 from ..core.errors import HuddError
-from ..evaluation import NOISE
+from ..evaluate.evaluation import NOISE
 from ..export.clusters import export_unit
 from ..export.plots import save_figure
-from ..feature_clustering import CLUSTERERS, REDUCERS, FeatureClustering, cluster_features, umap_available, ward_features
-from ..feature_space import FeatureSpace
-from ..features import MARGINS, MODEL, PRETRAINED, PRETRAINED_BLOCK, FeatureExtractor, extract_blocks, make_extractors
+from ..cluster.feature_clustering import CLUSTERERS, REDUCERS, FeatureClustering, cluster_features, umap_available, ward_features
+from ..cluster.feature_space import FeatureSpace
+from ..explain.features import MARGINS, MODEL, PRETRAINED, PRETRAINED_BLOCK, FeatureExtractor, extract_blocks, make_extractors
 from ..methods import FEATURE_METHODS, REGISTRY, WARD, Method
 from ..core.progress import echo
 from ..workspace.readers import read_table, redo
@@ -85,7 +85,7 @@ class FeatureOutcome:
 
 
 def cluster_names(labels: np.ndarray) -> list[str]:
-    """``C1..Ck`` for labels ``0..k-1``, :data:`hudd.evaluation.NOISE` for ``-1``."""
+    """``C1..Ck`` for labels ``0..k-1``, :data:`hudd.evaluate.evaluation.NOISE` for ``-1``."""
     return [NOISE if label < 0 else cluster_name("", int(label)) for label in labels]
 
 

@@ -2,7 +2,7 @@
 
 Notation: ``n`` error-inducing test images (rows of ``testResult.csv`` with ``correct == False``,
 in file order). The heatmap of layer L is the relevance at the input of L (see
-:mod:`hudd.lrp.engine`) summed over channels: ``(N, M)`` for convolution inputs, ``(1, D)`` for
+:mod:`hudd.explain.lrp.engine`) summed over channels: ``(N, M)`` for convolution inputs, ``(1, D)`` for
 fully connected ones. Outputs in the workspace:
 
 - ``Heatmaps/<layer>.npy``: ``(n, N, M)`` float32 (or float16), filled batch by batch through
@@ -29,7 +29,7 @@ from torch.utils.data import Subset
 
 from ..case.data import ImageDataset, make_loader
 from ..core.errors import HuddError
-from ..lrp import Explainer
+from ..explain.lrp import Explainer
 from ..models.predictions import check_finite
 from ..core.progress import progress
 from ..core.files import allocate, file_hash, remove, require_space, storage_error, write_csv, write_text

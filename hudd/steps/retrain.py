@@ -8,10 +8,10 @@ and compare with the paper's baselines (RQ2).
   improvement set as large as the unsafe set; B1 keeps its images the model misclassifies, B2 all
   of them; each bootstrapped to the size of HUDD's balanced set;
 - every method fine-tunes a copy of the original weights on TrainingSet + its extra images, mixed
-  as ``retrain_mix`` says (:func:`hudd.retraining.mixed_rows`: ``paired``, the default, or ``union``,
+  as ``retrain_mix`` says (:func:`hudd.retrain.sampling.mixed_rows`: ``paired``, the default, or ``union``,
   the paper's), with the one training loop (SGD, lr 1e-3, momentum 0.9, weight decay 5e-4 by default), ``runs``
   times with seeds ``seed, seed + 1, ...``;
-- with ``treatment = "doctor"`` (classifiers only), Model Doctor's treatment (:mod:`hudd.doctor`):
+- with ``treatment = "doctor"`` (classifiers only), Model Doctor's treatment (:mod:`hudd.retrain.doctor`):
   ``doctor`` fine-tunes on the training set alone, as the paper, and ``hudd+doctor`` on the training
   set + HUDD's balanced unsafe set, both with the channel-wise constraint (equation 5) on the
   diagnosed layers, plus the space-wise one (equation 6) when ``doctor_spatial`` is ``on``, or
@@ -38,14 +38,14 @@ from torch.utils.data import Subset
 
 from .. import __version__
 from ..case.data import MASKS_FOLDER, ImageDataset, SplitListing, has_masks, mask_path, read_masks, read_params
-from ..doctor import DoctorConstraint, background_masks, dilation_px
+from ..retrain.doctor import DoctorConstraint, background_masks, dilation_px
 from ..core.errors import HuddError
 from ..models import save_checkpoint
 from ..models.predictions import predict
 from ..core.progress import echo
-from ..retraining import bootstrap_balance, bootstrap_to, mixed_rows, reduced_improvement_set
-from ..stats import a12, mann_whitney_p
-from ..training import TrainSettings, fit
+from ..retrain.sampling import bootstrap_balance, bootstrap_to, mixed_rows, reduced_improvement_set
+from ..retrain.stats import a12, mann_whitney_p
+from ..retrain.training import TrainSettings, fit
 from ..core.files import file_hash, listing_hash, write_csv
 from ..case.labels import LABELS_FIX
 from ..case.labels import read_labels as labels_table

@@ -234,12 +234,12 @@ class Workspace:
         return self.root / "labels-history.csv"
 
     def properties_csv(self, split: str) -> Path:
-        """Interpretable properties of every image of ``split`` (:mod:`hudd.image_properties`)."""
+        """Interpretable properties of every image of ``split`` (:mod:`hudd.describe.image_properties`)."""
         return self.root / "Properties" / f"{split}.csv"
 
     @property
     def descriptions_csv(self) -> Path:
-        """Per cluster, the conditions that set its images apart (:mod:`hudd.describe`)."""
+        """Per cluster, the conditions that set its images apart (:mod:`hudd.describe.describe`)."""
         return self.root / "descriptions.csv"
 
     @property

@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from .case.data import make_loader
-from .models import decode_keypoints
-from .core.progress import progress
+from ..case.data import make_loader
+from ..models import decode_keypoints
+from ..core.progress import progress
 
 __all__ = ["TrainSettings", "History", "ExtraLoss", "fit", "keypoint_target_maps"]
 
@@ -28,7 +28,7 @@ _SIGMA_PX = 1.5
 
 ExtraLoss = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 """``extra_loss(model, images, outputs, targets, indices) -> scalar``: a term added to the training loss
-(a treatment such as :class:`hudd.doctor.DoctorConstraint`). Arguments are on the device: the batch's
+(a treatment such as :class:`hudd.retrain.doctor.DoctorConstraint`). Arguments are on the device: the batch's
 normalised images ``(B, C, H, W)``, the model's outputs for them (float16 under CUDA autocast), the
 targets and the data set indices of the items. It runs outside autocast unless it enters it itself."""
 

@@ -11,7 +11,7 @@ the preceding convolution, and each layer that has a rule gets a forward hook wh
     z.detach() + h - h.detach(),   h = sum_p coef_p * z_p * (z / stabilise(z_p)).detach()
 
 where ``z`` is the layer's normal output and ``z_p`` the rule's modified output (see
-:mod:`hudd.lrp.rules`). Its value is exactly ``z``; its gradient is the rule's. Then one
+:mod:`hudd.explain.lrp.rules`). Its value is exactly ``z``; its gradient is the rule's. Then one
 ``torch.autograd.grad`` from the target, with every analysed layer's input as an input to
 differentiate against, gives gradient = relevance / activation everywhere, so relevance =
 input x gradient at every layer at once. Layers without a rule pass the gradient, which is LRP
@@ -75,7 +75,7 @@ class Explainer:
     model : nn.Module
         The model (left untouched; a copy is analysed).
     composite : str or Composite, default="hudd"
-        A registered composite's name (see :mod:`hudd.lrp.composites`) or a Composite.
+        A registered composite's name (see :mod:`hudd.explain.lrp.composites`) or a Composite.
     layers : sequence of str, optional
         Analysed layers to return (default: all of them). An unknown name is a ValueError listing the valid ones.
     device : torch.device or str, default="cpu"

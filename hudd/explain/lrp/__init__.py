@@ -1,4 +1,4 @@
-"""LRP relevance for every internal layer in one batched pass (see :mod:`hudd.lrp.engine`)."""
+"""LRP relevance for every internal layer in one batched pass (see :mod:`hudd.explain.lrp.engine`)."""
 
 from .canonize import fold_batchnorm
 from .composites import COMPOSITES, Composite, get_composite, register_composite

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 from sklearn.decomposition import PCA
 
-from .core.errors import HuddError
-from .core.files import save_npz
+from ..core.errors import HuddError
+from ..core.files import save_npz
 
 __all__ = ["FeatureSpace"]
 

@@ -1,8 +1,8 @@
 """Model Doctor's treatment: the channel-wise and space-wise constraints (equations 5 and 6) as a training
 loss (:func:`doctor_loss`, :class:`DoctorConstraint`), and the background masks of the space-wise one.
 
-The notation and the design choices are in :mod:`hudd.doctor`; the gradients come from
-:mod:`hudd.doctor_diagnosis`.
+The notation and the design choices are in :mod:`hudd.retrain.doctor`; the gradients come from
+:mod:`hudd.retrain.doctor_diagnosis`.
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def doctor_loss(grad_predicted: Mapping[str, torch.Tensor], grad_second: Mapping
 
 
 class DoctorConstraint:
-    """Model Doctor's treatment as :func:`hudd.training.fit`'s ``extra_loss``: ``weight * doctor_loss``.
+    """Model Doctor's treatment as :func:`hudd.retrain.training.fit`'s ``extra_loss``: ``weight * doctor_loss``.
 
     Parameters
     ----------

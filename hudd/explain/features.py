@@ -24,7 +24,7 @@ Notation: ``n`` images, ``d`` features. A :class:`FeatureExtractor` is a network
 
 Extractors joined with ``+`` (``efficientnet_lite0+margins``, :func:`make_extractors`) give one
 block of features each, concatenated by :func:`extract_blocks`; the clustering weighs the blocks
-equally (:meth:`hudd.feature_space.FeatureSpace.fit`).
+equally (:meth:`hudd.cluster.feature_space.FeatureSpace.fit`).
 
 "Last" is the order of ``named_modules()``, which is the order of the forward pass in
 torchvision's and hudd's architectures. A 4-D feature input ``(n, C, H, W)`` is global-average
@@ -44,10 +44,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
-from .case.data import ImageDataset, make_loader
-from .core.errors import HuddError
-from .models.predictions import check_finite
-from .core.progress import progress
+from ..case.data import ImageDataset, make_loader
+from ..core.errors import HuddError
+from ..models.predictions import check_finite
+from ..core.progress import progress
 
 __all__ = ["FeatureExtractor", "feature_layer", "model_extractor", "margins_extractor", "backbone_extractor", "pretrained_extractor",
            "make_extractor", "make_extractors", "list_backbones", "extract_features", "extract_blocks", "logit_margins", "MODEL",
@@ -244,7 +244,7 @@ def pretrained_extractor(block: int = PRETRAINED_BLOCK, *, weights: Path | None 
     ``_conv_head`` after the last block, ``_fc`` for the head), so :func:`extract_features`'
     hook takes them like any other extractor's.
     """
-    from .models.efficientnet_lite import BLOCKS, INPUT_MEAN, INPUT_STD, load_pretrained_lite0
+    from ..models.efficientnet_lite import BLOCKS, INPUT_MEAN, INPUT_STD, load_pretrained_lite0
 
     if not 0 <= block <= BLOCKS:
         raise HuddError(f"--extractor {PRETRAINED}:{block}: blocks are 0..{BLOCKS - 1}, {BLOCKS} for the head")

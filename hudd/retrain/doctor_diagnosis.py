@@ -2,8 +2,8 @@
 layers (:class:`FeatureTap`, :func:`channel_gradients`), their per-image and per-class correlations
 (equation 4) and the channels behind each error (:func:`diagnose`).
 
-The notation, how the gradients are taken and the design choices are in :mod:`hudd.doctor`; the
-treatment built on these gradients is :mod:`hudd.doctor_treatment`.
+The notation, how the gradients are taken and the design choices are in :mod:`hudd.retrain.doctor`; the
+treatment built on these gradients is :mod:`hudd.retrain.doctor_treatment`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .core.progress import progress
+from ..core.progress import progress
 
 __all__ = [
     "DEFAULT_DELTA", "DEFAULT_V", "default_layers", "conv_layers", "FeatureTap", "channel_gradients", "channel_sums",

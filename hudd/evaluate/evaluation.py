@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .clustering import cluster_order
+from ..cluster.clustering import cluster_order
 
 __all__ = ["Evaluation", "evaluate_clusters", "variance_ratio", "parameter_columns", "is_circular",
            "MIN_COVERING_SIZE", "MIN_COVERING_PURITY", "NOISE"]

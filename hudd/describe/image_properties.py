@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 from scipy.ndimage import convolve
 
-from .case.data import Case, mask_path, read_image
-from .core.progress import progress
+from ..case.data import Case, mask_path, read_image
+from ..core.progress import progress
 
 __all__ = ["image_properties", "properties_table", "PROPERTIES"]
 

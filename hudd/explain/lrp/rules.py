@@ -12,7 +12,7 @@ part's (stabilised) denominator:
 - :class:`AlphaBeta`: ``alpha`` times the positive contributions minus ``beta`` times the negative ones.
 - :class:`Flat`: all inputs and weights set to one (relevance spread uniformly; first layer only).
 
-The engine (:mod:`hudd.lrp.engine`) turns a rule into a forward output whose value is the
+The engine (:mod:`hudd.explain.lrp.engine`) turns a rule into a forward output whose value is the
 layer's normal output and whose gradient is the rule's, so one backward pass gives every layer's
 relevance. Rules are checked at construction, as zennit's.
 """

@@ -2,7 +2,7 @@
 SAFE) or Ward with the WICD knee (the pretrained and naive methods).
 
 Ward path (:func:`ward_features`): standardise every feature, Euclidean distances, Ward, and k
-at the knee of the WICD curve (:func:`hudd.clustering.ward_clusters`, the same kernel as HUDD's
+at the knee of the WICD curve (:func:`hudd.cluster.clustering.ward_clusters`, the same kernel as HUDD's
 Step 1b), or a fixed k. The rest of this docstring is the density path (:func:`cluster_features`).
 
 Notation: ``n`` error-inducing images, ``d`` features each (``features`` is ``(n, d)``). Plain
@@ -118,7 +118,7 @@ def _check(*, reducer: str = "auto", clusterer: str = "dbscan") -> None:
 def reduce(features: np.ndarray, *, reducer: str = "auto", seed: int = 0, blocks: tuple[int, ...] = ()) -> tuple[np.ndarray, str, FeatureSpace]:
     """The clustering space ``(n, m)`` of ``features``, the reducer used (``umap`` or ``pca``) and its linear part.
 
-    ``auto`` is UMAP when umap-learn is installed, else PCA. The :class:`~hudd.feature_space.FeatureSpace`
+    ``auto`` is UMAP when umap-learn is installed, else PCA. The :class:`~hudd.cluster.feature_space.FeatureSpace`
     is the standardisation and PCA fitted here: with PCA it *is* the clustering space; with UMAP it
     is the space UMAP embedded (UMAP's own map is not kept: ``hudd assign`` measures in this one).
     Needs ``n >= 3``; features that are all constant give zeros.

@@ -50,8 +50,8 @@ Design choices (where the paper leaves them open):
   departure are the diagnosis (positive: the image leans on a channel the class does not use;
   negative: it misses one the class relies on).
 
-The code: :mod:`hudd.doctor_diagnosis` (the gradients, the correlations, the diagnosis) and
-:mod:`hudd.doctor_treatment` (the constraints as a training loss, the background masks); this
+The code: :mod:`hudd.retrain.doctor_diagnosis` (the gradients, the correlations, the diagnosis) and
+:mod:`hudd.retrain.doctor_treatment` (the constraints as a training loss, the background masks); this
 module gathers their names.
 """
 

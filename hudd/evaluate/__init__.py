@@ -1,0 +1,1 @@
+"""Scoring root-cause clusters against the causes a simulator injected (purity, coverage, RR)."""

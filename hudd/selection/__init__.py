@@ -1,0 +1,1 @@
+"""Choosing the improvement images to label (Step 4): quotas, single linkage, the ranked assignment."""
