@@ -1,4 +1,4 @@
-"""The option groups of the ``hudd`` commands (:mod:`hudd.cli`): click decorators, no logic.
+"""The option groups of the ``hudd`` commands (:mod:`hudd.cli.commands`): click decorators, no logic.
 
 Light on purpose: it imports click and :mod:`hudd.methods` only, so ``hudd --help`` and an argument
 error answer without importing torch.
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from .methods import HUDD, METHOD_NAMES, PRIMARY, REGISTRY
+from ..methods import HUDD, METHOD_NAMES, PRIMARY, REGISTRY
 
 __all__ = ["config_options", "options", "model_options", "step_options", "EXPORT_OPTION", "CLUSTER_OPTIONS", "METHOD_OPTIONS",
            "SELECTION_OPTIONS", "RETRAIN_OPTIONS", "DOCTOR_OPTIONS"]

@@ -4,7 +4,7 @@ A :class:`hudd.core.errors.HuddError` from any command becomes ``hudd: error: <m
 exit status 2 (with the traceback only under ``--debug``).
 
 Fast answers: this module imports click and light modules only (the option groups are in
-:mod:`hudd.cli_options`); each command checks its CASE and config first and imports its
+:mod:`hudd.cli.options`); each command checks its CASE and config first and imports its
 implementation (torch, seconds) after, so ``--help`` and bad input answer at once.
 """
 
@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import sys
 from pathlib import Path
 
 import click
 
-from . import __version__
-from .cli_options import (CLUSTER_OPTIONS, DOCTOR_OPTIONS, EXPORT_OPTION, METHOD_OPTIONS, RETRAIN_OPTIONS, SELECTION_OPTIONS,
+from .. import __version__
+from .options import (CLUSTER_OPTIONS, DOCTOR_OPTIONS, EXPORT_OPTION, METHOD_OPTIONS, RETRAIN_OPTIONS, SELECTION_OPTIONS,
                           config_options, model_options, options, step_options)
-from .config import Config, effective_config, load_config
-from .core.errors import HuddError, os_error_message
+from ..config import Config, effective_config, load_config
+from ..core.errors import HuddError, os_error_message
 
 __all__ = ["cli", "main"]
 
@@ -65,7 +64,7 @@ def _config(case: str, overrides: dict) -> Config:
 @contextlib.contextmanager
 def _step_context(case: str, config: Config, command: str, model, trust_model: bool, arch):
     """Loaded model and the workspace lock for one step command (imports torch)."""
-    from .steps.common import open_context
+    from ..steps.common import open_context
 
     with open_context(Path(case), config, command=f"hudd {command}", model=model, trust_model=trust_model, arch=arch) as ctx:
         yield ctx
@@ -77,7 +76,7 @@ def _step_context(case: str, config: Config, command: str, model, trust_model: b
 @click.option("--debug", is_flag=True, help="Show the traceback of errors.")
 def cli(quiet: bool, debug: bool) -> None:
     """Explain and fix the failures of image DNNs (HUDD)."""
-    from .core.progress import set_quiet
+    from ..core.progress import set_quiet
 
     set_quiet(quiet)
 
@@ -98,7 +97,7 @@ def simulate(case, task, n_train, n_test, n_improve, size, seed, hazard_rate, ha
 
     Tasks: eyes (gaze, openness, landmarks), traffic signs (signs, RGB) and handwritten-like
     digits (glyphs); each with injected hazards recorded as the `cause` column."""
-    from .sim import SimulationSettings, simulate_case
+    from ..sim import SimulationSettings, simulate_case
 
     settings = SimulationSettings(task=task, n_train=n_train, n_test=n_test, n_improve=n_improve,
                                   size=size or {"landmarks": 128, "glyphs": 32}.get(task, 64), seed=seed,
@@ -117,9 +116,9 @@ def simulate(case, task, n_train, n_test, n_improve, size, seed, hazard_rate, ha
 def train(case, arch, name, force, **kwargs):
     """Train a baseline model on CASE's TrainingSet and save it in DNNModels/."""
     config = _config(case, kwargs)
-    from .models.train import train_baseline
-    from .case.data import Case
-    from .core.text import results_summary
+    from ..models.train import train_baseline
+    from ..case.data import Case
+    from ..core.text import results_summary
 
     result = train_baseline(Case(Path(case)), config, arch=arch, name=name, force=force)
     click.echo(f"saved {result.path} (best epoch {result.best_epoch}, validation {result.val_metric:.4f})")
@@ -133,8 +132,8 @@ def train(case, arch, name, force, **kwargs):
 def test_cmd(case, model, trust_model, arch, force, **kwargs):
     """Step 0: run the model on TrainingSet and TestSet; write trainResult.csv and testResult.csv."""
     config = _config(case, kwargs)
-    from .steps import test as test_step
-    from .core.text import test_summary
+    from ..steps import test as test_step
+    from ..core.text import test_summary
 
     with _step_context(case, config, "test", model, trust_model, arch) as ctx:
         outcome = test_step.run(ctx, force=force)
@@ -152,8 +151,8 @@ def heatmaps(case, model, trust_model, arch, layers, force, **kwargs):
     """Step 1a: LRP heatmaps of every layer for each error-inducing test image (HUDD/Heatmaps/)."""
     kwargs["layers"] = () if layers in (None, "all") else layers
     config = _config(case, kwargs)
-    from .steps import heatmaps as heatmaps_step
-    from .core.text import format_table
+    from ..steps import heatmaps as heatmaps_step
+    from ..core.text import format_table
 
     with _step_context(case, config, "heatmaps", model, trust_model, arch) as ctx:
         outcome = heatmaps_step.run(ctx, force=force)
@@ -172,8 +171,8 @@ def heatmaps(case, model, trust_model, arch, layers, force, **kwargs):
 def cluster(case, model, trust_model, arch, force, method, extractor, weights, clusterer, reducer, activate, **kwargs):
     """Step 1b: per layer HAC (Ward) + WICD knee, select the best layer, export its clusters (or another --method)."""
     config = _config(case, kwargs)
-    from .pipeline import cluster as cluster_pipeline
-    from .core.text import clustering_summary
+    from ..pipeline import cluster as cluster_pipeline
+    from ..core.text import clustering_summary
 
     with _step_context(case, config, "cluster", model, trust_model, arch) as ctx:
         clustering = cluster_pipeline(ctx, method, heatmaps=False, force=force, activate_it=activate or None, extractor=extractor,
@@ -188,8 +187,8 @@ def cluster(case, model, trust_model, arch, force, method, extractor, weights, c
 def assign(case, model, trust_model, arch, force, budget, method, **kwargs):
     """Step 4: select improvement-set images per root-cause cluster (ranked single linkage, quotas)."""
     config = _config(case, kwargs)
-    from .steps import assign as assign_step
-    from .core.text import format_table
+    from ..steps import assign as assign_step
+    from ..core.text import format_table
 
     with _step_context(case, config, "assign", model, trust_model, arch) as ctx:
         outcome = assign_step.run(ctx, method=method, budget=budget, force=force)
@@ -205,8 +204,8 @@ def assign(case, model, trust_model, arch, force, budget, method, **kwargs):
 def retrain(case, model, trust_model, arch, force, budget, method, **kwargs):
     """Steps 4-7: select the unsafe set (hudd assign), stop if it needs labels, fine-tune, compare with B1/B2, report."""
     config = _config(case, kwargs)
-    from .pipeline import retrain as retrain_pipeline
-    from .core.text import retrain_summary
+    from ..pipeline import retrain as retrain_pipeline
+    from ..core.text import retrain_summary
 
     with _step_context(case, config, "retrain", model, trust_model, arch) as ctx:
         reselect = budget is not None or kwargs.get("sf") is not None
@@ -224,8 +223,8 @@ def retrain(case, model, trust_model, arch, force, budget, method, **kwargs):
 def analyze(case, model, trust_model, arch, force, method, **kwargs):
     """Steps 0-2: test, cluster the errors (--method), export and report; finished steps are skipped, a killed run resumes."""
     config = _config(case, kwargs)
-    from .pipeline import analyze as analyze_pipeline
-    from .core.text import clustering_summary, test_summary
+    from ..pipeline import analyze as analyze_pipeline
+    from ..core.text import clustering_summary, test_summary
 
     with _step_context(case, config, "analyze", model, trust_model, arch) as ctx:
         outcome = analyze_pipeline(ctx, method=method, force=force)
@@ -242,8 +241,8 @@ def analyze(case, model, trust_model, arch, force, method, **kwargs):
 def evaluate(case, model, trust_model, arch, compare, **kwargs):
     """Score the clusters against the simulator's injected causes: purity, coverage, RR (HUDD/evaluation.csv)."""
     config = _config(case, kwargs)
-    from .steps import evaluate as evaluate_step
-    from .core.text import evaluation_summary, format_table
+    from ..steps import evaluate as evaluate_step
+    from ..core.text import evaluation_summary, format_table
 
     with _step_context(case, config, "evaluate", model, trust_model, arch) as ctx:
         if compare:
@@ -263,7 +262,7 @@ def evaluate(case, model, trust_model, arch, compare, **kwargs):
 def report(case, model, trust_model, arch, **kwargs):
     """Write HUDD/report.html from what the workspace holds (any stage)."""
     config = _config(case, kwargs)
-    from .steps import report as report_step
+    from ..steps import report as report_step
 
     with _step_context(case, config, "report", model, trust_model, arch) as ctx:
         click.echo(f"report: {report_step.run(ctx)}")
@@ -276,7 +275,7 @@ def report(case, model, trust_model, arch, **kwargs):
 def doctor(case, model, trust_model, arch, force, **kwargs):
     """Model Doctor's diagnosis: per class, the gradient correlation of each channel of the deep conv layers; the channels behind each error."""
     config = _config(case, kwargs)
-    from .steps import doctor as doctor_step
+    from ..steps import doctor as doctor_step
 
     with _step_context(case, config, "doctor", model, trust_model, arch) as ctx:
         outcome = doctor_step.run(ctx, force=force)
@@ -290,7 +289,7 @@ def doctor(case, model, trust_model, arch, force, **kwargs):
 def export_cmd(case, model, trust_model, arch, force, **kwargs):
     """Step 2: cluster image folders, GIFs and contact sheets (after hudd cluster)."""
     config = _config(case, kwargs)
-    from .steps import export as export_step
+    from ..steps import export as export_step
 
     with _step_context(case, config, "export", model, trust_model, arch) as ctx:
         units = export_step.run(ctx, force=force)
@@ -303,7 +302,7 @@ def export_cmd(case, model, trust_model, arch, force, **kwargs):
 def describe(case, model, trust_model, arch, force, **kwargs):
     """Step 2b: say what each cluster's images have in common (HUDD/descriptions.csv, HUDD/findings.csv)."""
     config = _config(case, kwargs)
-    from .steps import describe as describe_step
+    from ..steps import describe as describe_step
 
     with _step_context(case, config, "describe", model, trust_model, arch) as ctx:
         click.echo("\n".join(describe_step.run(ctx, force=force).findings["sentence"]))
@@ -332,8 +331,8 @@ def demo(directory, force, **kwargs):
     """Run the whole story on simulated eyes in DIRECTORY (default ./demo-case)."""
     Path(directory).mkdir(parents=True, exist_ok=True)
     config = load_config(Path(directory), kwargs)
-    from .demo import run_demo
-    from .core.text import clustering_summary, evaluation_summary, results_summary, retrain_summary
+    from ..demo import run_demo
+    from ..core.text import clustering_summary, evaluation_summary, results_summary, retrain_summary
 
     result = run_demo(Path(directory), config, force=force)
     analysis, retraining = result.analysis, result.retraining
@@ -353,7 +352,3 @@ def demo(directory, force, **kwargs):
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="hudd")
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
