@@ -19,7 +19,7 @@ from hudd.retrain.doctor import (DoctorConstraint, background_masks, channel_gra
 from hudd.core.errors import HuddError
 from hudd.steps import doctor as doctor_step
 from hudd.steps import retrain as retrain_step
-from hudd.steps.common import open_context
+from hudd.steps.common import open_context, resolve_doctor_layers
 from hudd.retrain.training import TrainSettings, fit
 from tests.conftest import run_cli
 
@@ -303,7 +303,7 @@ def test_space_wise_constraint_without_masks_says_where_they_go(tmp_path: Path, 
 def test_doctor_needs_a_classifier_and_known_layers(trained_case: Path):
     config = load_config(trained_case, {"doctor_layers": "classifier.1"})
     with open_context(trained_case, config, command="test") as ctx, pytest.raises(HuddError) as caught:
-        doctor_step.resolve_layers(ctx)
+        resolve_doctor_layers(ctx)
     assert "alexnet-small.pt" in str(caught.value) and "features.10" in str(caught.value)
 
 

@@ -8,7 +8,7 @@ import math
 
 import pandas as pd
 
-from ..steps.cluster import unit_name
+from ..cluster.naming import unit_name
 from .figures import parameter_figure
 from .html import esc, image, link, note, not_run, section, table
 from .inputs import ReportInputs

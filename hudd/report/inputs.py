@@ -16,7 +16,7 @@ from ..config import Config
 from ..case.data import SPLITS, Case, read_params
 from ..core.errors import HuddError
 from ..methods import PAPER
-from ..steps.assign import assigned_method
+from ..workspace.tables import assigned_method
 from ..models import ModelSpec
 from ..workspace.readers import read_table
 from ..workspace.workspace import Workspace

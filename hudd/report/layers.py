@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..steps.cluster import unit_name
+from ..cluster.naming import unit_name
 from .html import esc, image, note, not_run, section, table
 from .inputs import ReportInputs
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..steps.retrain import compare
+from ..retrain.comparison import compare
 from .html import code, esc, note, not_run, section, table
 from .inputs import ReportInputs
 from ..cluster.clustering import cluster_order

@@ -52,14 +52,14 @@ from ..explain.features import extract_blocks
 from ..methods import FEATURES, HEATMAPS, PAPER, REGISTRY, resolve
 from ..models.predictions import check_finite, predict
 from ..core.progress import progress
+from ..explain.heatmaps import channel_heatmap
 from ..workspace.readers import check_images, load_array, read_table, redo
+from ..workspace.tables import read_index, read_layers, read_unsafe
 from ..workspace.workspace import Workspace
 from ..core.files import save_npy, write_csv
-from . import feature_cluster
-from .common import Context, run_step
-from .heatmaps import channel_heatmap, read_index, read_layers
+from .common import Context, method_extractors, method_space, run_step
 
-__all__ = ["AssignOutcome", "run", "assigned_method", "selection_space", "read_unsafe", "VERSION"]
+__all__ = ["AssignOutcome", "run", "selection_space", "VERSION"]
 
 VERSION = 4  # 2: quotas.csv; 3: the clusters of any method (config "method"); 4: config "select_in"
 
@@ -71,11 +71,6 @@ class AssignOutcome:
     ran: bool
     unsafe: pd.DataFrame
     clusters: pd.DataFrame
-
-
-def assigned_method(ws: Workspace) -> str:
-    """The method whose clusters the last ``hudd assign`` selected for (``paper`` before any)."""
-    return ((ws.step_entry("assign") or {}).get("config") or {}).get("method", PAPER)
 
 
 def selection_space(ctx: Context, method: str) -> str:
@@ -233,14 +228,14 @@ def _feature_linkage(ctx: Context, method: str, clusters: pd.DataFrame, names: l
     errors = read_table(ctx.workspace.layer_clusters_csv(method), {"image": "str"}, fix=redo(f"cluster --method {method}"))["image"]
     features = load_array(ctx.workspace.cluster_dir(method) / "features.npy", ndim=2, rows=len(errors), finite=True,
                           fix=redo(f"cluster --method {method}"))
-    space = feature_cluster.space(ctx, method)
+    space = method_space(ctx, method)
     if len(space.mean) != features.shape[1]:
         raise HuddError(f"{ctx.workspace.cluster_dir(method) / 'space.npz'}: made for {len(space.mean)} features, features.npy has "
                         f"{features.shape[1]}; {redo(f'cluster --method {method}')}")
     row_of = {image: i for i, image in enumerate(errors)}
     order, starts = _sorted_by_cluster(np.array([names.index(c) for c in clusters["cluster"]]), np.arange(len(names)))
     reference = space.transform(features[[row_of[image] for image in clusters["image"].to_numpy()[order]]])
-    extractors = feature_cluster.extractors_of(ctx, method)
+    extractors = method_extractors(ctx, method)
     improvement = space.transform(extract_blocks(extractors, dataset, batch_size=ctx.config.batch_size, device=ctx.device)[0])
     linkage = np.empty((len(dataset), len(names)))
     for start, stop, block in distance_blocks(improvement, reference, device=ctx.device):
@@ -318,11 +313,6 @@ def run(ctx: Context, *, method: str | None = None, budget: int | None = None, f
     record_typed_labels(ws, _prefilled(ws))
     ran = run_step(ctx, "assign", VERSION, config=config, inputs=inputs, compute=compute, force=force, staged=True)
     return AssignOutcome(ran, read_unsafe(ws), pd.read_csv(ws.quotas_csv))
-
-
-def read_unsafe(ws: Workspace) -> pd.DataFrame:
-    """``UnsafeSet/unsafe.csv`` as text (blank label cells empty), checked."""
-    return read_table(ws.unsafe_csv, {"image": "str", "cluster": "str"}, fix=redo("assign"), dtype=str, keep_default_na=False)
 
 
 def _cluster_key(column: pd.Series) -> pd.Series:

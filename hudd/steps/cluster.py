@@ -24,20 +24,21 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..cluster.clustering import WardClusters, derivative, ward_clusters, why_k
+from ..cluster.clustering import ward_clusters, why_k
 from ..cluster.distance import euclidean_distances, minmax_scale
+from ..cluster.naming import cluster_name, unit_name
 from ..core.errors import HuddError
-from ..export.plots import plot_wicd
 from ..methods import FEATURE_METHODS, PAPER
 from ..export.tables import EXCEL_MAX_COLUMNS, write_distance_sheet
+from ..export.wicd import write_wicd
 from ..core.progress import echo, progress
 from ..workspace.workspace import Workspace
 from ..core.files import remove, save_npy, write_csv
 from ..workspace.readers import check_images, load_array, read_table, redo
-from .heatmaps import read_index, read_layers
+from ..workspace.tables import read_index, read_layers, read_summary
 from .common import Context, run_step
 
-__all__ = ["ClusterOutcome", "run", "VERSION", "cluster_name", "unit_name", "read_summary"]
+__all__ = ["ClusterOutcome", "run", "VERSION"]
 
 VERSION = 4  # 2: leaves ClusterAnalysis/blackbox/ alone (and the other feature methods' folders); 3: summary.csv says why;
 # 4: its final clusters in ClusterAnalysis/paper/clusters.csv (HUDD/clusters.csv is the active method's)
@@ -52,16 +53,6 @@ class ClusterOutcome:
     clusters: pd.DataFrame
 
 
-def cluster_name(group: str, label: int) -> str:
-    """``C<label+1>``, prefixed with the keypoint group when there is one (``mouth-C3``)."""
-    return f"{group}-C{label + 1}" if group else f"C{label + 1}"
-
-
-def unit_name(group: str, layer: str) -> str:
-    """The ClusterAnalysis sub-folder of a layer (and group)."""
-    return f"{group}/{layer}" if group else layer
-
-
 def _groups(ctx: Context, index: pd.DataFrame) -> dict[str, np.ndarray]:
     """Row indices per keypoint group of the worst keypoint; one unnamed group for classification."""
     spec = ctx.model.spec
@@ -70,15 +61,6 @@ def _groups(ctx: Context, index: pd.DataFrame) -> dict[str, np.ndarray]:
     group_of = {k: name for name, members in spec.keypoint_groups.items() for k in members}
     names = np.array([group_of.get(int(k), "all") for k in index["worst_keypoint"]], dtype=object)
     return {name: np.flatnonzero(names == name) for name in sorted(set(names))}
-
-
-def write_wicd(ws: Workspace, unit: str, ward: WardClusters, title: str) -> None:
-    """``wicd.csv`` (k, wicd, derivative) and ``wicd.png`` of a Ward clustering in ``ClusterAnalysis/<unit>/``."""
-    shown = ward.ks if len(ward.ks) else np.array([ward.k])
-    values = ward.curve[shown - 1]
-    slope = derivative(values)
-    write_csv(ws.wicd_csv(unit), pd.DataFrame({"k": shown, "wicd": values, "derivative": slope}))
-    plot_wicd(ws.wicd_png(unit), shown, values, slope, ward.k, title=f"{title}: k = {ward.k} ({ward.method})")
 
 
 def _cluster_unit(ctx: Context, ws: Workspace, layer: str, heatmaps: np.ndarray, rows: np.ndarray, scale, images: list[str],
@@ -175,12 +157,3 @@ def run(ctx: Context, *, force: bool = False) -> ClusterOutcome:
     ran = run_step(ctx, "cluster", VERSION, config=config, inputs=inputs, compute=compute, force=force, staged=True)
     return ClusterOutcome(ran, read_summary(ws), read_table(ws.method_clusters_csv(PAPER), {"image": "str", "cluster": "str"},
                                                            fix=redo("cluster")))
-
-
-def read_summary(ws: Workspace) -> pd.DataFrame:
-    """``summary.csv``, checked (blank cells stay empty strings)."""
-    summary = read_table(ws.summary_csv, {"group": "text", "layer": "str", "selected": "bool"}, fix=redo("cluster"), keep_default_na=False)
-    unselected = sorted(set(summary["group"]) - set(summary.loc[summary["selected"], "group"]))
-    if unselected or summary.loc[summary["selected"], "group"].duplicated().any():
-        raise HuddError(f"{ws.summary_csv}: needs exactly one selected layer per group; {redo('cluster')}")
-    return summary

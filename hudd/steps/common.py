@@ -5,6 +5,11 @@ A step is skipped when the manifest records it done with the same fingerprint (s
 version, the config keys it reads, its input files' hashes) and its outputs exist; ``--force``
 reruns it. A step replaces its old outputs only when it finishes; a resumable step killed mid-way
 continues where it stopped when its fingerprint is unchanged.
+
+Also here, so that no step imports another: what one step writes and others read back with the
+whole context (the error-inducing images of ``testResult.csv``, a feature method's files, space and
+extractors, Model Doctor's layers and aggregates). Readers that need only the workspace are in
+:mod:`hudd.workspace.tables`.
 """
 
 from __future__ import annotations
@@ -15,18 +20,26 @@ from functools import cached_property
 from pathlib import Path
 from typing import Callable, Iterator, Mapping
 
+import numpy as np
+import pandas as pd
 import torch
 
 from ..models.case_model import open_case_model
 from ..config import Config
 from ..case.data import Case, SplitListing, list_split
+from ..cluster.feature_space import FeatureSpace
 from ..core.device import resolve_device
+from ..core.errors import HuddError
+from ..explain.features import FeatureExtractor, make_extractors
 from ..models import LoadedModel
 from ..core.progress import echo
+from ..retrain.doctor import conv_layers, default_layers
+from ..workspace.readers import load_array, read_table, redo
 from ..workspace.workspace import Workspace, fingerprint, utc_now
 from ..core.files import file_hash, listing_hash
 
-__all__ = ["Context", "open_context", "run_step"]
+__all__ = ["Context", "open_context", "run_step", "error_rows", "error_positions", "describe_images", "method_paths", "method_space",
+           "method_extractors", "resolve_doctor_layers", "read_doctor_aggregates"]
 
 
 @dataclass
@@ -87,3 +100,91 @@ def run_step(ctx: Context, step: str, version: int, *, config: Mapping, inputs: 
     outputs = compute(fp, not force)
     ws.finish_step(step, fp, inputs=inputs, outputs=outputs, config=config, started=started)
     return True
+
+
+def error_rows(ctx: Context) -> pd.DataFrame:
+    """The error-inducing rows of ``testResult.csv``; a HuddError when it is missing or has none."""
+    path = ctx.workspace.test_result
+    if not path.is_file():
+        raise HuddError(f"{path}: missing; run `hudd test {ctx.case.root}` first")
+    entry = ctx.workspace.step_entry("test")
+    if entry is not None and not entry.get("done"):
+        raise HuddError(f"{path}: out of date (the last `hudd test` stopped before it finished); run `hudd test {ctx.case.root}` first")
+    columns = {"image": "str", "correct": "bool"} | ({"worst_keypoint": "int"} if ctx.model.spec.task == "keypoints" else
+                                                     {"label": "str", "prediction": "str"})
+    results = read_table(path, columns, fix=redo("test"))
+    errors = results[~results["correct"]]
+    if errors.empty:
+        raise HuddError(f"{path}: the model makes no error on the {len(results)} TestSet images; there is nothing to analyse")
+    return errors.reset_index(drop=True)
+
+
+def error_positions(ctx: Context, errors: pd.DataFrame, listing) -> np.ndarray:
+    """Positions in the TestSet ``listing`` of the error-inducing images; a HuddError when one is gone."""
+    position = {image: i for i, image in enumerate(listing.ids)}
+    missing = [image for image in errors["image"] if image not in position]
+    if missing:
+        raise HuddError(f"{ctx.workspace.test_result}: lists {missing[0]}, which is not in the TestSet any more; run `hudd test --force`")
+    return np.array([position[image] for image in errors["image"]], dtype=np.int64)
+
+
+def describe_images(ctx: Context) -> pd.Series:
+    """Image -> class (or worst keypoint), from ``testResult.csv``: the titles of the contact sheets."""
+    results = read_table(ctx.workspace.test_result, {"image": "str"}, fix=redo("test"))
+    if ctx.model.spec.task == "keypoints":
+        return results.set_index("image")["worst_keypoint"].map(lambda k: ctx.model.spec.keypoints[int(k)])
+    return results.set_index("image")["label"]
+
+
+def method_paths(ctx: Context, method: str, ws: Workspace | None = None) -> dict[str, Path]:
+    """The files of a feature method in ``ClusterAnalysis/<method>/`` (of ``ws``, default the context's)."""
+    folder = (ws or ctx.workspace).cluster_dir(method)
+    names = ("features.npy", "space.npz", "embedding.npy", "clusters.csv", "grid.csv", "embedding.png", "method.csv")
+    return {name: folder / name for name in names}
+
+
+def method_space(ctx: Context, method: str) -> FeatureSpace:
+    """The feature space a finished ``method`` clustered in (``space.npz``)."""
+    return FeatureSpace.load(method_paths(ctx, method)["space.npz"])
+
+
+def method_extractors(ctx: Context, method: str) -> list[FeatureExtractor]:
+    """The extractors a finished ``method`` used, rebuilt from its ``method.csv`` (for ``hudd assign``)."""
+    path = method_paths(ctx, method)["method.csv"]
+    row = read_table(path, {"extractor_name": "str", "weights": "text"}, fix=redo(f"cluster --method {method}"),
+                     keep_default_na=False).iloc[0]
+    try:
+        return make_extractors(row["extractor_name"], model=ctx.model.module, weights=Path(row["weights"]) if row["weights"] else None)
+    except HuddError as exc:
+        raise HuddError(f"{path}: its extractor cannot be rebuilt ({exc}); {redo(f'cluster --method {method}')}") from None
+
+
+def _check_classifier(ctx: Context) -> None:
+    if ctx.model.spec.task != "classification":
+        raise HuddError(f"{ctx.model.path}: is a keypoint model; Model Doctor (hudd doctor, --treatment doctor) needs a classifier, "
+                        "whose class scores it differentiates")
+
+
+def resolve_doctor_layers(ctx: Context) -> list[str]:
+    """``doctor_layers`` checked against the model's convolutional layers (default: the last two), in model order."""
+    _check_classifier(ctx)
+    model = ctx.model.module
+    convs = conv_layers(model)
+    if not convs:
+        raise HuddError(f"{ctx.model.path}: has no convolutional layer for Model Doctor to diagnose")
+    wanted = list(ctx.config.doctor_layers)
+    if not wanted:
+        return default_layers(model)
+    unknown = [name for name in wanted if name not in convs]
+    if unknown:
+        raise HuddError(f"{ctx.model.path}: has no convolutional layer {unknown[0]!r}; set doctor_layers to some of {', '.join(convs)}")
+    return [name for name in convs if name in set(wanted)]
+
+
+def read_doctor_aggregates(ctx: Context) -> dict[str, np.ndarray]:
+    """The raw aggregates ``(n_classes, K)`` per layer that the last ``hudd doctor`` wrote, in layer order."""
+    ws = ctx.workspace
+    if not ws.doctor_layers_csv.is_file():
+        raise HuddError(f"{ws.doctor_layers_csv}: missing; run `hudd doctor {ctx.case.root}` first")
+    layers = read_table(ws.doctor_layers_csv, {"layer": "str"}, fix=redo("doctor"))["layer"].tolist()
+    return {name: load_array(ws.doctor_npy(name), ndim=2, fix=redo("doctor")) for name in layers}

@@ -34,8 +34,7 @@ import torch
 from torch.utils.data import Subset
 
 from ..case.data import ImageDataset, make_loader
-from ..retrain.doctor import FeatureTap, class_channel_correlation, conv_layers, default_layers, diagnose, image_channel_correlation, normalise
-from ..core.errors import HuddError
+from ..retrain.doctor import FeatureTap, class_channel_correlation, diagnose, image_channel_correlation, normalise
 from ..export.plots import plt, save_figure
 from ..explain.lrp.composites import ANALYSED_TYPES
 from ..explain.lrp.engine import layer_aliases
@@ -43,10 +42,9 @@ from ..models.predictions import predict
 from ..core.progress import echo
 from ..core.text import format_table
 from ..core.files import save_npy, write_csv
-from ..workspace.readers import load_array, read_table, redo
-from .common import Context, run_step
+from .common import Context, read_doctor_aggregates, resolve_doctor_layers, run_step
 
-__all__ = ["DoctorOutcome", "run", "read_aggregates", "resolve_layers", "summary", "VERSION", "TOP_CHANNELS", "CONFIG_KEYS"]
+__all__ = ["DoctorOutcome", "run", "summary", "VERSION", "TOP_CHANNELS", "CONFIG_KEYS"]
 
 VERSION = 1
 TOP_CHANNELS = 5
@@ -62,28 +60,6 @@ class DoctorOutcome:
     aggregates: dict
     images: pd.DataFrame
     diagnosis: pd.DataFrame
-
-
-def _check_classifier(ctx: Context) -> None:
-    if ctx.model.spec.task != "classification":
-        raise HuddError(f"{ctx.model.path}: is a keypoint model; Model Doctor (hudd doctor, --treatment doctor) needs a classifier, "
-                        "whose class scores it differentiates")
-
-
-def resolve_layers(ctx: Context) -> list[str]:
-    """``doctor_layers`` checked against the model's convolutional layers (default: the last two), in model order."""
-    _check_classifier(ctx)
-    model = ctx.model.module
-    convs = conv_layers(model)
-    if not convs:
-        raise HuddError(f"{ctx.model.path}: has no convolutional layer for Model Doctor to diagnose")
-    wanted = list(ctx.config.doctor_layers)
-    if not wanted:
-        return default_layers(model)
-    unknown = [name for name in wanted if name not in convs]
-    if unknown:
-        raise HuddError(f"{ctx.model.path}: has no convolutional layer {unknown[0]!r}; set doctor_layers to some of {', '.join(convs)}")
-    return [name for name in convs if name in set(wanted)]
 
 
 def _layers_table(ctx: Context, layers: list[str]) -> pd.DataFrame:
@@ -125,20 +101,11 @@ def _plot(path, normalised: np.ndarray, classes, *, title: str) -> None:
     save_figure(fig, path)
 
 
-def read_aggregates(ctx: Context) -> dict[str, np.ndarray]:
-    """The raw aggregates ``(n_classes, K)`` per layer that the last ``hudd doctor`` wrote, in layer order."""
-    ws = ctx.workspace
-    if not ws.doctor_layers_csv.is_file():
-        raise HuddError(f"{ws.doctor_layers_csv}: missing; run `hudd doctor {ctx.case.root}` first")
-    layers = read_table(ws.doctor_layers_csv, {"layer": "str"}, fix=redo("doctor"))["layer"].tolist()
-    return {name: load_array(ws.doctor_npy(name), ndim=2, fix=redo("doctor")) for name in layers}
-
-
 def run(ctx: Context, *, force: bool = False) -> DoctorOutcome:
     """Run (or skip, when current) the diagnosis; see the module docstring."""
     ws = ctx.workspace
     config = ctx.config
-    layers = resolve_layers(ctx)
+    layers = resolve_doctor_layers(ctx)
     train = ctx.listing("TrainingSet")
     test = ctx.listing("TestSet")
     classes = ctx.model.spec.classes
@@ -208,7 +175,7 @@ def run(ctx: Context, *, force: bool = False) -> DoctorOutcome:
         return outputs
 
     ran = run_step(ctx, "doctor", VERSION, config=settings, inputs=inputs, compute=compute, force=force)
-    return DoctorOutcome(ran, pd.read_csv(ws.doctor_layers_csv), read_aggregates(ctx), pd.read_csv(ws.doctor_images_csv),
+    return DoctorOutcome(ran, pd.read_csv(ws.doctor_layers_csv), read_doctor_aggregates(ctx), pd.read_csv(ws.doctor_images_csv),
                          pd.read_csv(ws.doctor_diagnosis_csv))
 
 

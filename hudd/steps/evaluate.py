@@ -24,7 +24,8 @@ from ..evaluate.evaluation import NOISE, Evaluation, evaluate_clusters
 from ..core.files import write_csv
 from ..methods import FEATURE_METHODS, PAPER
 from ..workspace.readers import read_table
-from .cluster import read_summary, unit_name
+from ..cluster.naming import unit_name
+from ..workspace.tables import read_summary
 from .common import Context
 
 __all__ = ["run", "compare"]

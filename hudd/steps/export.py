@@ -13,20 +13,13 @@ from ..export.clusters import export_unit, link_tree
 from ..core.progress import progress
 from ..core.files import file_hash
 from ..workspace.readers import check_images, read_table, redo
-from .cluster import read_summary, unit_name
-from .common import Context, run_step
+from ..cluster.naming import unit_name
+from ..workspace.tables import read_summary
+from .common import Context, describe_images, run_step
 
-__all__ = ["run", "VERSION", "describe_images"]
+__all__ = ["run", "VERSION"]
 
 VERSION = 1
-
-
-def describe_images(ctx: Context) -> pd.Series:
-    """Image -> class (or worst keypoint), from ``testResult.csv``: the titles of the contact sheets."""
-    results = read_table(ctx.workspace.test_result, {"image": "str"}, fix=redo("test"))
-    if ctx.model.spec.task == "keypoints":
-        return results.set_index("image")["worst_keypoint"].map(lambda k: ctx.model.spec.keypoints[int(k)])
-    return results.set_index("image")["label"]
 
 
 def run(ctx: Context, *, force: bool = False) -> list[str]:

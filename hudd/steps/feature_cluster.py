@@ -53,19 +53,15 @@ from ..evaluate.evaluation import NOISE
 from ..export.clusters import export_unit
 from ..export.plots import save_figure
 from ..cluster.feature_clustering import CLUSTERERS, REDUCERS, FeatureClustering, cluster_features, umap_available, ward_features
-from ..cluster.feature_space import FeatureSpace
 from ..explain.features import MARGINS, MODEL, PRETRAINED, PRETRAINED_BLOCK, FeatureExtractor, extract_blocks, make_extractors
 from ..methods import FEATURE_METHODS, REGISTRY, WARD, Method
 from ..core.progress import echo
-from ..workspace.readers import read_table, redo
-from ..workspace.workspace import Workspace
 from ..core.files import file_hash, save_npy, write_csv
-from .cluster import cluster_name, write_wicd
-from .common import Context, run_step
-from .export import describe_images
-from .heatmaps import error_positions, error_rows
+from ..cluster.naming import cluster_name
+from ..export.wicd import write_wicd
+from .common import Context, describe_images, error_positions, error_rows, method_paths, run_step
 
-__all__ = ["FeatureOutcome", "METHODS", "run", "cluster_names", "space", "extractors_of", "VERSION"]
+__all__ = ["FeatureOutcome", "METHODS", "run", "cluster_names", "VERSION"]
 
 VERSION = 3  # 2: methods pretrained and naive; space.npz; method.csv (was blackbox.csv); 3: method.csv says why
 PCA_NOTE = "umap-learn is not installed: PCA used instead of UMAP (pip install 'hudd[umap]')"
@@ -87,28 +83,6 @@ class FeatureOutcome:
 def cluster_names(labels: np.ndarray) -> list[str]:
     """``C1..Ck`` for labels ``0..k-1``, :data:`hudd.evaluate.evaluation.NOISE` for ``-1``."""
     return [NOISE if label < 0 else cluster_name("", int(label)) for label in labels]
-
-
-def _paths(ctx: Context, method: str, ws: Workspace | None = None) -> dict[str, Path]:
-    folder = (ws or ctx.workspace).cluster_dir(method)
-    names = ("features.npy", "space.npz", "embedding.npy", "clusters.csv", "grid.csv", "embedding.png", "method.csv")
-    return {name: folder / name for name in names}
-
-
-def space(ctx: Context, method: str) -> FeatureSpace:
-    """The feature space a finished ``method`` clustered in (``space.npz``)."""
-    return FeatureSpace.load(_paths(ctx, method)["space.npz"])
-
-
-def extractors_of(ctx: Context, method: str) -> list[FeatureExtractor]:
-    """The extractors a finished ``method`` used, rebuilt from its ``method.csv`` (for ``hudd assign``)."""
-    path = _paths(ctx, method)["method.csv"]
-    row = read_table(path, {"extractor_name": "str", "weights": "text"}, fix=redo(f"cluster --method {method}"),
-                     keep_default_na=False).iloc[0]
-    try:
-        return make_extractors(row["extractor_name"], model=ctx.model.module, weights=Path(row["weights"]) if row["weights"] else None)
-    except HuddError as exc:
-        raise HuddError(f"{path}: its extractor cannot be rebuilt ({exc}); {redo(f'cluster --method {method}')}") from None
 
 
 def _error_dataset(ctx: Context, errors: pd.DataFrame) -> ImageDataset:
@@ -253,7 +227,7 @@ def run(ctx: Context, method: str = "blackbox", *, extractor: str | None = None,
     extractors = make_extractors(extractor, model=ctx.model.module, weights=weights)
     if MARGINS in extractor.split("+") and ctx.model.spec.task != "classification":
         raise HuddError(f"--extractor {extractor}: {MARGINS} are the logit margins of a classifier; this model predicts keypoints")
-    paths = _paths(ctx, method)
+    paths = method_paths(ctx, method)
     config = {"seed": ctx.config.seed, "batch_size": ctx.config.batch_size, "device": ctx.device.type, "extractor": extractor,
               "layer": _joined(extractors, "layer"), "clusterer": clusterer, "reducer": reducer, "umap": umap_available(), "k": spec.k,
               "k_range": [ctx.config.k_min, ctx.config.k_max]}
@@ -269,7 +243,7 @@ def run(ctx: Context, method: str = "blackbox", *, extractor: str | None = None,
         names = cluster_names(result.labels)
         clusters = pd.DataFrame({"image": errors["image"], "cluster": names})
         out = ws.staging(method)
-        staged = _paths(ctx, method, out)
+        staged = method_paths(ctx, method, out)
         save_npy(staged["features.npy"], features.astype(np.float32))
         result.space.save(staged["space.npz"])
         save_npy(staged["embedding.npy"], result.embedding.astype(np.float32))

@@ -32,11 +32,12 @@ from ..core.errors import HuddError
 from ..explain.lrp import Explainer
 from ..models.predictions import check_finite
 from ..core.progress import progress
+from ..explain.heatmaps import channel_heatmap
 from ..core.files import allocate, file_hash, remove, require_space, storage_error, write_csv, write_text
-from ..workspace.readers import read_table, redo
-from .common import Context, run_step
+from ..workspace.tables import read_layers
+from .common import Context, error_positions, error_rows, run_step
 
-__all__ = ["HeatmapsOutcome", "run", "VERSION", "error_rows", "error_positions", "channel_heatmap", "read_layers", "read_index"]
+__all__ = ["HeatmapsOutcome", "run", "VERSION"]
 
 VERSION = 1
 
@@ -48,32 +49,6 @@ class HeatmapsOutcome:
     ran: bool
     n_images: int
     layers: pd.DataFrame
-
-
-def error_rows(ctx: Context) -> pd.DataFrame:
-    """The error-inducing rows of ``testResult.csv``; a HuddError when it is missing or has none."""
-    path = ctx.workspace.test_result
-    if not path.is_file():
-        raise HuddError(f"{path}: missing; run `hudd test {ctx.case.root}` first")
-    entry = ctx.workspace.step_entry("test")
-    if entry is not None and not entry.get("done"):
-        raise HuddError(f"{path}: out of date (the last `hudd test` stopped before it finished); run `hudd test {ctx.case.root}` first")
-    columns = {"image": "str", "correct": "bool"} | ({"worst_keypoint": "int"} if ctx.model.spec.task == "keypoints" else
-                                                     {"label": "str", "prediction": "str"})
-    results = read_table(path, columns, fix=redo("test"))
-    errors = results[~results["correct"]]
-    if errors.empty:
-        raise HuddError(f"{path}: the model makes no error on the {len(results)} TestSet images; there is nothing to analyse")
-    return errors.reset_index(drop=True)
-
-
-def error_positions(ctx: Context, errors: pd.DataFrame, listing) -> np.ndarray:
-    """Positions in the TestSet ``listing`` of the error-inducing images; a HuddError when one is gone."""
-    position = {image: i for i, image in enumerate(listing.ids)}
-    missing = [image for image in errors["image"] if image not in position]
-    if missing:
-        raise HuddError(f"{ctx.workspace.test_result}: lists {missing[0]}, which is not in the TestSet any more; run `hudd test --force`")
-    return np.array([position[image] for image in errors["image"]], dtype=np.int64)
 
 
 def _explainer(ctx: Context) -> Explainer:
@@ -103,21 +78,6 @@ def _index_table(ctx: Context, errors: pd.DataFrame, targets: np.ndarray | None)
         table["prediction"] = errors["prediction"].to_numpy()
         table["target"] = errors["prediction"].to_numpy() if targets is None else [spec.classes[k] for k in targets]
     return table
-
-
-def read_layers(ws) -> pd.DataFrame:
-    """``Heatmaps/layers.csv``, checked."""
-    return read_table(ws.heatmap_layers, {"layer": "str", "alias": "str", "N": "int", "M": "int"}, fix=redo("heatmaps"))
-
-
-def read_index(ws) -> pd.DataFrame:
-    """``Heatmaps/images.csv``, checked."""
-    return read_table(ws.heatmap_index, {"row": "int", "image": "str"}, fix=redo("heatmaps"))
-
-
-def channel_heatmap(relevance: torch.Tensor) -> torch.Tensor:
-    """Channel sum of a convolution input ``(B, C, N, M)``; a fully connected input ``(B, D)`` as ``(B, 1, D)``."""
-    return relevance.sum(dim=1) if relevance.dim() == 4 else relevance.reshape(len(relevance), 1, -1)
 
 
 def run(ctx: Context, *, force: bool = False) -> HeatmapsOutcome:

@@ -44,20 +44,17 @@ from ..models import save_checkpoint
 from ..models.predictions import predict
 from ..core.progress import echo
 from ..retrain.sampling import bootstrap_balance, bootstrap_to, mixed_rows, reduced_improvement_set
-from ..retrain.stats import a12, mann_whitney_p
+from ..retrain.comparison import DOCTOR_METHODS, compare
 from ..retrain.training import TrainSettings, fit
 from ..core.files import file_hash, listing_hash, write_csv
 from ..case.labels import LABELS_FIX
 from ..case.labels import read_labels as labels_table
-from . import doctor as doctor_step
-from .assign import assigned_method, read_unsafe
-from .common import Context, run_step
+from ..workspace.tables import assigned_method, read_unsafe
+from .common import Context, read_doctor_aggregates, resolve_doctor_layers, run_step
 
-__all__ = ["RetrainOutcome", "run", "read_labels", "compare", "VERSION", "DOCTOR_METHODS", "DOCTOR_KEYS"]
+__all__ = ["RetrainOutcome", "run", "read_labels", "VERSION", "DOCTOR_KEYS"]
 
 VERSION = 1
-BASELINES = ("B1", "B2")
-DOCTOR_METHODS = ("doctor", "hudd+doctor")
 DOCTOR_KEYS = ("treatment", "doctor_j_train", "doctor_delta", "doctor_v", "doctor_lambda", "doctor_spatial")
 
 
@@ -155,26 +152,6 @@ def _test_groups(ctx: Context, test: SplitListing) -> dict[str, np.ndarray]:
     return groups
 
 
-def compare(metrics: pd.DataFrame, column: str = "accuracy") -> pd.DataFrame:
-    """method, runs, mean, sd, gain over the original; A12 and Mann-Whitney p of each retraining method
-    (HUDD, and Model Doctor's when present) against B1 and B2, and of Model Doctor's against HUDD
-    (columns ``A12_vs_hudd``, ``p_vs_hudd``, only when a Model Doctor method ran)."""
-    original = float(metrics.loc[metrics["method"] == "original", column].mean())
-    methods = set(metrics["method"])
-    references = list(BASELINES) + (["hudd"] if methods & set(DOCTOR_METHODS) and "hudd" in methods else [])
-    rows = []
-    for method, values in metrics.groupby("method", sort=False)[column]:
-        row = {"method": method, "runs": len(values), "mean": values.mean(), "sd": values.std(ddof=1) if len(values) > 1 else 0.0,
-               "gain": values.mean() - original}
-        for reference in references:
-            other = metrics.loc[metrics["method"] == reference, column].to_numpy()
-            compared = len(other) and (method in DOCTOR_METHODS if reference == "hudd" else method not in ("original", *BASELINES))
-            row[f"A12_vs_{reference}"] = a12(values.to_numpy(), other) if compared else float("nan")
-            row[f"p_vs_{reference}"] = mann_whitney_p(values.to_numpy(), other) if compared else float("nan")
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
 def _spatial(ctx: Context) -> bool:
     """Whether the treatment adds the space-wise constraint (``doctor_spatial``: auto, on or off)."""
     mode = ctx.config.doctor_spatial
@@ -206,7 +183,7 @@ def run(ctx: Context, *, force: bool = False) -> RetrainOutcome:
     config = ctx.config
     treated = config.treatment == "doctor"
     if treated:  # a keypoint model, unknown doctor_layers or missing masks stop here, before anything runs
-        doctor_step.resolve_layers(ctx)
+        resolve_doctor_layers(ctx)
     spatial = treated and _spatial(ctx)
     labels, label_targets = read_labels(ctx)
     train = ctx.listing("TrainingSet")
@@ -223,7 +200,7 @@ def run(ctx: Context, *, force: bool = False) -> RetrainOutcome:
         if not (ws.step_entry("doctor") or {}).get("done"):
             raise HuddError(f"{ws.doctor_dir}: no finished diagnosis, which the treatment needs; run `hudd doctor {ctx.case.root}` "
                             f"first (`hudd retrain` runs it for you)")
-        aggregates = doctor_step.read_aggregates(ctx)
+        aggregates = read_doctor_aggregates(ctx)
         keys += DOCTOR_KEYS
         inputs["doctor"] = ws.step_entry("doctor")["fingerprint"]
         if spatial:  # the masks of the training and the unsafe images
