@@ -3,7 +3,7 @@
 On the same batch and device, for each model, prints the median time of:
   - forward + backward: the model's forward and the gradient of the explained logit w.r.t. the
     input (the baseline: what any gradient-based attribution costs);
-  - hudd.explain.lrp, all layers: relevance at the input of every conv/linear layer, one pass;
+  - hudd.lrp, all layers: relevance at the input of every conv/linear layer, one pass;
   - zennit, input only: zennit 0.5 with the same rules, relevance at the pixels only;
 then images per second for each and the ratios hudd/baseline and zennit/hudd.
 
@@ -91,10 +91,10 @@ def main() -> None:
         n = shape[0]
         print(f"{name} {'x'.join(map(str, shape[1:]))}, batch {n}, {len(explainer.layers)} layers:")
         print(f"  forward+backward (baseline)  {t_base:8.3f} s  {n / t_base:9.1f} img/s")
-        print(f"  hudd.explain.lrp, all layers         {t_hudd:8.3f} s  {n / t_hudd:9.1f} img/s")
+        print(f"  hudd.lrp, all layers         {t_hudd:8.3f} s  {n / t_hudd:9.1f} img/s")
         print(f"  zennit, input only           {t_zennit:8.3f} s  {n / t_zennit:9.1f} img/s")
-        print(f"  ratio hudd.explain.lrp / baseline    {t_hudd / t_base:8.2f}x   (target <= 1.5x)")
-        print(f"  ratio zennit / hudd.explain.lrp      {t_zennit / t_hudd:8.2f}x   (target > 1x)")
+        print(f"  ratio hudd.lrp / baseline    {t_hudd / t_base:8.2f}x   (target <= 1.5x)")
+        print(f"  ratio zennit / hudd.lrp      {t_zennit / t_hudd:8.2f}x   (target > 1x)")
 
 
 if __name__ == "__main__":
