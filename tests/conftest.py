@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny simulated gaze case (seed 0) and a model trained on it for one epoch."""
+"""Shared fixtures, built once per test run: a tiny simulated gaze case (seed 0), a model trained on it for one
+epoch, and that case analysed; tests copy them (:func:`copy_case`) before changing anything."""
 
 from pathlib import Path
 
@@ -29,6 +30,42 @@ def trained_case(tmp_path_factory, tiny_case) -> Path:
     result = CliRunner().invoke(cli, ["--quiet", "train", str(case), "--epochs", "1", "--batch-size", "32"])
     assert result.exit_code == 0, result.output
     return case
+
+
+def _built(tmp_path_factory, source: Path, name: str, *commands: tuple[str, ...]) -> Path:
+    """A copy of ``source`` after these CLI commands, each of which must succeed."""
+    import shutil
+
+    case = tmp_path_factory.mktemp(name) / "case"
+    shutil.copytree(source, case)
+    for command, *args in commands:
+        result = run_cli(command, str(case), *args)
+        assert result.exit_code == 0, result.output
+    return case
+
+
+@pytest.fixture(scope="session")
+def analyzed(tmp_path_factory, trained_case: Path) -> Path:
+    """The trained tiny case after ``hudd analyze`` and ``hudd assign`` (labels.csv pre-filled); read only: copy it."""
+    return _built(tmp_path_factory, trained_case, "analyzed", ("analyze",), ("assign",))
+
+
+@pytest.fixture(scope="session")
+def explained_case(tmp_path_factory, trained_case: Path) -> Path:
+    """The trained tiny case after ``hudd test`` and ``hudd heatmaps``; read only: copy it."""
+    return _built(tmp_path_factory, trained_case, "explained", ("test",), ("heatmaps",))
+
+
+@pytest.fixture(scope="session")
+def clustered_case(tmp_path_factory, explained_case: Path) -> Path:
+    """``explained_case`` after the paper's clustering (``hudd cluster --method paper``); read only: copy it."""
+    return _built(tmp_path_factory, explained_case, "clustered", ("cluster", "--method", "paper"))
+
+
+@pytest.fixture(scope="session")
+def assigned_case(tmp_path_factory, explained_case: Path) -> Path:
+    """``explained_case`` after ``hudd cluster`` (the default method) and ``hudd assign --budget 6``; read only: copy it."""
+    return _built(tmp_path_factory, explained_case, "assigned", ("cluster",), ("assign", "--budget", "6"))
 
 
 def copy_case(source: Path, tmp_path: Path) -> Path:

@@ -9,7 +9,7 @@ import pytest
 
 from hudd.selection.assignment import quotas, ranked_assignment, single_linkage
 from hudd.cluster.distance import distance_blocks
-from tests.conftest import run_cli
+from tests.conftest import copy_case, run_cli
 
 SEED = 0xA5
 
@@ -74,12 +74,9 @@ def test_gemm_single_linkage_equals_a_plain_loop():
 # ---- through the CLI ---------------------------------------------------------------------------
 
 @pytest.fixture
-def clustered(tmp_path: Path, trained_case: Path) -> Path:
-    case = tmp_path / "case"
-    shutil.copytree(trained_case, case)
-    for command in (["test"], ["heatmaps"], ["cluster", "--method", "paper"]):
-        assert run_cli(command[0], str(case), *command[1:]).exit_code == 0
-    return case
+def clustered(tmp_path: Path, clustered_case: Path) -> Path:
+    """A writable copy of the session's case clustered by the paper's method."""
+    return copy_case(clustered_case, tmp_path)
 
 
 def test_assign_fills_the_quotas_with_improvement_images(clustered: Path):

@@ -3,8 +3,8 @@
 Bad input ends with ONE line on stderr, ``hudd: error: <file or flag>: <what>; <what to do>``, exit
 status 2 and no traceback, and loses nothing already computed: every artifact in the workspace and
 every model file is byte-identical afterwards. Mostly through ``hudd analyze`` (test -> heatmaps ->
-cluster -> export -> report) and ``hudd retrain`` (assign -> retrain -> report) on a copy of one
-analysed case per module; ``hudd train`` on the bare tiny case. A few edge cases are not errors but
+cluster -> export -> report) and ``hudd retrain`` (assign -> retrain -> report) on a copy of the
+session's analysed case; ``hudd train`` on the bare tiny case. A few edge cases are not errors but
 documented graceful results (one error-inducing image, every image wrong).
 """
 
@@ -30,17 +30,6 @@ _BOOKKEEPING = {"manifest.json", ".lock", "report.html"}
 
 
 # ---- fixtures and helpers ------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def analyzed(tmp_path_factory, trained_case: Path) -> Path:
-    """The trained tiny case after ``hudd analyze`` and ``hudd assign`` (labels.csv pre-filled); read only."""
-    case = tmp_path_factory.mktemp("analyzed") / "case"
-    shutil.copytree(trained_case, case)
-    for command in ("analyze", "assign"):
-        result = run_cli(command, str(case))
-        assert result.exit_code == 0, result.output
-    return case
-
 
 @pytest.fixture
 def case(tmp_path: Path, analyzed: Path) -> Path:

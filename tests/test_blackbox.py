@@ -21,7 +21,7 @@ from hudd.explain.features import extract_features, feature_layer, make_extracto
 from hudd.models import get_model, load_model
 from hudd.steps import feature_cluster as blackbox_step
 from hudd.steps.common import open_context
-from tests.conftest import run_cli
+from tests.conftest import copy_case, run_cli
 
 
 def _blobs(seed: int = 0):
@@ -175,8 +175,8 @@ def test_step_writes_every_output_and_is_deterministic(trained_case, tmp_path, n
     assert not (case / "HUDD" / "clusters.csv").exists() and not (case / "HUDD" / "summary.csv").exists()
 
 
-def test_cli_runs_beside_hudds_clusters_and_evaluate_compares_both(case, no_umap):
-    assert run_cli("analyze", str(case)).exit_code == 0
+def test_cli_runs_beside_hudds_clusters_and_evaluate_compares_both(analyzed, tmp_path, no_umap):
+    case = copy_case(analyzed, tmp_path)
     hudd_clusters = (case / "HUDD/clusters.csv").read_bytes()
     result = run_cli("cluster", str(case), "--method", "blackbox")
     assert result.exit_code == 0, result.output

@@ -13,7 +13,7 @@ from scipy.spatial.distance import pdist, squareform
 
 from hudd.cluster.clustering import choose_k, cut, derivative, k_range, ward_linkage, wicd_curve
 from hudd.cluster.distance import distance_blocks, euclidean_distances, minmax_scale
-from tests.conftest import run_cli
+from tests.conftest import copy_case, run_cli
 
 SEED = 0xC1
 
@@ -132,12 +132,9 @@ def test_edge_cases_never_crash():
 # ---- through the CLI ---------------------------------------------------------------------------
 
 @pytest.fixture
-def analysed(tmp_path: Path, trained_case: Path) -> Path:
-    case = tmp_path / "case"
-    shutil.copytree(trained_case, case)
-    assert run_cli("test", str(case)).exit_code == 0
-    assert run_cli("heatmaps", str(case)).exit_code == 0
-    return case
+def analysed(tmp_path: Path, explained_case: Path) -> Path:
+    """A writable copy of the session's case with heatmaps."""
+    return copy_case(explained_case, tmp_path)
 
 
 def test_cluster_writes_every_artifact_and_selects_one_layer(analysed: Path):

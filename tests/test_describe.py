@@ -11,7 +11,6 @@ from scipy.ndimage import uniform_filter
 from hudd.describe.describe import MIN_IN_CLUSTER, MIN_LIFT, best_condition, describe_clusters
 from hudd.describe.image_properties import image_properties
 from tests.conftest import copy_case, run_cli
-from tests.test_bad_input import analyzed  # noqa: F401 (a fixture)
 
 RNG = np.random.default_rng(0)
 

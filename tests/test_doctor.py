@@ -21,7 +21,7 @@ from hudd.steps import doctor as doctor_step
 from hudd.steps import retrain as retrain_step
 from hudd.steps.common import open_context, resolve_doctor_layers
 from hudd.retrain.training import TrainSettings, fit
-from tests.conftest import run_cli
+from tests.conftest import copy_case, run_cli
 
 SEED = 0xD0C
 
@@ -220,13 +220,17 @@ def test_a_simulation_made_before_masks_gets_them_and_keeps_its_images(tmp_path:
 
 
 @pytest.fixture(scope="module")
-def assigned(tmp_path_factory, trained_case: Path) -> Path:
-    case = tmp_path_factory.mktemp("doctor") / "case"
-    shutil.copytree(trained_case, case)
-    for command in (["test"], ["heatmaps"], ["cluster"], ["assign", "--budget", "6"]):
-        assert run_cli(command[0], str(case), *command[1:]).exit_code == 0
+def assigned_source(tmp_path_factory, assigned_case: Path) -> Path:
+    """The session's assigned case with a small doctor setting (read-only)."""
+    case = copy_case(assigned_case, tmp_path_factory.mktemp("doctor"))
     (case / "hudd.toml").write_text("batch_size = 32\ndoctor_t = 6\ndoctor_j = 2\ndoctor_j_train = 1\nretrain_epochs = 1\n")
     return case
+
+
+@pytest.fixture
+def assigned(assigned_source: Path, tmp_path: Path) -> Path:
+    """A writable copy of ``assigned_source``: each test starts from the same workspace, whatever ran before."""
+    return copy_case(assigned_source, tmp_path)
 
 
 def _digest(folder: Path) -> dict:
@@ -275,12 +279,9 @@ def test_treated_retraining_adds_doctor_and_hudd_plus_doctor(assigned: Path):
     assert manifest["config"]["doctor_spatial"] == "auto" and "masks" in manifest["inputs"], "the tiny case has masks: space-wise on"
 
 
-def test_the_treated_retraining_step_alone_says_to_run_the_diagnosis_first(assigned: Path, tmp_path: Path):
-    case = tmp_path / "case"
-    shutil.copytree(assigned, case)
-    manifest = json.loads((case / "HUDD/manifest.json").read_text())
-    manifest["steps"].pop("doctor", None)  # as if `hudd doctor` had never run
-    (case / "HUDD/manifest.json").write_text(json.dumps(manifest))
+def test_the_treated_retraining_step_alone_says_to_run_the_diagnosis_first(assigned: Path):
+    case = assigned
+    assert "doctor" not in json.loads((case / "HUDD/manifest.json").read_text())["steps"]
     config = load_config(case, {"treatment": "doctor", "runs": 1})
     with open_context(case, config, command="test") as ctx, pytest.raises(HuddError) as caught:
         retrain_step.run(ctx)

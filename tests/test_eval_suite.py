@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from hudd.methods import PRIMARY
 
@@ -19,6 +20,7 @@ def _script(name: str = "eval_rootcause"):
     return module
 
 
+@pytest.mark.slow
 def test_the_suite_scores_every_method_and_the_probe_on_a_tiny_case(tmp_path, capsys):
     suite = _script()
     assert suite.main(["--tiny", "--cache", str(tmp_path), "--families", "gaze", "--seeds", "0", "--methods", "paper,naive"]) == 0
@@ -45,6 +47,7 @@ def test_the_suite_scores_every_method_and_the_probe_on_a_tiny_case(tmp_path, ca
     assert (docs / "eval_rootcause.csv").is_file() and (docs / "eval_probe.csv").is_file()
 
 
+@pytest.mark.slow
 def test_the_retraining_comparison_runs_both_selections_and_the_baselines_with_the_same_budget(tmp_path, capsys):
     script = _script("eval_retrain")
     docs = tmp_path / "docs"

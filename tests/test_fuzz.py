@@ -37,7 +37,7 @@ import torch
 from PIL import Image
 
 from tests.conftest import copy_case, one_line_error, run_cli
-from tests.test_bad_input import MODEL, _artifacts, _assert_intact, analyzed, case  # noqa: F401 (fixtures)
+from tests.test_bad_input import MODEL, _artifacts, _assert_intact, case  # noqa: F401 (a fixture)
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from tests.conftest import copy_case, one_line_error, run_cli
-from tests.test_bad_input import _artifacts, _assert_intact, _image, analyzed  # noqa: F401 (a fixture)
+from tests.test_bad_input import _artifacts, _assert_intact, _image
 
 
 def _digests(case: Path) -> dict[str, str]:

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from hudd.methods import PRIMARY, pretrained_available
-from tests.conftest import one_line_error, run_cli
+from tests.conftest import copy_case, one_line_error, run_cli
 
 
 def _finished(case: Path) -> dict[str, str]:
@@ -86,6 +86,7 @@ def _clustering_half_done(ws: Path) -> bool:
     return any((ws / ".staging/cluster/ClusterAnalysis").glob("*/clusters.csv"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("moment", [_heatmaps_half_done, _clustering_half_done], ids=["mid-heatmaps", "mid-cluster"])
 def test_analyze_killed_with_sigkill_resumes_to_byte_identical_artifacts(case: Path, tmp_path: Path, moment):
     reference = tmp_path / "reference"
@@ -111,11 +112,10 @@ def test_analyze_killed_with_sigkill_resumes_to_byte_identical_artifacts(case: P
     assert _tables(ws) == _tables(reference / "HUDD")
 
 
-def test_retrain_stops_when_labels_are_needed_and_keeps_labels_typed_in(case: Path):
-    assert run_cli("analyze", str(case)).exit_code == 0
+def test_retrain_stops_when_labels_are_needed_and_keeps_labels_typed_in(analyzed: Path, tmp_path: Path):
+    case = copy_case(analyzed, tmp_path)
     ws = case / "HUDD"
     # an engineer's unlabelled improvement set: the labels of assign's sheet are blank
-    assert run_cli("assign", str(case)).exit_code == 0
     labels = pd.read_csv(ws / "UnsafeSet/labels.csv", keep_default_na=False)
     truth = labels["label"].copy()
     labels["label"] = ""
@@ -141,8 +141,8 @@ def test_retrain_stops_when_labels_are_needed_and_keeps_labels_typed_in(case: Pa
     assert run_cli("report", str(case)).exit_code == 0, "the retrained model beside the original is not an ambiguity"
 
 
-def test_evaluate_scores_the_clusters_against_the_injected_causes(case: Path):
-    assert run_cli("analyze", str(case)).exit_code == 0
+def test_evaluate_scores_the_clusters_against_the_injected_causes(analyzed: Path, tmp_path: Path):
+    case = copy_case(analyzed, tmp_path)
     result = run_cli("evaluate", str(case))
     assert result.exit_code == 0, result.output
     table = pd.read_csv(case / "HUDD/evaluation.csv")
@@ -151,8 +151,13 @@ def test_evaluate_scores_the_clusters_against_the_injected_causes(case: Path):
     clusters = pd.read_csv(case / "HUDD" / f"ClusterAnalysis/{active}/clusters.csv")
     assert sorted(table["cluster"]) == sorted(clusters["cluster"].unique())
     assert table["size"].sum() == len(clusters)
+    params = pd.read_csv(case / "DataSets/TestSet/params.csv").set_index("image")["cause"]
+    causes = pd.crosstab(clusters["cluster"], clusters["image"].str.removeprefix("TestSet/").map(params))
+    assert causes.to_numpy().sum() == len(clusters), "every clustered image has its injected cause"
+    expected = (causes.max(axis=1) / causes.sum(axis=1)).sort_index()
+    pd.testing.assert_series_equal(table.set_index("cluster")["purity"].sort_index(), expected, check_names=False, atol=1e-4)
+    purity = causes.max(axis=1).sum() / len(clusters)
     last = result.output.strip().splitlines()[-1]
-    purity = (table["purity"] * table["size"]).sum() / table["size"].sum()
     assert last.startswith(f"purity={purity:.2f} coverage=") and last.endswith(f"clusters={len(table)}")
 
     assert run_cli("evaluate", str(case), "--compare").exit_code == 0
@@ -166,7 +171,7 @@ def test_evaluate_scores_the_clusters_against_the_injected_causes(case: Path):
     assert "Clusterings compared" in (case / "HUDD/report.html").read_text()
 
 
-def test_evaluate_without_ground_truth_says_what_it_needs(case: Path):
-    assert run_cli("analyze", str(case)).exit_code == 0
+def test_evaluate_without_ground_truth_says_what_it_needs(analyzed: Path, tmp_path: Path):
+    case = copy_case(analyzed, tmp_path)
     (case / "DataSets/TestSet/params.csv").unlink()
     one_line_error(run_cli("evaluate", str(case)), "DataSets/TestSet/params.csv", "missing", "injected cause")

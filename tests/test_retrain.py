@@ -11,7 +11,7 @@ import pytest
 from hudd.models import load_model
 from hudd.retrain.sampling import bootstrap_balance, bootstrap_to, mixed_rows, reduced_improvement_set
 from hudd.retrain.stats import a12, mann_whitney_p
-from tests.conftest import run_cli
+from tests.conftest import copy_case, run_cli
 
 SEED = 0x7E
 
@@ -61,12 +61,9 @@ def test_mann_whitney_p_is_small_for_separated_samples():
 
 
 @pytest.fixture
-def assigned(tmp_path: Path, trained_case: Path) -> Path:
-    case = tmp_path / "case"
-    shutil.copytree(trained_case, case)
-    for command in (["test"], ["heatmaps"], ["cluster"], ["assign", "--budget", "6"]):
-        assert run_cli(command[0], str(case), *command[1:]).exit_code == 0
-    return case
+def assigned(tmp_path: Path, assigned_case: Path) -> Path:
+    """A writable copy of the session's assigned case."""
+    return copy_case(assigned_case, tmp_path)
 
 
 def _digest(path: Path) -> str:

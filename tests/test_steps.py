@@ -196,6 +196,8 @@ def test_keypoint_errors_are_clustered_per_face_element(tmp_path: Path):
     groups = {"upper_lid", "lower_lid", "iris_centre"}
     assert set(summary["group"]) <= groups
     assert summary.groupby("group")["selected"].sum().eq(1).all(), "each face element selects its own layer"
+    assert len(index) >= 4 and set(clusters["image"]) == set(index["image"]), "every error-inducing image is clustered"
+    assert set(summary["group"]) == set(index["target"].str.replace(r"_?\d+$", "", regex=True)), "a layer per face element in error"
     merged = clusters.merge(index, on="image")
     element = merged["target"].str.replace(r"_?\d+$", "", regex=True)
     assert (merged["cluster"].str.rsplit("-C", n=1).str[0] == element).all(), "cluster ids carry the face element"
