@@ -19,7 +19,7 @@ else:  # pragma: no cover - Python 3.10
 
 from .core.errors import HuddError
 
-__all__ = ["Config", "load_config", "effective_config", "CONFIG_FILE"]
+__all__ = ["Config", "CONFIG_KEYS", "key_info", "load_config", "effective_config", "CONFIG_FILE"]
 
 CONFIG_FILE = "hudd.toml"
 
@@ -32,7 +32,7 @@ def _key(default, *, lo=None, hi=None, choices=None, doc=""):
 class Config:
     """Effective settings of one run. Values are stored as given; :func:`load_config` checks them."""
 
-    device: str = _key("auto", doc="auto, cpu or cuda[:i]")
+    device: str = _key("auto", doc="the device: auto, cpu or cuda[:i]")
     batch_size: int = _key(64, lo=1, doc="images per batch on the device; bounds memory")
     seed: int = _key(0, lo=0, doc="one seed for every random choice")
     epochs: int = _key(12, lo=1, doc="maximum epochs when training a baseline model")
@@ -50,11 +50,19 @@ class Config:
     baselines: bool = _key(True, doc="retrain: also train the paper's baselines B1 and B2 on the same budget")
     lrp_rule: str = _key("hudd", choices=("hudd", "epsilon-plus-flat"), doc="LRP composite")
     lrp_target: str = _key("predicted", choices=("predicted", "true"), doc="class whose logit seeds relevance")
-    layers: tuple = _key((), doc="layers to analyse (empty: every internal layer)")
+    layers: tuple = _key((), doc="layers to analyse, comma-separated (empty, or 'all' as a flag: every internal layer)")
     heatmap_dtype: str = _key("float32", choices=("float32", "float16"), doc="storage type of Heatmaps/<layer>.npy")
     k_min: int = _key(2, lo=2, doc="smallest number of clusters tried")
     k_max: int = _key(500, lo=2, doc="largest number of clusters tried (also capped at errors/2)")
     export: str = _key("selected", choices=("selected", "all"), doc="export the clusters of the selected layer, or of every layer")
+    extractor: str = _key("auto", doc="feature methods: 'model' (its penultimate layer), 'margins' (its logit margins), "
+                                      "'efficientnet_lite0[:block]', or a torchvision backbone name with weights; join several "
+                                      "with +; auto: the method's")
+    weights: str = _key("", doc="feature methods: state_dict file of the extractor's torchvision backbone (nothing is downloaded)")
+    clusterer: str = _key("auto", choices=("auto", "dbscan", "hdbscan", "ward"),
+                          doc="feature methods: auto: the method's (dbscan for blackbox, ward otherwise)")
+    reducer: str = _key("auto", choices=("auto", "umap", "pca"),
+                        doc="density clusterers: auto = UMAP when umap-learn is installed (hudd[umap]), else PCA")
     select_in: str = _key("auto", choices=("auto", "heatmaps", "features"),
                           doc="assign: the space improvement images are compared with the clusters in: the model's LRP heatmaps "
                               "at the paper's selected layer, the space the method clustered in, or the method's own choice")
@@ -64,10 +72,11 @@ class Config:
     treatment: str = _key("none", choices=("none", "doctor"),
                           doc="retrain: also fine-tune with Model Doctor's constraints (methods doctor and hudd+doctor)")
     doctor_layers: tuple = _key((), doc="Model Doctor: convolutional layers to diagnose and constrain (empty: the last two)")
-    doctor_t: int = _key(100, lo=1, doc="Model Doctor: most confident, correct training images per class in the aggregates (T)")
-    doctor_j: int = _key(10, lo=1, doc="Model Doctor: noise draws per image in the diagnosis (J, equation 4)")
-    doctor_j_train: int = _key(10, lo=1, doc="Model Doctor: noise draws per image in the treatment (equation 5, averaged: "
-                                              "fewer is cheaper, with the same expected loss)")
+    doctor_per_class: int = _key(100, lo=1, doc="Model Doctor: most confident, correct training images per class in the "
+                                                 "aggregates (T)")
+    doctor_draws: int = _key(10, lo=1, doc="Model Doctor: noise draws per image in the diagnosis (J, equation 4)")
+    doctor_draws_train: int = _key(10, lo=1, doc="Model Doctor: noise draws per image in the treatment (equation 5, averaged: "
+                                                 "fewer is cheaper, with the same expected loss; 1-2 on a CPU)")
     doctor_delta: float = _key(0.1, lo=0.0, doc="Model Doctor: feature-map noise is uniform in [-delta, delta]")
     doctor_v: float = _key(0.5, lo=0.0, hi=1.0, doc="Model Doctor: a channel is unrelated to a class when its aggregate is below "
                                                     "v times the class's largest")
@@ -75,6 +84,16 @@ class Config:
     doctor_spatial: str = _key("auto", choices=("auto", "on", "off"),
                                doc="Model Doctor: space-wise constraint from DataSets/<Set>/masks/ (auto: when the TrainingSet has masks)")
     sources: Mapping = dataclasses.field(default_factory=dict, compare=False, repr=False)  # key -> where its value came from
+
+    def base(self, key: str, case_root: Path) -> Path:
+        """What the path in ``key`` is relative to: the current folder when it came from the command line,
+        the case folder when it came from ``hudd.toml`` (or is the default)."""
+        return Path.cwd() if self.sources.get(key) == "command line" else Path(case_root)
+
+    def path(self, key: str, case_root: Path) -> Path | None:
+        """The path in ``key`` (see :meth:`base`), ``None`` when empty."""
+        value = getattr(self, key)
+        return self.base(key, case_root) / value if value else None
 
     def where(self, key: str) -> str:
         """How to name ``key`` in a message: the flag (``--batch-size``) or the toml key (``<case>/hudd.toml: batch_size``)."""
@@ -85,6 +104,12 @@ class Config:
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Config) if f.name != "sources"}
+CONFIG_KEYS = tuple(_FIELDS)
+
+
+def key_info(name: str) -> tuple[Any, Mapping]:
+    """The default of config key ``name`` and its metadata (lo, hi, choices, doc): what its flag is made from."""
+    return _FIELDS[name].default, _FIELDS[name].metadata
 
 
 def _check(name: str, value: Any, source: str) -> Any:
@@ -92,7 +117,7 @@ def _check(name: str, value: Any, source: str) -> Any:
     field = _FIELDS[name]
     default = field.default
     meta = field.metadata
-    where = f"{source}: {name} == {value!r}"
+    where = f"--{name.replace('_', '-')} == {value!r}" if source == "command line" else f"{source}: {name} == {value!r}"
     if isinstance(default, bool) or isinstance(value, bool):
         if not (isinstance(default, bool) and isinstance(value, bool)):
             raise HuddError(f"{where}, must be a {type(default).__name__}")

@@ -93,8 +93,8 @@ def activate(ctx: Context, name: str, *, requested: str, note: str = "") -> None
     ws.set_active_method(name, requested=requested, note=note)
 
 
-def cluster(ctx: Context, method: str = HUDD, *, heatmaps: bool = True, force: bool = False, activate_it: bool | None = None,
-            **feature_options) -> ClusterPipelineOutcome:
+def cluster(ctx: Context, method: str = HUDD, *, heatmaps: bool = True, force: bool = False,
+            activate_it: bool | None = None) -> ClusterPipelineOutcome:
     """Cluster the error-inducing images with ``method`` and describe the active method's clusters.
 
     ``activate_it``: make ``method`` the active one (True), leave the active one (False), or (None)
@@ -103,13 +103,13 @@ def cluster(ctx: Context, method: str = HUDD, *, heatmaps: bool = True, force: b
     ``hudd`` runs :data:`hudd.methods.PRIMARY` (or the paper's method without the pretrained extra,
     with a note) and the paper's clustering as the second view: with ``heatmaps`` the heatmaps are
     computed (or found current), without, the view is added only when they exist. ``paper``
-    computes the heatmaps with ``heatmaps``; without, they must exist (``hudd cluster``). ``feature_options``
-    (extractor, weights, clusterer, reducer) go to a feature method.
+    computes the heatmaps with ``heatmaps``; without, they must exist (``hudd cluster``). A feature method takes its
+    options (extractor, weights, clusterer, reducer) from the config.
     """
     name, fallback_note = resolve(method, ctx.model.spec.task)
     if fallback_note:
         note(fallback_note)
-    feature = feature_cluster.run(ctx, name, force=force, **feature_options) if name != PAPER else None
+    feature = feature_cluster.run(ctx, name, force=force) if name != PAPER else None
     paper = None
     heatmaps_done = bool((ctx.workspace.step_entry("heatmaps") or {}).get("done"))
     if name == PAPER or (method == HUDD and (heatmaps or heatmaps_done)):

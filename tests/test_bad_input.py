@@ -269,7 +269,7 @@ def _extra_row(table: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([table, pd.DataFrame({"image": ["ImprovementSet/TopLeft/999999.png"], "cluster": ["C1"], "label": ["TopLeft"]})])
 
 
-_RETRAIN = ("--epochs", "1", "--runs", "1")
+_RETRAIN = ("--retrain-epochs", "1", "--runs", "1")
 
 MATRIX = [
     # data sets, through hudd analyze (the test step reads them)

@@ -155,10 +155,11 @@ def test_step_writes_every_output_and_is_deterministic(trained_case, tmp_path, n
         assert blackbox_step.run(ctx).ran is False
         blackbox_step.run(ctx, force=True)
         assert (folder / "clusters.csv").read_bytes() == first
-        with pytest.raises(HuddError, match=f"^{re.escape(str(bad))}: weights do not fit torchvision mobilenet_v3_small"):
-            blackbox_step.run(ctx, extractor="mobilenet_v3_small", weights=bad)
-        assert (folder / "clusters.csv").read_bytes() == first
         errors = pd.read_csv(ctx.workspace.test_result).query("~correct")
+    with open_context(case, load_config(case, {"weights": str(bad)}), command="test") as ctx:
+        with pytest.raises(HuddError, match=f"^{re.escape(str(bad))}: weights do not fit torchvision mobilenet_v3_small"):
+            blackbox_step.run(ctx, extractor="mobilenet_v3_small")
+    assert (folder / "clusters.csv").read_bytes() == first
     assert outcome.ran
     for name in ("features.npy", "embedding.npy", "clusters.csv", "grid.csv", "embedding.png", "method.csv", "space.npz"):
         assert (folder / name).is_file(), name

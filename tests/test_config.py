@@ -1,10 +1,11 @@
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from hudd.config import Config, effective_config, load_config
 from hudd.core.errors import HuddError
-from tests.conftest import run_cli
+from tests.conftest import one_line_error, run_cli
 
 
 def test_defaults_then_toml_then_flags(tmp_path: Path):
@@ -55,4 +56,24 @@ def test_config_command_prints_effective_values_and_sources(tmp_path: Path):
 def test_bad_flag_value_is_one_line_exit_2(tmp_path: Path):
     result = run_cli("config", str(tmp_path), "--batch-size", "0")
     assert result.exit_code == 2
-    assert result.stderr.strip() == "hudd: error: command line: batch_size == 0, must be >= 1"
+    assert result.stderr.strip() == "hudd: error: --batch-size == 0, must be >= 1"
+
+
+def test_every_setting_is_a_flag_of_the_same_name_and_errors_name_what_the_user_wrote(tmp_path: Path):
+    from hudd.config import CONFIG_KEYS
+
+    shown = run_cli("config", str(tmp_path), "--help").output
+    for key in CONFIG_KEYS:
+        assert f"--{key.replace('_', '-')}" in shown, key
+    one_line_error(run_cli("retrain", str(tmp_path), "--retrain-epochs", "0"), "--retrain-epochs == 0, must be >= 1")
+    one_line_error(run_cli("doctor", str(tmp_path), "--doctor-per-class", "0"), "--doctor-per-class == 0")
+    (tmp_path / "hudd.toml").write_text('clusterer = "kmeans"\n')
+    one_line_error(run_cli("analyze", str(tmp_path)), f"{tmp_path / 'hudd.toml'}: clusterer == 'kmeans'", "dbscan, hdbscan, ward")
+
+
+def test_feature_options_set_in_hudd_toml_reach_the_feature_method(case: Path):
+    (case / "hudd.toml").write_text('clusterer = "ward"\nreducer = "pca"\n')
+    assert run_cli("test", str(case)).exit_code == 0
+    assert run_cli("cluster", str(case), "--method", "blackbox").exit_code == 0
+    summary = pd.read_csv(case / "HUDD/ClusterAnalysis/blackbox/method.csv").iloc[0]
+    assert summary["clusterer"] == "ward", "blackbox's own clusterer is dbscan: the toml key chose ward"

@@ -223,7 +223,7 @@ def test_a_simulation_made_before_masks_gets_them_and_keeps_its_images(tmp_path:
 def assigned_source(tmp_path_factory, assigned_case: Path) -> Path:
     """The session's assigned case with a small doctor setting (read-only)."""
     case = copy_case(assigned_case, tmp_path_factory.mktemp("doctor"))
-    (case / "hudd.toml").write_text("batch_size = 32\ndoctor_t = 6\ndoctor_j = 2\ndoctor_j_train = 1\nretrain_epochs = 1\n")
+    (case / "hudd.toml").write_text("batch_size = 32\ndoctor_per_class = 6\ndoctor_draws = 2\ndoctor_draws_train = 1\nretrain_epochs = 1\n")
     return case
 
 
@@ -297,7 +297,7 @@ def test_space_wise_constraint_without_masks_says_where_they_go(tmp_path: Path, 
     with open_context(case, config, command="test") as ctx, pytest.raises(HuddError) as caught:
         retrain_step.run(ctx)
     message = str(caught.value)
-    assert message.startswith(str(case / "DataSets/TrainingSet/masks")) and "--spatial off" in message
+    assert message.startswith(str(case / "DataSets/TrainingSet/masks")) and "--doctor-spatial off" in message
     assert "\n" not in message
 
 
@@ -312,7 +312,7 @@ def test_doctor_and_the_treated_retraining_through_the_cli(assigned: Path):
     result = run_cli("doctor", str(assigned))
     assert result.exit_code == 0, result.output
     assert "conv5" in result.output and (assigned / "HUDD/Doctor/diagnosis.csv").is_file()
-    result = run_cli("retrain", str(assigned), "--treatment", "doctor", "--spatial", "off")
+    result = run_cli("retrain", str(assigned), "--treatment", "doctor", "--doctor-spatial", "off")
     assert result.exit_code == 0, result.output
     assert "hudd+doctor" in result.output
     assert {"doctor", "hudd+doctor"} <= set(pd.read_csv(assigned / "HUDD/Retrain/metrics.csv")["method"])

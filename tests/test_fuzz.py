@@ -280,7 +280,7 @@ CLUSTER = ("cluster", "--method", "paper", "--force")
 EXPORT = ("export", "--force")
 ASSIGN = ("assign", "--force")
 ASSIGN_PAPER = ("assign", "--method", "paper", "--force")
-RETRAIN = ("retrain", "--epochs", "1", "--runs", "1", "--no-baselines")
+RETRAIN = ("retrain", "--retrain-epochs", "1", "--runs", "1", "--no-baselines")
 EVALUATE = ("evaluate",)
 
 
@@ -604,7 +604,7 @@ def test_full_disk_is_one_line_naming_the_file(tmp_path: Path, analyzed: Path, c
     try:
         case = copy_case(analyzed, disk)
         if command == HEATMAPS:
-            assert run_cli("heatmaps", str(case), "--dtype", "float16", "--force").exit_code == 0
+            assert run_cli("heatmaps", str(case), "--heatmap-dtype", "float16", "--force").exit_code == 0
         _fill(disk, free_kib * 1024)
         before = _artifacts(case)
         run = subprocess.run([sys.executable, "-m", "hudd.cli", "--quiet", command[0], str(case), *command[1:]], cwd=REPO,

@@ -120,7 +120,7 @@ def test_retrain_stops_when_labels_are_needed_and_keeps_labels_typed_in(analyzed
     truth = labels["label"].copy()
     labels["label"] = ""
     labels.to_csv(ws / "UnsafeSet/labels.csv", index=False)
-    line = one_line_error(run_cli("retrain", str(case), "--epochs", "1"), str(ws / "UnsafeSet/labels.csv"),
+    line = one_line_error(run_cli("retrain", str(case), "--retrain-epochs", "1"), str(ws / "UnsafeSet/labels.csv"),
                           f"{len(labels)} of {len(labels)} selected images have no label yet", "run `hudd retrain")
     assert "UnsafeSet" in line
     assert (ws / "report.html").is_file(), "the report shows the unsafe set to label"
@@ -134,7 +134,7 @@ def test_retrain_stops_when_labels_are_needed_and_keeps_labels_typed_in(analyzed
     filled = again.merge(pd.DataFrame({"image": labels["image"], "truth": truth}), on="image")
     filled["label"] = filled["truth"]
     filled.drop(columns="truth").to_csv(ws / "UnsafeSet/labels.csv", index=False)
-    result = run_cli("retrain", str(case), "--epochs", "1", "--no-baselines")
+    result = run_cli("retrain", str(case), "--retrain-epochs", "1", "--no-baselines")
     assert result.exit_code == 0, result.output
     assert (case / "DNNModels/alexnet-small-hudd.pt").is_file()
     assert set(pd.read_csv(ws / "Retrain/metrics.csv")["method"]) == {"original", "hudd"}

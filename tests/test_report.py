@@ -66,7 +66,7 @@ def test_full_report_holds_layers_clusters_scores_unsafe_set_and_retraining_and_
         _run(*args, str(case))
     _, html = _report(case)
     assert f"not run yet: run <code>hudd assign {case}</code>" in html
-    for args in (["assign"], ["retrain", "--epochs", "1", "--runs", "1"]):
+    for args in (["assign"], ["retrain", "--retrain-epochs", "1", "--runs", "1"]):
         _run(*args, str(case))
     path, html = _report(case)
 

@@ -73,7 +73,7 @@ def _digest(path: Path) -> str:
 def test_retrain_end_to_end_on_cpu(assigned: Path):
     model = assigned / "DNNModels/alexnet-small.pt"
     before = _digest(model)
-    result = run_cli("retrain", str(assigned), "--epochs", "1", "--runs", "2")
+    result = run_cli("retrain", str(assigned), "--retrain-epochs", "1", "--runs", "2")
     assert result.exit_code == 0, result.output
     assert _digest(model) == before, "the input model is never touched"
     metrics = pd.read_csv(assigned / "HUDD/Retrain/metrics.csv")
@@ -93,7 +93,7 @@ def test_retrain_is_deterministic(assigned: Path, tmp_path: Path):
     twin = tmp_path / "twin"
     shutil.copytree(assigned, twin)
     for case in (assigned, twin):
-        assert run_cli("retrain", str(case), "--epochs", "1", "--no-baselines").exit_code == 0
+        assert run_cli("retrain", str(case), "--retrain-epochs", "1", "--no-baselines").exit_code == 0
     assert (assigned / "HUDD/Retrain/metrics.csv").read_bytes() == (twin / "HUDD/Retrain/metrics.csv").read_bytes()
 
 
@@ -106,7 +106,7 @@ def test_retrain_is_deterministic(assigned: Path, tmp_path: Path):
 def test_bad_labels_name_the_rows_and_keep_everything(assigned: Path, edit, message):
     path = assigned / "HUDD/UnsafeSet/labels.csv"
     edit(pd.read_csv(path, keep_default_na=False)).to_csv(path, index=False)
-    result = run_cli("retrain", str(assigned), "--epochs", "1")
+    result = run_cli("retrain", str(assigned), "--retrain-epochs", "1")
     assert result.exit_code == 2, result.output
     assert message in result.stderr and "labels.csv" in result.stderr
     assert (assigned / "HUDD/UnsafeSet/unsafe.csv").is_file() and (assigned / "HUDD/clusters.csv").is_file()
@@ -134,7 +134,7 @@ def test_keypoint_model_assign_and_retrain_end_to_end(tmp_path: Path):
     first = labels.iloc[0]
     assert first["iris_centre_x"] == pytest.approx(truth.loc[first["image"].split("/", 1)[1], "iris_centre_x"], abs=1e-3)
     assert (labels["cluster"].str.contains("-C")).all(), "clusters of face elements"
-    result = run_cli("retrain", str(tmp_path), "--epochs", "1")
+    result = run_cli("retrain", str(tmp_path), "--retrain-epochs", "1")
     assert result.exit_code == 0, result.output
     metrics = pd.read_csv(tmp_path / "HUDD/Retrain/metrics.csv")
     assert metrics["method"].tolist() == ["original", "hudd", "B1", "B2"]
@@ -142,5 +142,5 @@ def test_keypoint_model_assign_and_retrain_end_to_end(tmp_path: Path):
     broken = labels.astype({"iris_centre_y": object})
     broken.loc[1, "iris_centre_y"] = "left"
     broken.to_csv(tmp_path / "HUDD/UnsafeSet/labels.csv", index=False)
-    result = run_cli("retrain", str(tmp_path), "--model", "kpnet.pt", "--epochs", "1", "--force")
+    result = run_cli("retrain", str(tmp_path), "--model", "kpnet.pt", "--retrain-epochs", "1", "--force")
     assert result.exit_code == 2 and "rows 3 have a coordinate that is not a number" in result.stderr

@@ -19,7 +19,7 @@ import click
 from .. import __version__
 from .options import (CLUSTER_OPTIONS, DOCTOR_OPTIONS, EXPORT_OPTION, METHOD_OPTIONS, RETRAIN_OPTIONS, SELECTION_OPTIONS,
                           config_options, model_options, options, step_options)
-from ..config import Config, effective_config, load_config
+from ..config import CONFIG_KEYS, Config, effective_config, load_config
 from ..core.errors import HuddError, os_error_message
 
 __all__ = ["cli", "main"]
@@ -142,14 +142,12 @@ def test_cmd(case, model, trust_model, arch, force, **kwargs):
 
 @cli.command()
 @click.argument("case")
-@click.option("--layers", default=None, help="Comma-separated layer names, or 'all' (default).")
-@click.option("--rule", "lrp_rule", default=None, help="LRP rule set: hudd (default) or epsilon-plus-flat.")
-@click.option("--target", "lrp_target", default=None, help="Class to explain: predicted (default) or true.")
-@click.option("--dtype", "heatmap_dtype", default=None, help="Storage type: float32 (default) or float16.")
+@config_options("layers", "lrp_rule", "lrp_target", "heatmap_dtype")
 @step_options
-def heatmaps(case, model, trust_model, arch, layers, force, **kwargs):
+def heatmaps(case, model, trust_model, arch, force, **kwargs):
     """Step 1a: LRP heatmaps of every layer for each error-inducing test image (HUDD/Heatmaps/)."""
-    kwargs["layers"] = () if layers in (None, "all") else layers
+    if kwargs["layers"] == "all":
+        kwargs["layers"] = ()
     config = _config(case, kwargs)
     from ..steps import heatmaps as heatmaps_step
     from ..core.text import format_table
@@ -168,15 +166,14 @@ def heatmaps(case, model, trust_model, arch, layers, force, **kwargs):
 @click.option("--activate", is_flag=True, default=False,
               help="Make this method the active one (assign, evaluate and the report use its clusters); without it, a method "
                    "run to compare becomes active only when none is yet.")
-def cluster(case, model, trust_model, arch, force, method, extractor, weights, clusterer, reducer, activate, **kwargs):
+def cluster(case, model, trust_model, arch, force, method, activate, **kwargs):
     """Step 1b: per layer HAC (Ward) + WICD knee, select the best layer, export its clusters (or another --method)."""
     config = _config(case, kwargs)
     from ..pipeline import cluster as cluster_pipeline
     from ..core.text import clustering_summary
 
     with _step_context(case, config, "cluster", model, trust_model, arch) as ctx:
-        clustering = cluster_pipeline(ctx, method, heatmaps=False, force=force, activate_it=activate or None, extractor=extractor,
-                                      weights=weights, clusterer=clusterer, reducer=reducer)
+        clustering = cluster_pipeline(ctx, method, heatmaps=False, force=force, activate_it=activate or None)
         click.echo(clustering_summary(clustering, ctx.workspace, method))
 
 
@@ -218,7 +215,7 @@ def retrain(case, model, trust_model, arch, force, budget, method, **kwargs):
 @cli.command()
 @click.argument("case")
 @options(CLUSTER_OPTIONS)
-@options(METHOD_OPTIONS[:1])
+@options(METHOD_OPTIONS)
 @step_options
 def analyze(case, model, trust_model, arch, force, method, **kwargs):
     """Steps 0-2: test, cluster the errors (--method), export and report; finished steps are skipped, a killed run resumes."""
@@ -310,7 +307,7 @@ def describe(case, model, trust_model, arch, force, **kwargs):
 
 @cli.command("config")
 @click.argument("case")
-@config_options("device", "batch_size", "seed", "epochs", "lr", "workspace")
+@config_options(*CONFIG_KEYS)
 def config_cmd(case, **kwargs):
     """Print the effective configuration of CASE (defaults < hudd.toml < flags)."""
     for key, value, source in effective_config(_case(case), kwargs):

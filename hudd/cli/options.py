@@ -6,28 +6,40 @@ error answer without importing torch.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
+from ..config import key_info
 from ..methods import HUDD, METHOD_NAMES, PRIMARY, REGISTRY
 
-__all__ = ["config_options", "options", "model_options", "step_options", "EXPORT_OPTION", "CLUSTER_OPTIONS", "METHOD_OPTIONS",
+__all__ = ["flag_of", "config_option", "config_options", "options", "model_options", "step_options", "EXPORT_OPTION", "CLUSTER_OPTIONS", "METHOD_OPTIONS",
            "SELECTION_OPTIONS", "RETRAIN_OPTIONS", "DOCTOR_OPTIONS"]
 
 
-def config_options(*names: str):
-    """Add the command-line flags of these config keys (``batch_size`` -> ``--batch-size``)."""
-    flags = {
-        "device": click.option("--device", default=None, help="auto, cpu or cuda (default: auto)."),
-        "batch_size": click.option("--batch-size", "batch_size", type=int, default=None, help="Images per batch."),
-        "seed": click.option("--seed", type=int, default=None, help="Random seed (default 0)."),
-        "epochs": click.option("--epochs", type=int, default=None, help="Maximum training epochs."),
-        "lr": click.option("--lr", type=float, default=None, help="Learning rate."),
-        "workspace": click.option("--workspace", default=None, help="Workspace folder, relative to the current folder (default <case>/HUDD)."),
-    }
+def flag_of(key: str) -> str:
+    """The command-line flag of a config key: ``batch_size`` -> ``--batch-size`` (hudd.toml and flags share names)."""
+    return "--" + key.replace("_", "-")
 
-    return options(tuple(flags[name] for name in names))
+
+def config_option(key: str):
+    """The click option of config key ``key``, made from :class:`hudd.config.Config`: its type, choices and
+    doc; default ``None`` (not given), so hudd.toml and the defaults apply, and :mod:`hudd.config` checks it."""
+    default, meta = key_info(key)
+    shown = ",".join(default) if isinstance(default, tuple) else str(default).lower() if isinstance(default, bool) else default
+    text = meta["doc"][:1].upper() + meta["doc"][1:]
+    help_text = f"{text} (default {shown!r})." if shown not in ("", ()) else f"{text}."
+    flag = flag_of(key)
+    if isinstance(default, bool):
+        return click.option(f"{flag}/--no-{flag[2:]}", key, default=None, help=help_text)
+    if meta["choices"]:
+        kind = click.Choice(meta["choices"])
+    else:
+        kind = {int: int, float: float}.get(type(default), str)
+    return click.option(flag, key, type=kind, default=None, help=help_text)
+
+
+def config_options(*keys: str):
+    """Add the command-line flags of these config keys (see :func:`config_option`)."""
+    return options(tuple(config_option(key) for key in keys))
 
 
 def options(group: tuple):
@@ -58,13 +70,8 @@ def step_options(fn):
     return model_options(fn)
 
 
-EXPORT_OPTION = click.option("--export", "export", type=click.Choice(["selected", "all"]), default=None,
-                             help="Export the selected layer's clusters (default) or every layer's.")
-CLUSTER_OPTIONS = (
-    click.option("--k-min", "k_min", type=int, default=None, help="Smallest number of clusters tried (default 2)."),
-    click.option("--k-max", "k_max", type=int, default=None, help="Largest number of clusters tried (default 500, at most errors/2)."),
-    EXPORT_OPTION,
-)
+EXPORT_OPTION = config_option("export")
+CLUSTER_OPTIONS = (config_option("k_min"), config_option("k_max"), EXPORT_OPTION)
 
 
 METHOD_OPTIONS = (
@@ -73,50 +80,23 @@ METHOD_OPTIONS = (
                       "method alone without hudd[pretrained]); "
                       + "; ".join(f"{method.name}: {method.description}" for method in REGISTRY.values())
                       + ". Feature methods write ClusterAnalysis/<method>/."),
-    click.option("--extractor", default=None,
-                 help="Feature methods: 'model' (its penultimate layer), 'margins' (its logit margins), "
-                      "'efficientnet_lite0[:block]', or a torchvision backbone name with --weights; join several with + "
-                      "(default: the method's)."),
-    click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), default=None,
-                 help="Feature methods: state_dict file of the --extractor backbone (nothing is downloaded)."),
-    click.option("--clusterer", type=click.Choice(["dbscan", "hdbscan", "ward"]), default=None,
-                 help="Feature methods (default: the method's: dbscan for blackbox, ward otherwise)."),
-    click.option("--reducer", type=click.Choice(["auto", "umap", "pca"]), default="auto", show_default=True,
-                 help="blackbox only; auto = UMAP when umap-learn is installed (hudd[umap]), else PCA."),
+    *(config_option(key) for key in ("extractor", "weights", "clusterer", "reducer")),
 )
 
 
 SELECTION_OPTIONS = (
     click.option("--method", type=click.Choice(METHOD_NAMES), default=None,
                  help="Whose clusters to select for: paper (HUDD's selected layer, by heatmaps) or a feature method run by "
-                      "`hudd cluster --method` (compared where config select_in says); default: the active method (the last `hudd cluster` "
-                      "or `hudd analyze`), for retrain without --sf/--budget the last assign's."),
-    click.option("--sf", type=float, default=None, help="Selection factor of equation 7 (default 0.3)."),
+                      "`hudd cluster --method` (compared where --select-in says); default: the active method (the last "
+                      "`hudd cluster` or `hudd analyze`), for retrain without --sf/--budget the last assign's."),
+    config_option("sf"),
     click.option("--budget", type=int, default=None, help="Label exactly this many images, split like the quotas."),
+    config_option("select_in"),
 )
 RETRAIN_OPTIONS = (
-    click.option("--epochs", "retrain_epochs", type=int, default=None,
-                 help="Passes over the selected images (paired) or epochs over TrainingSet + them (union); default 30."),
-    click.option("--mix", "retrain_mix", type=click.Choice(["paired", "union"]), default=None,
-                 help="paired (default): each pass the selected images + as many fresh random TrainingSet images; union (the "
-                      "paper's): each epoch the whole TrainingSet + the selected images."),
-    click.option("--runs", type=int, default=None, help="Repeat every method with this many seeds (default 1; the paper used 10)."),
-    click.option("--baselines/--no-baselines", default=None, help="Also train the paper's baselines B1 and B2 (default: yes)."),
-    click.option("--seed", type=int, default=None, help="First seed (default 0)."),
+    *(config_option(key) for key in ("retrain_epochs", "retrain_mix", "retrain_lr", "runs", "baselines", "seed")),
     *SELECTION_OPTIONS,
-    click.option("--treatment", type=click.Choice(["none", "doctor"]), default=None,
-                 help="Also fine-tune with Model Doctor's constraints: methods doctor and hudd+doctor (default none)."),
-    click.option("--spatial", "doctor_spatial", type=click.Choice(["auto", "on", "off"]), default=None,
-                 help="Model Doctor's space-wise constraint from DataSets/<Set>/masks/ (default auto: when the TrainingSet has masks)."),
-    click.option("--doctor-lambda", "doctor_lambda", type=float, default=None, help="Weight of Model Doctor's constraints (default 1)."),
-    click.option("--doctor-draws", "doctor_j_train", type=int, default=None,
-                 help="Noise draws per image in the treatment (default 10; 1-2 on a CPU)."),
+    *(config_option(key) for key in ("treatment", "doctor_spatial", "doctor_lambda", "doctor_draws_train")),
 )
-DOCTOR_OPTIONS = (
-    click.option("--layers", "doctor_layers", default=None, help="Comma-separated convolutional layers (default: the last two)."),
-    click.option("--per-class", "doctor_t", type=int, default=None, help="Most confident, correct training images per class (T, default 100)."),
-    click.option("--draws", "doctor_j", type=int, default=None, help="Noise draws per image (J, default 10)."),
-    click.option("--delta", "doctor_delta", type=float, default=None, help="Feature-map noise uniform in [-delta, delta] (default 0.1)."),
-    click.option("--v", "doctor_v", type=float, default=None, help="A channel is unrelated to a class below v times its largest (default 0.5)."),
-    click.option("--seed", type=int, default=None, help="Seed of the noise (default 0)."),
-)
+DOCTOR_OPTIONS = tuple(config_option(key) for key in ("doctor_layers", "doctor_per_class", "doctor_draws", "doctor_delta", "doctor_v",
+                                                       "seed"))

@@ -72,8 +72,7 @@ def open_context(case_root: Path, config: Config, *, command: str, model: str | 
                  arch: str | None = None) -> Iterator[Context]:
     """Load the case's model and hold the workspace lock while the command runs."""
     case = Case(Path(case_root))
-    given_here = config.sources.get("workspace") == "command line"  # a flag is relative to the current folder, hudd.toml to the case
-    workspace = Workspace.of_case(case.root, config.workspace, flag=config.where("workspace"), base=Path.cwd() if given_here else None)
+    workspace = Workspace.of_case(case.root, config.workspace, flag=config.where("workspace"), base=config.base("workspace", case.root))
     loaded = open_case_model(case, model, trust_model=trust_model, arch=arch)
     device = resolve_device(config.device, config.where("device"))
     with workspace.locked(command):

@@ -1,7 +1,7 @@
 """``hudd doctor``: Model Doctor's diagnosis (Feng et al., AAAI 2022, equation 4) of a classifier.
 
-For every class, the mean over its ``T`` (``doctor_t``, default 100) most confident, correctly
-classified training images and ``J`` (``doctor_j``, default 10) noise draws of the per-channel sum
+For every class, the mean over its ``T`` (``doctor_per_class``, default 100) most confident, correctly
+classified training images and ``J`` (``doctor_draws``, default 10) noise draws of the per-channel sum
 of ``|d y_class / d feature map|`` at each chosen convolutional layer (``doctor_layers``; default
 the last two), batched on the device; see :mod:`hudd.retrain.doctor` for the numbers and the design
 choices. Then, for every error-inducing test image, the channels whose correlation with its
@@ -48,7 +48,7 @@ __all__ = ["DoctorOutcome", "run", "summary", "VERSION", "TOP_CHANNELS", "CONFIG
 
 VERSION = 1
 TOP_CHANNELS = 5
-CONFIG_KEYS = ("doctor_layers", "doctor_t", "doctor_j", "doctor_delta", "doctor_v", "seed", "batch_size")
+CONFIG_KEYS = ("doctor_layers", "doctor_per_class", "doctor_draws", "doctor_delta", "doctor_v", "seed", "batch_size")
 
 
 @dataclass
@@ -115,17 +115,17 @@ def run(ctx: Context, *, force: bool = False) -> DoctorOutcome:
     def compute(fingerprint: str, resume: bool):
         model = ctx.model.module
         layer_table = _layers_table(ctx, layers)
-        noise = {"n_draws": config.doctor_j, "delta": config.doctor_delta, "device": ctx.device}
+        noise = {"n_draws": config.doctor_draws, "delta": config.doctor_delta, "device": ctx.device}
         # the training images behind the aggregates
         train_data = ImageDataset(ctx.case, train, ctx.model.spec, model_name=ctx.model_name)
         logits = predict(model, train_data, batch_size=config.batch_size, device=ctx.device, desc="doctor: predict TrainingSet")
         probs = torch.softmax(torch.from_numpy(logits), dim=1).numpy()
         predicted = logits.argmax(1)
         confidence = probs[np.arange(len(probs)), predicted]
-        rows = _confident(predicted, train.targets, confidence, len(classes), config.doctor_t)
+        rows = _confident(predicted, train.targets, confidence, len(classes), config.doctor_per_class)
         counts = np.bincount(train.targets[rows], minlength=len(classes))
-        for c in np.flatnonzero(counts < config.doctor_t):
-            echo(f"doctor: class {classes[c]} has {counts[c]} correctly classified training images, fewer than doctor_t = {config.doctor_t}"
+        for c in np.flatnonzero(counts < config.doctor_per_class):
+            echo(f"doctor: class {classes[c]} has {counts[c]} correctly classified training images, fewer than doctor_per_class = {config.doctor_per_class}"
                  + ("; its aggregates are zero" if counts[c] == 0 else ""))
         images = pd.DataFrame({"image": [train.ids[i] for i in rows], "label": [classes[k] for k in train.targets[rows]],
                                "confidence": np.round(confidence[rows], 6),
@@ -154,7 +154,7 @@ def run(ctx: Context, *, force: bool = False) -> DoctorOutcome:
                 "unrelated": (normalised < config.doctor_v).reshape(-1), "n_images": np.repeat(counts, raw.shape[1])}))
             _plot(ws.doctor_png(name), normalised, classes,
                   title=f"{name} ({row.alias}): mean |d y_class / d feature map| per channel\n"
-                        f"each class scaled to max 1; T = {config.doctor_t}, J = {config.doctor_j}, delta = {config.doctor_delta:g}")
+                        f"each class scaled to max 1; T = {config.doctor_per_class}, J = {config.doctor_draws}, delta = {config.doctor_delta:g}")
             outputs += [ws.doctor_npy(name), ws.doctor_csv(name), ws.doctor_png(name)]
             if len(errors):
                 channels, departure = diagnose(per_image[name], test_predicted[errors], raw, top=TOP_CHANNELS)

@@ -52,7 +52,7 @@ from ..core.errors import HuddError
 from ..evaluate.evaluation import NOISE
 from ..export.clusters import export_unit
 from ..export.plots import save_figure
-from ..cluster.feature_clustering import CLUSTERERS, REDUCERS, FeatureClustering, cluster_features, umap_available, ward_features
+from ..cluster.feature_clustering import FeatureClustering, cluster_features, umap_available, ward_features
 from ..explain.features import MARGINS, MODEL, PRETRAINED, PRETRAINED_BLOCK, FeatureExtractor, extract_blocks, make_extractors
 from ..methods import FEATURE_METHODS, REGISTRY, WARD, Method
 from ..core.progress import echo
@@ -174,15 +174,12 @@ def _why(extractor_name: str, extractors: list[FeatureExtractor], result: Featur
     return f"{k}; features: {layers}"
 
 
-def _check_options(method: str, clusterer: str | None, reducer: str) -> None:
+def _check_options(ctx: Context, method: str, reducer: str) -> None:
     if method not in METHODS:
         raise HuddError(f"--method {method}: unknown; use one of {', '.join(METHODS)}")
-    if clusterer is not None and clusterer not in (*CLUSTERERS, WARD):
-        raise HuddError(f"--clusterer {clusterer}: unknown; use one of {', '.join((*CLUSTERERS, WARD))}")
-    if reducer not in REDUCERS:
-        raise HuddError(f"--reducer {reducer}: unknown; use one of {', '.join(REDUCERS)}")
     if reducer == "umap" and not umap_available():
-        raise HuddError("--reducer umap: umap-learn is not installed; pip install 'hudd[umap]', or use --reducer auto or pca")
+        raise HuddError(f"{ctx.config.where('reducer')} umap: umap-learn is not installed; pip install 'hudd[umap]', "
+                        "or use auto or pca")
 
 
 def _cluster(ctx: Context, features: np.ndarray, blocks: tuple[int, ...], clusterer: str, reducer: str,
@@ -193,35 +190,26 @@ def _cluster(ctx: Context, features: np.ndarray, blocks: tuple[int, ...], cluste
     return cluster_features(features, reducer=reducer, clusterer=clusterer, seed=ctx.config.seed, blocks=blocks)
 
 
-def run(ctx: Context, method: str = "blackbox", *, extractor: str | None = None, weights: Path | None = None,
-        clusterer: str | None = None, reducer: str = "auto", force: bool = False) -> FeatureOutcome:
+def run(ctx: Context, method: str = "blackbox", *, extractor: str | None = None, force: bool = False) -> FeatureOutcome:
     """Run (or skip, when current) one feature-based method; see the module docstring.
 
-    Parameters
-    ----------
-    method : str
-        ``blackbox``, ``pretrained`` or ``naive`` (:data:`METHODS`).
-    extractor : str, optional
-        ``model`` (the case's model, penultimate layer), ``efficientnet_lite0[:block]`` or a
-        torchvision backbone name (needs ``weights``); default: the method's.
-    weights : Path, optional
-        State_dict of the backbone (``torch.load(weights_only=True)``); hudd downloads nothing.
-    clusterer : str, optional
-        ``dbscan``, ``hdbscan`` or ``ward``; default: the method's.
-    reducer : str
-        Density clusterers only: ``auto`` (UMAP when umap-learn is installed, else PCA), ``umap`` or ``pca``.
+    Its options come from the config (``extractor``, ``weights``, ``clusterer``, ``reducer``; ``auto``:
+    the method's, :data:`hudd.methods.REGISTRY`); ``extractor`` here overrides the config's.
 
     Raises
     ------
     HuddError
-        No finished ``hudd test``, no error-inducing image, an unknown method, extractor, clusterer
-        or reducer, the pretrained extra missing, or a weights file that does not fit (the message
-        names the file).
+        No finished ``hudd test``, no error-inducing image, an unknown method or extractor, UMAP asked
+        for without umap-learn, the pretrained extra missing, or a weights file that does not fit (the
+        message names the file).
     """
-    _check_options(method, clusterer, reducer)
+    settings = ctx.config
+    _check_options(ctx, method, settings.reducer)
     spec = METHODS[method]
-    extractor = extractor or spec.clusters_in
-    clusterer = clusterer or spec.clusterer
+    extractor = extractor or (spec.clusters_in if settings.extractor == "auto" else settings.extractor)
+    clusterer = spec.clusterer if settings.clusterer == "auto" else settings.clusterer
+    reducer = settings.reducer
+    weights = settings.path("weights", ctx.case.root)
     ws = ctx.workspace
     errors = error_rows(ctx)
     extractors = make_extractors(extractor, model=ctx.model.module, weights=weights)

@@ -55,7 +55,7 @@ def _explainer(ctx: Context) -> Explainer:
     try:
         return Explainer(ctx.model.module, composite=ctx.config.lrp_rule, layers=list(ctx.config.layers) or None, device=ctx.device)
     except ValueError as exc:
-        raise HuddError(f"--layers {','.join(ctx.config.layers)}: {exc} (model {ctx.model_name})") from None
+        raise HuddError(f"{ctx.config.where('layers')} {','.join(ctx.config.layers)}: {exc} (model {ctx.model_name})") from None
 
 
 def _targets(ctx: Context, errors: pd.DataFrame, dataset: ImageDataset, positions: np.ndarray) -> np.ndarray | None:

@@ -55,7 +55,7 @@ from .common import Context, read_doctor_aggregates, resolve_doctor_layers, run_
 __all__ = ["RetrainOutcome", "run", "read_labels", "VERSION", "DOCTOR_KEYS"]
 
 VERSION = 1
-DOCTOR_KEYS = ("treatment", "doctor_j_train", "doctor_delta", "doctor_v", "doctor_lambda", "doctor_spatial")
+DOCTOR_KEYS = ("treatment", "doctor_draws_train", "doctor_delta", "doctor_v", "doctor_lambda", "doctor_spatial")
 
 
 @dataclass
@@ -160,9 +160,10 @@ def _spatial(ctx: Context) -> bool:
     found = has_masks(ctx.case, "TrainingSet")
     if mode == "on" and not found:
         folder = ctx.case.split_dir("TrainingSet") / MASKS_FOLDER
-        raise HuddError(f"{folder}: no foreground masks, and the space-wise constraint (doctor_spatial = on) needs them; put one "
+        raise HuddError(f"{folder}: no foreground masks, and the space-wise constraint ({ctx.config.where('doctor_spatial')} on) needs "
+                        "them; put one "
                         f"8-bit PNG per training image at {folder}/<class>/<image name>.png (255 on the object, 0 elsewhere; "
-                        "`hudd simulate` writes them), or pass --spatial off (doctor_spatial = \"off\" in hudd.toml)")
+                        "`hudd simulate` writes them), or pass --doctor-spatial off (doctor_spatial = \"off\" in hudd.toml)")
     return found
 
 
@@ -248,7 +249,7 @@ def run(ctx: Context, *, force: bool = False) -> RetrainOutcome:
                 picked, epochs = mixed_rows(len(train), extra, config.retrain_epochs, config.retrain_mix,
                                             np.random.default_rng([seed, 11]))  # the same training rows for every method
                 data = Subset(pool_data, picked.tolist())
-                constraint = DoctorConstraint(aggregates, v=config.doctor_v, delta=config.doctor_delta, n_draws=config.doctor_j_train,
+                constraint = DoctorConstraint(aggregates, v=config.doctor_v, delta=config.doctor_delta, n_draws=config.doctor_draws_train,
                                               weight=config.doctor_lambda, background=background, seed=seed) \
                     if method in DOCTOR_METHODS else None
                 fit(model, data, None, task=train.task, settings=dataclasses.replace(settings, seed=seed, epochs=epochs),
