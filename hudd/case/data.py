@@ -38,6 +38,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from ..core.errors import HuddError
+from .layout import DATASETS, require_datasets, require_dir
 from ..workspace.readers import read_table
 from ..models.checkpoint import ModelSpec, describe_input
 
@@ -61,7 +62,7 @@ class Case:
 
     @property
     def datasets(self) -> Path:
-        return Path(self.root) / "DataSets"
+        return Path(self.root) / DATASETS
 
     @property
     def models(self) -> Path:
@@ -91,15 +92,10 @@ class SplitListing:
         return len(self.ids)
 
 
-def _require_dir(path: Path, what: str) -> None:
-    if not path.is_dir():
-        raise HuddError(f"{path}: folder missing; {what}")
-
-
 def detect_task(case: Case, split: str = "TrainingSet") -> str:
     """``keypoints`` when ``<Set>/keypoints.csv`` exists, else ``classification``."""
     set_dir = case.split_dir(split)
-    _require_dir(set_dir, f"create it with the {split} images (see DataSets/README.md)")
+    require_dir(set_dir, f"create it with the {split} images (see DataSets/README.md)")
     return "keypoints" if (set_dir / "keypoints.csv").is_file() else "classification"
 
 
@@ -167,7 +163,7 @@ def _list_keypoints(case: Case, split: str, keypoints: tuple | None) -> SplitLis
     images_dir = set_dir / "images"
     if not csv.is_file():
         raise HuddError(f"{csv}: missing; keypoint sets need keypoints.csv (image, x0, y0, x1, y1, ...)")
-    _require_dir(images_dir, "keypoint sets keep their images in <Set>/images/")
+    require_dir(images_dir, "keypoint sets keep their images in <Set>/images/")
     try:
         table = pd.read_csv(csv)
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
@@ -218,8 +214,8 @@ def list_split(case: Case, split: str, *, spec: ModelSpec | None = None, task: s
         keypoint CSV that does not match the images.
     """
     set_dir = case.split_dir(split)
-    _require_dir(case.datasets, "a case folder holds DataSets/ with TrainingSet/, TestSet/ and ImprovementSet/ (see DataSets/README.md)")
-    _require_dir(set_dir, f"create it with the {split} images (see DataSets/README.md)")
+    require_datasets(case.root)
+    require_dir(set_dir, f"create it with the {split} images (see DataSets/README.md)")
     task = spec.task if spec is not None else (task or detect_task(case, split))
     if task == "classification":
         return _list_classification(case, split, spec.classes if spec is not None else None, model_name, unlabelled_ok)

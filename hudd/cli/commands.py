@@ -20,6 +20,7 @@ from .. import __version__
 from .options import (CLUSTER_OPTIONS, DOCTOR_OPTIONS, EXPORT_OPTION, METHOD_OPTIONS, RETRAIN_OPTIONS, SELECTION_OPTIONS,
                           config_options, model_options, options, step_options)
 from ..config import CONFIG_KEYS, Config, effective_config, load_config
+from ..case.layout import require_datasets
 from ..core.errors import HuddError, os_error_message
 
 __all__ = ["cli", "main"]
@@ -58,7 +59,9 @@ def _case(path: str) -> Path:
 
 def _config(case: str, overrides: dict) -> Config:
     """The effective config of CASE; a missing folder or a bad value is a HuddError before anything heavy is imported."""
-    return load_config(_case(case), overrides)
+    config = load_config(_case(case), overrides)
+    require_datasets(Path(case))
+    return config
 
 
 @contextlib.contextmanager
