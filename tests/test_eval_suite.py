@@ -53,7 +53,7 @@ def test_the_retraining_comparison_runs_both_selections_and_the_baselines_with_t
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "evaluation.md").write_text("# Evaluation\n\nwritten by hand, kept\n")
-    assert script.main(["--tiny", "--cache", str(tmp_path), "--families", "signs", "--seeds", "1", "--budget", "12",
+    assert script.main(["--tiny", "--cache", str(tmp_path), "--families", "glyphs", "--seeds", "1", "--budget", "12",
                         "--docs", str(docs)]) == 0
     runs = pd.read_csv(tmp_path / "eval_retrain_runs.csv")
     retrained = runs[runs["method"] == "hudd"]
@@ -66,5 +66,5 @@ def test_the_retraining_comparison_runs_both_selections_and_the_baselines_with_t
     out = capsys.readouterr().out
     assert "A12 = P(a default run beats the other's)" in out and "per metric, over the cases" in out
     page = (docs / "evaluation.md").read_text()
-    assert "written by hand, kept" in page and page.count("<!-- retrain: begin -->") == 1 and "| signs | 1 | accuracy |" in page
+    assert "written by hand, kept" in page and page.count("<!-- retrain: begin -->") == 1 and "| glyphs | 1 | accuracy |" in page
     assert (docs / "eval_retrain.csv").is_file() and (docs / "eval_retrain_runs.csv").is_file()
