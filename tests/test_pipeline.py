@@ -4,7 +4,6 @@ resuming after SIGKILL byte-identical, stopping for labels."""
 import hashlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -86,12 +85,18 @@ def _clustering_half_done(ws: Path) -> bool:
     return any((ws / ".staging/cluster/ClusterAnalysis").glob("*/clusters.csv"))
 
 
+@pytest.fixture(scope="module")
+def analyzed_by_fours(tmp_path_factory, trained_case: Path) -> Path:
+    """The trained tiny case after ``hudd analyze --batch-size 4``, run without interruption (read-only)."""
+    reference = copy_case(trained_case, tmp_path_factory.mktemp("reference"))
+    assert run_cli("analyze", str(reference), "--batch-size", "4").exit_code == 0
+    return reference
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("moment", [_heatmaps_half_done, _clustering_half_done], ids=["mid-heatmaps", "mid-cluster"])
-def test_analyze_killed_with_sigkill_resumes_to_byte_identical_artifacts(case: Path, tmp_path: Path, moment):
-    reference = tmp_path / "reference"
-    shutil.copytree(case, reference)
-    assert run_cli("analyze", str(reference), "--batch-size", "4").exit_code == 0
+def test_analyze_killed_with_sigkill_resumes_to_byte_identical_artifacts(case: Path, analyzed_by_fours: Path, moment):
+    reference = analyzed_by_fours
 
     ws = case / "HUDD"
     proc = subprocess.Popen([sys.executable, "-c", _KILLABLE_HUDD, "--quiet", "analyze", str(case), "--batch-size", "4"])
