@@ -19,9 +19,14 @@ else:  # pragma: no cover - Python 3.10
 
 from .core.errors import HuddError
 
-__all__ = ["Config", "CONFIG_KEYS", "key_info", "load_config", "effective_config", "CONFIG_FILE"]
+__all__ = ["Config", "CONFIG_KEYS", "flag_of", "key_info", "load_config", "effective_config", "CONFIG_FILE"]
 
 CONFIG_FILE = "hudd.toml"
+
+
+def flag_of(key: str) -> str:
+    """The command-line flag of a config key: ``batch_size`` -> ``--batch-size`` (hudd.toml and flags share names)."""
+    return "--" + key.replace("_", "-")
 
 
 def _key(default, *, lo=None, hi=None, choices=None, doc=""):
@@ -99,7 +104,7 @@ class Config:
         """How to name ``key`` in a message: the flag (``--batch-size``) or the toml key (``<case>/hudd.toml: batch_size``)."""
         source = self.sources.get(key, "command line")
         if source == "command line":
-            return f"--{key.replace('_', '-')}"
+            return flag_of(key)
         return key if source == "default" else f"{source}: {key}"
 
 
@@ -117,7 +122,7 @@ def _check(name: str, value: Any, source: str) -> Any:
     field = _FIELDS[name]
     default = field.default
     meta = field.metadata
-    where = f"--{name.replace('_', '-')} == {value!r}" if source == "command line" else f"{source}: {name} == {value!r}"
+    where = f"{flag_of(name)} == {value!r}" if source == "command line" else f"{source}: {name} == {value!r}"
     if isinstance(default, bool) or isinstance(value, bool):
         if not (isinstance(default, bool) and isinstance(value, bool)):
             raise HuddError(f"{where}, must be a {type(default).__name__}")

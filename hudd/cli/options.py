@@ -8,16 +8,11 @@ from __future__ import annotations
 
 import click
 
-from ..config import key_info
+from ..config import flag_of, key_info
 from ..methods import HUDD, METHOD_NAMES, PRIMARY, REGISTRY
 
-__all__ = ["flag_of", "config_option", "config_options", "options", "model_options", "step_options", "EXPORT_OPTION", "CLUSTER_OPTIONS", "METHOD_OPTIONS",
+__all__ = ["config_option", "config_options", "options", "model_options", "step_options", "EXPORT_OPTION", "CLUSTER_OPTIONS", "METHOD_OPTIONS",
            "SELECTION_OPTIONS", "RETRAIN_OPTIONS", "DOCTOR_OPTIONS"]
-
-
-def flag_of(key: str) -> str:
-    """The command-line flag of a config key: ``batch_size`` -> ``--batch-size`` (hudd.toml and flags share names)."""
-    return "--" + key.replace("_", "-")
 
 
 def config_option(key: str):
