@@ -84,7 +84,7 @@ class Scale:
 
 
 FULL = Scale(n_train=6000, n_test=3000, epochs=6)
-TINY = Scale(n_train=400, n_test=300, epochs=1)
+TINY = Scale(n_train=240, n_test=160, epochs=1)
 
 
 def prepare(cache: Path, family: str, seed: int, scale: Scale, device: str) -> Case:

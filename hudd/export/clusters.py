@@ -59,34 +59,61 @@ def link_tree(source: Path, target: Path) -> None:
     shutil.copytree(source, target, copy_function=lambda s, t: _link(Path(s), Path(t)))
 
 
-def _frame(image: np.ndarray) -> np.ndarray:
-    """uint8 ``(H, W)`` or ``(H, W, 3)``, scaled up by an integer factor to at least 128 px."""
-    image = image[:, :, 0] if image.shape[2] == 1 else image[:, :, :3]
+def _uniform(images: list[np.ndarray]) -> list[np.ndarray]:
+    """uint8 ``(H, W)`` if every image is grey, else ``(H, W, 3)`` (grey repeated, alpha dropped); each centred
+    on a white canvas of the largest height and width among them (a set may hold images of several sizes)."""
+    grey = all(image.shape[2] == 1 for image in images)
+    shown = [image[:, :, 0] if grey else np.repeat(image[:, :, :1], 3, axis=2) if image.shape[2] == 1 else image[:, :, :3]
+             for image in images]
+    height, width = max(i.shape[0] for i in shown), max(i.shape[1] for i in shown)
+    out = []
+    for image in shown:
+        canvas = np.full((height, width, *image.shape[2:]), 255, dtype=np.uint8)
+        top, left = (height - image.shape[0]) // 2, (width - image.shape[1]) // 2
+        canvas[top:top + image.shape[0], left:left + image.shape[1]] = image
+        out.append(canvas)
+    return out
+
+
+def _scaled(image: np.ndarray) -> np.ndarray:
+    """``image`` scaled up by an integer factor to at least 128 px."""
     factor = max(1, -(-_MIN_SIDE // max(image.shape[:2])))
     return np.repeat(np.repeat(image, factor, axis=0), factor, axis=1)
 
 
-def _write_gif(path: Path, frames: list[np.ndarray]) -> None:
+def _write_gif(path: Path, images: list[np.ndarray]) -> None:
+    frames = np.stack([_scaled(image) for image in _uniform(images)])
     with atomic_path(path) as tmp:
-        iio.imwrite(tmp, np.stack(frames), extension=".gif", duration=int(GIF_SECONDS * 1000), loop=0)
+        iio.imwrite(tmp, frames, extension=".gif", duration=int(GIF_SECONDS * 1000), loop=0)
 
 
 def _mix(values: list[str]) -> str:
     return ", ".join(f"{name} {count}" for name, count in Counter(values).most_common(4)) + (", ..." if len(set(values)) > 4 else "")
 
 
+def _mosaic(images: list[np.ndarray], cols: int, gap: int) -> np.ndarray:
+    """The images tiled ``cols`` to a row with ``gap`` white pixels between them."""
+    tiles = _uniform(images)
+    height, width = tiles[0].shape[:2]
+    rows = -(-len(tiles) // cols)
+    sheet = np.full((rows * (height + gap) - gap, cols * (width + gap) - gap, *tiles[0].shape[2:]), 255, dtype=np.uint8)
+    for i, tile in enumerate(tiles):
+        top, left = (i // cols) * (height + gap), (i % cols) * (width + gap)
+        sheet[top:top + height, left:left + width] = tile
+    return sheet
+
+
 def _write_sheet(path: Path, images: list[np.ndarray], title: str) -> None:
+    """Up to 64 thumbnails, 8 to a row, under ``title``: one image drawn once (fast with many thumbnails)."""
     shown = images[:SHEET_IMAGES]
     cols = min(8, len(shown))
     rows = -(-len(shown) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.2 * cols + 0.4, 1.2 * rows + 0.8), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, image in zip(axes.flat, shown):
-        gray = image.shape[2] == 1
-        ax.imshow(image[:, :, 0] if gray else image[:, :, :3], cmap="gray" if gray else None, vmin=0, vmax=255)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    sheet = _mosaic(shown, cols, gap=max(1, max(i.shape[1] for i in shown) // 12))
+    fig = plt.figure(figsize=(1.2 * cols + 0.4, 1.2 * rows + 0.8))
+    ax = fig.add_axes((0.02, 0.02, 0.96, 1 - 0.5 / (1.2 * rows + 0.8) - 0.02))
+    ax.imshow(sheet, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    ax.axis("off")
+    fig.suptitle(title, fontsize=9, y=1 - 0.12 / (1.2 * rows + 0.8), va="top")
     save_figure(fig, path)
 
 
@@ -100,7 +127,7 @@ def export_unit(ws: Workspace, unit: str, datasets: Path, clusters: pd.DataFrame
         folder = ws.cluster_images_dir(unit, name)
         link_images(datasets, members, folder)
         pictures = [read_image(datasets / image) for image in members[:max(GIF_FRAMES, SHEET_IMAGES)]]
-        _write_gif(ws.cluster_gif(unit, name), [_frame(p) for p in pictures[:GIF_FRAMES]])
+        _write_gif(ws.cluster_gif(unit, name), pictures[:GIF_FRAMES])
         title = f"{unit} {name}: {len(members)} images ({_mix([str(describe[m]) for m in members])})"
         _write_sheet(ws.cluster_sheet(unit, name), pictures, title)
         written += [folder, ws.cluster_gif(unit, name), ws.cluster_sheet(unit, name)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import matplotlib
@@ -12,13 +13,20 @@ import numpy as np  # noqa: E402
 
 from ..core.files import atomic_path  # noqa: E402
 
-__all__ = ["save_figure", "plot_wicd"]
+__all__ = ["figure_png", "save_figure", "plot_wicd"]
+
+
+def figure_png(fig) -> bytes:
+    """``fig`` as PNG bytes without metadata (the figure stays open, to be drawn again)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, metadata={"Software": None})
+    return buffer.getvalue()
 
 
 def save_figure(fig, path: Path) -> None:
     """Atomically save ``fig`` as PNG without metadata, then close it."""
     with atomic_path(Path(path)) as tmp:
-        fig.savefig(tmp, format="png", dpi=100, metadata={"Software": None})
+        tmp.write_bytes(figure_png(fig))
     plt.close(fig)
 
 

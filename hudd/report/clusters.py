@@ -9,7 +9,7 @@ import math
 import pandas as pd
 
 from ..cluster.naming import unit_name
-from .figures import parameter_figure
+from .figures import ParameterFigure
 from .html import esc, image, link, note, not_run, section, table
 from .inputs import ReportInputs
 from ..cluster.clustering import cluster_order
@@ -77,7 +77,8 @@ def _scores(data: ReportInputs) -> tuple[Scores | None, str]:
         return None, f"DataSets/TestSet/params.csv has no row for {exc.args[0]}, an image of the clusters; its parameters are not compared"
 
 
-def _card(data: ReportInputs, name: str, images: pd.Series, layer: str, alias: str, scores: Scores | None, exported: bool) -> str:
+def _card(data: ReportInputs, name: str, images: pd.Series, layer: str, alias: str, scores: Scores | None, exported: bool,
+          figure: ParameterFigure | None) -> str:
     ws = data.workspace
     unit = unit_name(face_element(name), layer)
     anchor = f"cluster-{name}"
@@ -107,10 +108,10 @@ def _card(data: ReportInputs, name: str, images: pd.Series, layer: str, alias: s
                          f'<figure>{image(ws.cluster_sheet(unit, name), f"{name} contact sheet", css_class="sheet")}'
                          "<figcaption>contact sheet</figcaption></figure>")
     parts.append('<div class="cluster-row">' + "\n".join(row_parts) + "</div>")
-    if scores is not None and scores.parameters:
+    if figure is not None:
         members = data.params.set_index("image").loc[images].reset_index()
-        png = parameter_figure(f"{name}: {len(images):,} images (orange) against all {len(data.params):,} test images (grey)",
-                               members, data.params, scores.parameters, scores.rr(name))
+        png = figure.png(f"{name}: {len(images):,} images (orange) against all {len(data.params):,} test images (grey)",
+                         members, scores.rr(name))
         parts.append(image(png, f"{name} simulator parameters", css_class="params"))
     parts.append(thumbnails(data, name))
     parts.append("</section>")
@@ -217,7 +218,12 @@ def clusters_section(data: ReportInputs) -> str:
             body.append(table(rr, floats="{:.2f}", style=_rr_style, headers={f"RR {p}": p for p in scores.parameters},
                               css_class="compact"))
     body.append(heatmap_view(data, clusters))
-    for name in names:
-        layer = layer_of[name]
-        body.append(_card(data, name, members[name], layer, alias.get((face_element(name), layer), "?"), scores, exported))
+    figure = ParameterFigure(data.params, scores.parameters) if scores is not None and scores.parameters else None
+    try:
+        for name in names:
+            layer = layer_of[name]
+            body.append(_card(data, name, members[name], layer, alias.get((face_element(name), layer), "?"), scores, exported, figure))
+    finally:
+        if figure is not None:
+            figure.close()
     return section("clusters", title, "\n".join(body))
