@@ -224,3 +224,23 @@ def test_cluster_before_heatmaps_says_what_to_run(trained_case: Path, tmp_path: 
     assert result.exit_code == 2 and "run `hudd heatmaps" in result.stderr
     result = run_cli("cluster", str(case))
     assert result.exit_code == 2 and "run `hudd test" in result.stderr, "the default method starts from the test results"
+
+
+def test_a_cluster_of_images_of_several_sizes_exports_its_gif_and_contact_sheet(tmp_path: Path):
+    from hudd.export.clusters import export_unit
+    from hudd.workspace.workspace import Workspace
+
+    datasets = tmp_path / "DataSets"
+    sizes = {"TestSet/a/0.png": (40, 30, 3), "TestSet/a/1.png": (24, 24, 1), "TestSet/b/2.png": (32, 48, 3)}
+    for name, shape in sizes.items():
+        (datasets / name).parent.mkdir(parents=True, exist_ok=True)
+        pixels = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+        iio.imwrite(datasets / name, pixels[:, :, 0] if shape[2] == 1 else pixels)
+    ws = Workspace(tmp_path / "HUDD")
+    clusters = pd.DataFrame({"image": list(sizes), "cluster": "C1"})
+    export_unit(ws, "features.3", datasets, clusters, pd.Series({name: name.split("/")[1] for name in sizes}))
+    frames = iio.imread(ws.cluster_gif("features.3", "C1"), index=None)
+    assert frames.shape[0] == 3 and max(frames.shape[1:3]) >= 128, "every image a frame, scaled up to at least 128 px"
+    sheet = iio.imread(ws.cluster_sheet("features.3", "C1"))
+    assert sheet.ndim == 3 and sheet.shape[1] > sheet.shape[0] > 100
+    assert sorted(p.name for p in ws.cluster_images_dir("features.3", "C1").iterdir()) == ["a-0.png", "a-1.png", "b-2.png"]
