@@ -10,7 +10,10 @@ method on its error-inducing test images and score the clusters against the inje
 ``purity`` is weighted cause purity, ``coverage`` the causes dominating a cluster of >= 3 images
 at purity >= 0.5, ``uncovered`` the causes with at least 5 errors that no cluster covers,
 ``small`` the share of images in clusters smaller than 5 (noise counted as small), ``most_per_cause``
-the largest number of clusters one cause dominates. A second table gives the **linear-probe bound** per representation: the accuracy of a
+the largest number of clusters one cause dominates; ``pairs`` the (cause, cluster it dominates) pairs,
+``params_named`` those whose description from params.csv names the parameter the cause changed and
+``pixels_named`` of ``pixel_pairs`` those whose description from the pixels names the image property
+it changed (:func:`hudd.evaluate.descriptions.score_descriptions`). A second table gives the **linear-probe bound** per representation: the accuracy of a
 cross-validated logistic regression predicting the cause of each error image from the
 representation a method clusters (the paper's selected-layer heatmaps, the model's penultimate
 features, the pretrained backbone's features). A method scoring far below its bound clusters
@@ -55,12 +58,14 @@ from eval_docs import markdown_table, provenance, write_section  # noqa: E402
 from hudd.models.train import train_baseline  # noqa: E402
 from hudd.config import load_config  # noqa: E402
 from hudd.case.data import Case, read_params  # noqa: E402
+from hudd.describe.image_properties import properties_table  # noqa: E402
+from hudd.evaluate.descriptions import score_descriptions  # noqa: E402
 from hudd.evaluate.evaluation import NOISE, evaluate_clusters  # noqa: E402
 from hudd.explain.features import PRETRAINED  # noqa: E402
 from hudd.methods import FEATURE_METHODS, PAPER  # noqa: E402
 from hudd.core.progress import set_quiet  # noqa: E402
 from hudd.sim import SimulationSettings, simulate_case  # noqa: E402
-from hudd.sim.params import TASKS  # noqa: E402
+from hudd.sim.params import TASKS, derived_parameters, evidence  # noqa: E402
 from hudd.steps import cluster as cluster_step  # noqa: E402
 from hudd.steps import feature_cluster  # noqa: E402
 from hudd.steps import heatmaps as heatmaps_step  # noqa: E402
@@ -129,6 +134,14 @@ def _scores(clusters: pd.DataFrame, params: pd.DataFrame) -> dict:
             "small": float(small), "most_per_cause": int(clustered["dominant_cause"].value_counts().max()) if len(clustered) else 0}
 
 
+def _described(clusters: pd.DataFrame, params: pd.DataFrame, properties: pd.DataFrame, family: str) -> dict:
+    """How many (cause, dominated cluster) pairs the cluster's descriptions name the cause's parameter and property for."""
+    pairs = score_descriptions(clusters, params, properties, evidence(family))
+    pixels = pairs["property_named"].dropna()
+    return {"pairs": len(pairs), "params_named": int(pairs["parameter_named"].sum()), "pixel_pairs": len(pixels),
+            "pixels_named": int(pixels.astype(bool).sum())}
+
+
 def run_method(ctx, method: str) -> tuple[pd.DataFrame, float]:
     """Clusters of ``method`` on the case of ``ctx`` (image, cluster) and the seconds it took (features included).
 
@@ -182,14 +195,16 @@ def _project(features: np.ndarray, seed: int) -> np.ndarray:
 def evaluate_case(case: Case, family: str, seed: int, methods: tuple[str, ...], device: str) -> tuple[list[dict], list[dict]]:
     config = load_config(case.root, {"seed": 0, "device": device})
     params = read_params(case, "TestSet")
+    params = params.assign(**{k: v for k, v in derived_parameters(family, params).items() if k not in params})  # older cases
     split = "dev" if seed in DEV_SEEDS else "held-out"
     rows, probes = [], []
     with open_context(case.root, config, command="eval_rootcause", model=MODEL) as ctx:
         test_step.run(ctx)
+        properties = properties_table(case, params["image"].tolist())
         for method in sorted(methods, key=lambda m: m == "pretrained"):  # its default last: the probe reads its features
             clusters, seconds = run_method(ctx, method)
             rows.append({"family": family, "seed": seed, "split": split, "method": method, **_scores(clusters, params),
-                         "seconds": round(seconds, 1)})
+                         **_described(clusters, params, properties, family), "seconds": round(seconds, 1)})
         errors = pd.read_csv(ctx.workspace.test_result).query("~correct")["image"]
         causes = params.set_index("image").loc[errors, "cause"].to_numpy()
         for name, features in representations(ctx).items():
@@ -206,8 +221,12 @@ def summarise(table: pd.DataFrame) -> pd.DataFrame:
             .groupby(["split", "method"])
             .agg(cases=("purity", "size"), mean_purity=("purity", "mean"), lowest_purity=("purity", "min"),
                  all_covered=("all_counted_covered", "sum"), worst_small=("small", "max"),
-                 most_per_cause=("most_per_cause", "max"), mean_seconds=("seconds", "mean"))
-            .reset_index())
+                 most_per_cause=("most_per_cause", "max"), pairs=("pairs", "sum"), params_named=("params_named", "sum"),
+                 pixel_pairs=("pixel_pairs", "sum"), pixels_named=("pixels_named", "sum"), mean_seconds=("seconds", "mean"))
+            .reset_index()
+            .assign(described=lambda t: t["params_named"] / t["pairs"].where(t["pairs"] > 0),
+                    described_pixels=lambda t: t["pixels_named"] / t["pixel_pairs"].where(t["pixel_pairs"] > 0))
+            .drop(columns=["params_named", "pixel_pairs", "pixels_named"]))
 
 
 def docs_section(table: pd.DataFrame, probes: pd.DataFrame, argv: list[str]) -> str:
@@ -225,7 +244,11 @@ def docs_section(table: pd.DataFrame, probes: pd.DataFrame, argv: list[str]) -> 
         "\"misses\" names a cause with at least 5 errors that no cluster covers:",
         markdown_table(cases.rename(columns={"errors": "errors"})),
         "Per method: mean and lowest purity, cases where every cause with at least 5 errors is covered, the largest "
-        "share of error images in clusters smaller than 5, and the most clusters one cause dominates:",
+        "share of error images in clusters smaller than 5, the most clusters one cause dominates, and how well the "
+        "clusters' descriptions name what their cause changed: over the (cause, cluster it dominates) `pairs`, the "
+        "share whose description from params.csv names the parameter the simulator changed, in the right direction "
+        "(`described`), and, for the causes that change a pixel property, the share whose description from the pixels "
+        "names that property (`described_pixels`):",
         markdown_table(summarise(table).drop(columns="mean_seconds")),
         "Linear-probe bound (cross-validated accuracy of a logistic regression predicting the cause of each error "
         "image from the representation): how much of the cause a representation holds at all.",

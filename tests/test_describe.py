@@ -10,6 +10,8 @@ from scipy.ndimage import uniform_filter
 
 from hudd.describe.describe import MIN_IN_CLUSTER, MIN_LIFT, best_condition, describe_clusters
 from hudd.describe.image_properties import image_properties
+from hudd.evaluate.descriptions import in_direction, score_descriptions
+from hudd.sim.params import evidence
 from tests.conftest import copy_case, run_cli
 
 RNG = np.random.default_rng(0)
@@ -73,7 +75,8 @@ def test_describe_names_the_parameter_each_injected_cause_changes(analyzed: Path
     method = json.loads((ws / "manifest.json").read_text())["method"]["name"]
     clusters_csv = ws / "ClusterAnalysis" / method / "clusters.csv"
     params = pd.read_csv(case / "DataSets/TestSet/params.csv")
-    hazards = {"closed": "openness", "dim": "brightness", "yaw": "head_yaw", "center": "gaze_magnitude"}
+    hazards = {cause: found.parameter for cause, found in evidence("gaze").items()}
+    assert hazards["border"] == "border_distance" and "border_distance" in params, "the simulator writes the derived quantity"
     planted = params[params["cause"].isin(hazards)]
     pd.DataFrame({"image": "TestSet/" + planted["image"], "cluster": planted["cause"]}).to_csv(clusters_csv, index=False)
     result = run_cli("describe", str(case))
@@ -91,3 +94,18 @@ def test_describe_names_the_parameter_each_injected_cause_changes(analyzed: Path
     assert all(sentence.startswith(f"{c} (") for c, sentence in zip(findings["cluster"], findings["sentence"]))
     assert findings.loc[findings["cluster"] == "closed", "sentence"].str.contains("openness").all()
     assert set(findings["sentence"]) <= set(result.stdout.splitlines())
+
+
+def test_the_evaluation_checks_the_named_parameter_and_its_direction(tiny_case: Path):
+    params = pd.read_csv(tiny_case / "DataSets/TestSet/params.csv")
+    planted = params[params["cause"].isin(["dim", "center"])]
+    clusters = pd.DataFrame({"image": planted["image"], "cluster": planted["cause"].map({"dim": "C1", "center": "C2"})})
+    properties = pd.DataFrame({"brightness": params["brightness"].to_numpy() * 0.9}, index=params["image"])
+    scored = score_descriptions(clusters, params, properties, evidence("gaze")).set_index("cause")
+    assert scored.loc["dim", "parameter_named"] and scored.loc["center", "parameter_named"]
+    assert scored.loc["dim", "property_named"] is True or scored.loc["dim", "property_named"] == 1.0
+    assert np.isnan(scored.loc["center", "property_named"]), "a centred iris changes no pixel statistic we measure"
+    swapped = evidence("gaze") | {"dim": evidence("gaze")["dim"]._replace(direction="high")}
+    assert not score_descriptions(clusters, params, properties, swapped).set_index("cause").loc["dim", "parameter_named"]
+    values, member = pd.Series([1.0, 2.0, 50.0, -40.0]), np.array([False, False, True, True])
+    assert in_direction(values, member, "outside") and not in_direction(values, member, "low")

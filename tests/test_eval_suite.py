@@ -30,10 +30,11 @@ def test_the_suite_scores_every_method_and_the_probe_on_a_tiny_case(tmp_path, ca
     assert (table["errors"] == len(errors)).all(), "every method clusters every error image"
     assert table["purity"].between(0, 1).all() and table["coverage"].str.fullmatch(r"\d+/5").all()
     assert table.loc[table["method"] == "naive", "clusters"].item() == min(10, len(errors))
+    assert (table["params_named"] <= table["pairs"]).all() and (table["pixels_named"] <= table["pixel_pairs"]).all()
     probe = pd.read_csv(tmp_path / "probe.csv")
     assert {"model features"} <= set(probe["representation"]) and probe["representation"].str.startswith("heatmaps:").any()
     out = capsys.readouterr().out
-    assert "linear-probe bound" in out and "per method" in out
+    assert "linear-probe bound" in out and "per method" in out and "described_pixels" in out
     docs = tmp_path / "docs"
     docs.mkdir()
     assert suite.main(["--tiny", "--cache", str(tmp_path), "--families", "gaze", "--seeds", "0", "--methods", "naive",

@@ -4,7 +4,8 @@ Classification tasks (``gaze``, ``openness``, and the families of :data:`hudd.si
 ``signs``, RGB traffic signs, and ``glyphs``, grayscale digits) use the image-folder layout
 ``<Set>/<Class>/<id>.png``; ``landmarks`` writes ``<Set>/images/<id>.png`` and ``<Set>/keypoints.csv``.
 Every set has a ``params.csv`` (image relative to the set folder, label, every parameter of the
-task's family, ``cause``). Every image also gets a foreground mask (the opening between the lids,
+task's family, the derived quantities that define a hazard, such as ``border_distance`` for gaze,
+``cause``). Every image also gets a foreground mask (the opening between the lids,
 see :func:`hudd.sim.render.eye_masks`; the visible sign; the glyph's strokes) at
 ``<Set>/masks/<same path as the image>``, 8-bit grayscale 0/255, for Model Doctor's space-wise
 constraint. ``DataSets/simulation.json`` records the settings and the format of what was written
@@ -27,7 +28,8 @@ from ..case.data import MASKS_FOLDER
 from ..core.errors import HuddError
 from ..core.progress import echo, progress
 from ..core.files import atomic_path, remove, write_csv, write_text
-from .params import FAMILIES, GAZE_CLASSES, OPENNESS_CLASSES, PARAMETERS, TASKS, gaze_class, openness_class, sample_parameters
+from .params import (FAMILIES, GAZE_CLASSES, OPENNESS_CLASSES, PARAMETERS, TASKS, derived_parameters, gaze_class, openness_class,
+                     sample_parameters)
 from .render import KEYPOINT_NAMES, eye_keypoints, eye_masks, render_eyes
 
 __all__ = ["SimulationSettings", "simulate_case", "SPLITS", "SIMULATION_RECORD", "FORMAT"]
@@ -140,6 +142,8 @@ def _simulate_split(root: Path, split: str, n: int, split_index: int, settings: 
     table = pd.DataFrame({"image": relpaths, "label": labels})
     for name in FAMILIES[settings.task].PARAMETERS if settings.task in FAMILIES else PARAMETERS:
         table[name] = np.round(params[name], 6)
+    for name, values in derived_parameters(settings.task, params).items():
+        table[name] = np.round(values, 6)
     table["cause"] = causes
     write_csv(set_dir / "params.csv", table)
     if settings.task == "landmarks":

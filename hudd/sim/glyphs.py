@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from .evidence import Evidence
 from .draw import col, cover, grid, sample_with_causes, segment_distance
 
-__all__ = ["CLASSES", "PARAMETERS", "HAZARDS", "sample_parameters", "labels", "render"]
+__all__ = ["CLASSES", "PARAMETERS", "HAZARDS", "EVIDENCE", "sample_parameters", "labels", "render"]
 
 CLASSES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 PARAMETERS = (
@@ -36,6 +37,14 @@ HAZARDS = {
     "speckle": "dense salt-and-pepper noise",
     "low_contrast": "ink barely lighter than the paper",
     "short_bar": "a 7 whose top bar is a short flag, like a 1's (class-specific)",
+}
+EVIDENCE = {
+    "thin": Evidence("thickness", "low"),
+    "slant": Evidence("slant", "outside"),
+    "cut": Evidence("cut", "high"),
+    "speckle": Evidence("speckle", "high", "noise", "high"),
+    "low_contrast": Evidence("contrast", "low", "contrast", "low"),
+    "short_bar": Evidence("seven_bar", "low"),
 }
 
 

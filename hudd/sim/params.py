@@ -12,6 +12,12 @@ in the paper (TopCenter is 67.5-112.5 degrees).
 
 The other families (traffic signs, digit-like glyphs) keep their parameters, hazards, classes and
 renderer in their own modules, listed in :data:`FAMILIES`; :data:`TASKS` names every task's hazards.
+
+Each family also says what evidence of each hazard a description of its cluster should name
+(:data:`EVIDENCE`, :func:`evidence`): the parameter the hazard changes and, when the hazard changes
+a property of the pixels, that property (:mod:`hudd.describe.image_properties`). Hazards defined by a
+derived quantity (a gaze angle near a class border, an openness near the threshold) have that
+quantity written into ``params.csv`` too (:func:`derived_parameters`).
 """
 
 from __future__ import annotations
@@ -19,9 +25,10 @@ from __future__ import annotations
 import numpy as np
 
 from . import glyphs, signs
+from .evidence import Evidence
 
 __all__ = ["PARAMETERS", "GAZE_CLASSES", "OPENNESS_CLASSES", "HAZARDS", "TASKS", "FAMILIES", "sample_parameters", "gaze_class", "openness_class",
-           "OPENNESS_THRESHOLD"]
+           "OPENNESS_THRESHOLD", "Evidence", "EVIDENCE", "evidence", "derived_parameters"]
 
 PARAMETERS = (
     "gaze_angle", "gaze_magnitude", "openness", "iris_size", "pupil_size", "iris_tone", "head_yaw", "head_pitch",
@@ -64,8 +71,35 @@ TASKS = {
     "signs": tuple(signs.HAZARDS),
     "glyphs": tuple(glyphs.HAZARDS),
 }
-# tasks with their own module: PARAMETERS, HAZARDS, CLASSES, sample_parameters, labels, render (images and masks)
+# tasks with their own module: PARAMETERS, HAZARDS, EVIDENCE, CLASSES, sample_parameters, labels, render (images and masks)
 FAMILIES = {"signs": signs, "glyphs": glyphs}
+
+
+EVIDENCE = {
+    "closed": Evidence("openness", "low", "foreground", "low"),
+    "dim": Evidence("brightness", "low", "brightness", "low"),
+    "yaw": Evidence("head_yaw", "outside"),
+    "border": Evidence("border_distance", "low"),
+    "center": Evidence("gaze_magnitude", "low"),
+    "threshold": Evidence("threshold_distance", "low"),
+}
+
+
+def evidence(task: str) -> dict[str, Evidence]:
+    """The evidence of each of ``task``'s hazards."""
+    table = FAMILIES[task].EVIDENCE if task in FAMILIES else EVIDENCE
+    return {hazard: table[hazard] for hazard in TASKS[task]}
+
+
+def derived_parameters(task: str, params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Quantities that define a hazard but are not drawn themselves: the gaze angle's distance (degrees) to
+    the nearest class border, the openness's distance to the open/closed threshold."""
+    if task == "gaze":
+        offset = (np.asarray(params["gaze_angle"]) - 22.5) % 45.0
+        return {"border_distance": np.minimum(offset, 45.0 - offset)}
+    if task == "openness":
+        return {"threshold_distance": np.abs(np.asarray(params["openness"]) - OPENNESS_THRESHOLD)}
+    return {}
 
 
 def gaze_class(angle_deg: np.ndarray) -> np.ndarray:

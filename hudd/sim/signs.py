@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from .evidence import Evidence
 from .draw import col, cover, gaussian_blur, grid, hsv_to_rgb, polygon_inside, rotate_hue, sample_with_causes
 
-__all__ = ["CLASSES", "PARAMETERS", "HAZARDS", "sample_parameters", "labels", "render"]
+__all__ = ["CLASSES", "PARAMETERS", "HAZARDS", "EVIDENCE", "sample_parameters", "labels", "render"]
 
 CLASSES = ("stop", "mandatory", "yield", "warning", "speed", "parking", "priority", "info")
 PARAMETERS = (
@@ -37,6 +38,14 @@ HAZARDS = {
     "small": "the sign is far away: a fraction of its usual size",
     "colour": "a stop sign with its red turned towards blue (class-specific: looks like 'mandatory')",
     "clutter": "a busy background: opaque sign-coloured blobs and other signs crowding the sign",
+}
+EVIDENCE = {
+    "occlusion": Evidence("occlusion", "high"),
+    "blur": Evidence("blur", "high", "sharpness", "low"),
+    "dark": Evidence("brightness", "low", "brightness", "low"),
+    "small": Evidence("scale", "low", "foreground", "low"),
+    "colour": Evidence("hue_shift", "outside", "hue", "any"),
+    "clutter": Evidence("clutter", "high"),
 }
 
 _RED, _BLUE, _YELLOW = (0.80, 0.10, 0.12), (0.10, 0.25, 0.75), (0.95, 0.78, 0.10)
