@@ -1,10 +1,13 @@
 """HUDD/report.html: what it says at each stage, same bytes for the same workspace, escaping, and a
-rendering in headless Chromium (skipped when no Chromium is installed)."""
+rendering in headless Chromium: the cluster cards on the first screen (skipped when no Chromium is installed, failed
+instead when HUDD_REQUIRE_BROWSER is set, as in CI)."""
 
+import os
 import re
 import shutil
 import subprocess
 import tempfile
+from urllib.parse import unquote
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -20,6 +23,8 @@ from hudd.steps import report
 from hudd.steps.common import open_context
 from tests.conftest import run_cli
 
+MAGENTA = (255, 0, 255)  # painted behind the cluster cards in the screenshot, to find them
+FIRST_SCREEN = 900  # pixels: what a laptop shows before scrolling
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--hide-scrollbars", "--window-size=1280,2400"]
 
@@ -92,24 +97,37 @@ def test_full_report_holds_layers_clusters_scores_unsafe_set_and_retraining_and_
     active = ws / f"ClusterAnalysis/{PRIMARY}/clusters.csv"
     feature_clusters = pd.read_csv(active)["cluster"].nunique() if active.is_file() else 0
     shown = feature_clusters or clusters["cluster"].nunique()
-    assert html.count('src="data:image/gif;base64,') == shown, "one GIF per cluster of the active method"
-    assert "<script" not in html and "src=\"http" not in html and "src=\"file" not in html, "self-contained, no JavaScript"
+    gifs = re.findall(r'src="([^"]+\.gif)"', html)
+    assert len(gifs) == shown, "one GIF per cluster of the active method"
+    linked = re.findall(r'<img[^>]* src="([^"]+)"', html)
+    files = [src for src in linked if not src.startswith("data:")]
+    assert files and all((path.parent / unquote(src)).is_file() for src in files), "every linked picture is beside the report"
+    assert "<script" not in html and "src=\"http" not in html and "src=\"file" not in html and "src=\"/" not in html, \
+        "no JavaScript, nothing remote, nothing by absolute path"
 
     with open_context(case, load_config(case, {}), command="test") as ctx:
         assert build_report(ctx) == html, "same workspace, same bytes"
 
     chromium = _chromium()
     if chromium is None:
+        if os.environ.get("HUDD_REQUIRE_BROWSER"):
+            pytest.fail("no Chromium installed, and HUDD_REQUIRE_BROWSER is set (as in CI): install the chromium package")
         pytest.skip("no Chromium installed: install the chromium package (scripts/test does on Debian/Ubuntu as root)")
+    marked = path.with_name("report-marked.html")  # beside the report, so its linked pictures load
+    marked.write_text(html.replace("</head>", f"<style>section.cluster {{ background: rgb{MAGENTA} !important; }}</style></head>"),
+                      encoding="utf-8")
     shot = tmp_path / "report.png"
     with tempfile.TemporaryDirectory(prefix="hudd-chromium-") as profile:
-        run = subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--screenshot={shot}", path.resolve().as_uri()],
+        run = subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--screenshot={shot}", marked.resolve().as_uri()],
                              capture_output=True, text=True, timeout=120)
     assert shot.is_file(), run.stderr[-2000:]
-    pixels = iio.imread(shot)[:, :, :3]
+    pixels = iio.imread(shot)[:, :, :3].astype(int)
     assert pixels.shape[:2] == (2400, 1280)
-    assert (pixels < 240).any(axis=2).mean() > 0.02, "the page renders mostly blank"
-    assert len(np.unique(pixels.reshape(-1, 3) // 32, axis=0)) >= 8, "too few colours: images or styles missing"
+    card = (np.abs(pixels - MAGENTA).sum(axis=2) < 30)
+    assert card[:FIRST_SCREEN].any(), "the first screen shows the cluster cards"
+    rest = pixels[~card]
+    assert (rest < 240).any(axis=1).mean() > 0.02, "the page renders mostly blank"
+    assert len(np.unique(rest // 32, axis=0)) >= 8, "too few colours: images or styles missing"
 
 
 def test_every_cell_and_header_is_escaped():

@@ -1,23 +1,25 @@
-"""The report's root-cause cluster section: an overview table, the scores against the simulator's
-parameters and causes, then one card per cluster (class mix, GIF, contact sheet, parameter
-distributions, unsafe-set thumbnails)."""
+"""The report's root-cause clusters: one card per cluster (its sentence, class mix, GIF, contact sheet,
+parameter distributions, unsafe-set thumbnails) for the findings at the top, and further down a
+section with how they were made, an overview table and the scores against the simulator's
+parameters and causes."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import pandas as pd
 
 from ..cluster.naming import unit_name
 from .figures import ParameterFigure
-from .html import esc, image, link, note, not_run, section, table
+from .html import esc, image, link, linked_image, note, not_run, section, table
 from .inputs import ReportInputs
 from ..cluster.clustering import cluster_order
 from ..methods import HUDD, PAPER
 from .scores import Scores, score_clusters
 from .unsafe import thumbnails, unsafe_table
 
-__all__ = ["clusters_section", "face_element"]
+__all__ = ["cluster_cards", "clusters_section", "face_element"]
 
 _MIX_SHOWN = 3
 _MIX_ROWS = 8
@@ -78,14 +80,14 @@ def _scores(data: ReportInputs) -> tuple[Scores | None, str]:
 
 
 def _card(data: ReportInputs, name: str, images: pd.Series, layer: str, alias: str, scores: Scores | None, exported: bool,
-          figure: ParameterFigure | None) -> str:
+          figure: ParameterFigure | None, sentence: str) -> str:
     ws = data.workspace
     unit = unit_name(face_element(name), layer)
     anchor = f"cluster-{name}"
     parts = [f'<section class="cluster" id="{esc(anchor)}">',
              f"<h3>{esc(name)}: {len(images):,} images \u00b7 {'layer' if data.method.get('name', PAPER) == PAPER else 'method'} "
              f"{esc(layer)} ({esc(alias)})</h3>"]
-    facts = []
+    facts = [f'<p class="sentence">{esc(sentence[len(name):].lstrip(" "))}</p>'] if sentence else []
     if scores is not None:
         row = scores.table.set_index("cluster").loc[name]
         if scores.evaluation is not None:
@@ -103,9 +105,10 @@ def _card(data: ReportInputs, name: str, images: pd.Series, layer: str, alias: s
         row_parts.append("<div>" + table(_top(_mix(data, images)), floats="{:.2f}") + "</div>")
     if exported:
         folder = link(data.relative(ws.cluster_images_dir(unit, name)) + "/", f"ClusterAnalysis/{unit}/{name}/")
-        row_parts.append(f'<figure class="gif">{image(ws.cluster_gif(unit, name), f"{name} animation", css_class="gif")}'
+        gif, sheet = ws.cluster_gif(unit, name), ws.cluster_sheet(unit, name)
+        row_parts.append(f'<figure class="gif">{linked_image(gif, data.relative(gif), f"{name} animation", css_class="gif")}'
                          f"<figcaption>GIF of up to 100 images; all in {folder}</figcaption></figure>"
-                         f'<figure>{image(ws.cluster_sheet(unit, name), f"{name} contact sheet", css_class="sheet")}'
+                         f'<figure>{linked_image(sheet, data.relative(sheet), f"{name} contact sheet", css_class="sheet")}'
                          "<figcaption>contact sheet</figcaption></figure>")
     parts.append('<div class="cluster-row">' + "\n".join(row_parts) + "</div>")
     if figure is not None:
@@ -154,11 +157,21 @@ def heatmap_view(data: ReportInputs, clusters: pd.DataFrame) -> str:
         table(frame, floats="{:.0f}")])
 
 
-def clusters_section(data: ReportInputs) -> str:
-    """Overview, scores and one card per root-cause cluster of the selected layer(s)."""
-    title = "Root-cause clusters"
-    if data.clusters is None:
-        return section("clusters", title, not_run(data.first_missing("test", "heatmaps", "cluster")))
+@dataclass
+class _Clusters:
+    """The active method's clusters as the cards and the section read them."""
+
+    names: list
+    members: dict
+    layer_of: dict
+    alias: dict
+    scores: Scores | None
+    problem: str
+    exported: bool
+    method: str
+
+
+def _prepared(data: ReportInputs) -> _Clusters:
     clusters = data.clusters
     names = sorted(clusters["cluster"].unique(), key=cluster_order)
     alias = {}
@@ -168,10 +181,42 @@ def clusters_section(data: ReportInputs) -> str:
     if method != PAPER and data.method_row is not None:
         row = data.method_row.iloc[0]
         alias[("", method)] = f"{row['extractor']} {row['layer']}"
-    layer_of = dict(zip(clusters["cluster"], clusters["layer"]))
-    members = {name: clusters.loc[clusters["cluster"] == name, "image"] for name in names}
     scores, problem = _scores(data)
-    exported = bool(data.step("export" if method == PAPER else method).get("done"))
+    return _Clusters(names=names, members={name: clusters.loc[clusters["cluster"] == name, "image"] for name in names},
+                     layer_of=dict(zip(clusters["cluster"], clusters["layer"])), alias=alias, scores=scores, problem=problem,
+                     exported=bool(data.step("export" if method == PAPER else method).get("done")), method=method)
+
+
+def cluster_cards(data: ReportInputs) -> str:
+    """One card per root-cause cluster of the active method, largest first (empty before clustering)."""
+    if data.clusters is None:
+        return ""
+    found = _prepared(data)
+    sentences = dict(zip(data.findings["cluster"], data.findings["sentence"])) if data.findings is not None else {}
+    order = sorted(found.names, key=lambda n: (-len(found.members[n]), cluster_order(n)))
+    scores = found.scores
+    figure = ParameterFigure(data.params, scores.parameters) if scores is not None and scores.parameters else None
+    cards = []
+    try:
+        for name in order:
+            layer = found.layer_of[name]
+            cards.append(_card(data, name, found.members[name], layer, found.alias.get((face_element(name), layer), "?"), scores,
+                               found.exported, figure, sentences.get(name, "")))
+    finally:
+        if figure is not None:
+            figure.close()
+    return "\n".join(cards)
+
+
+def clusters_section(data: ReportInputs) -> str:
+    """How the clusters were made, an overview table and the scores against the simulator's causes and parameters."""
+    title = "Root-cause clusters"
+    if data.clusters is None:
+        return section("clusters", title, not_run(data.first_missing("test", "heatmaps", "cluster")))
+    clusters = data.clusters
+    found = _prepared(data)
+    names, members, layer_of, alias, scores, problem, exported, method = (
+        found.names, found.members, found.layer_of, found.alias, found.scores, found.problem, found.exported, found.method)
     body = [f'<p class="headline"><b>{len(clusters):,}</b> error-inducing images in <b>{len(names)}</b> root-cause clusters '
             f"({esc(_how(data, names, layer_of, alias))}).</p>"]
     if data.method.get("note"):
@@ -218,12 +263,4 @@ def clusters_section(data: ReportInputs) -> str:
             body.append(table(rr, floats="{:.2f}", style=_rr_style, headers={f"RR {p}": p for p in scores.parameters},
                               css_class="compact"))
     body.append(heatmap_view(data, clusters))
-    figure = ParameterFigure(data.params, scores.parameters) if scores is not None and scores.parameters else None
-    try:
-        for name in names:
-            layer = layer_of[name]
-            body.append(_card(data, name, members[name], layer, alias.get((face_element(name), layer), "?"), scores, exported, figure))
-    finally:
-        if figure is not None:
-            figure.close()
     return section("clusters", title, "\n".join(body))

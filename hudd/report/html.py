@@ -137,6 +137,16 @@ def image(source: Path | bytes, alt: str, *, css_class: str = "", mime: str = "i
     return f'<img{cls} alt="{esc(alt)}" src="{data_uri(data, mime)}">'
 
 
+def linked_image(path: Path, href: str, alt: str, *, css_class: str = "") -> str:
+    """An ``<img>`` that shows the file at ``path`` through ``href``, its path relative to the report (not inlined:
+    GIFs and contact sheets stay beside the report in the workspace, so the report stays small); a missing
+    file gives a note."""
+    if not Path(path).is_file():
+        return note(f"missing: {path}")
+    cls = f' class="{esc(css_class)}"' if css_class else ""
+    return f'<img{cls} alt="{esc(alt)}" loading="lazy" src="{esc(quote(href))}">'
+
+
 def link(href: str, text: str) -> str:
     """A link to a relative path (percent-encoded, then escaped) or to an anchor in the page (``#name``)."""
     target = "#" + quote(href[1:]) if href.startswith("#") else quote(href)
