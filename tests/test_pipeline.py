@@ -40,6 +40,7 @@ def test_analyze_runs_every_step_then_skips_them_and_reruns_only_what_a_change_t
     assert pd.read_csv(ws / "clusters.csv").equals(pd.read_csv(ws / f"ClusterAnalysis/{active}/clusters.csv")[["image", "cluster"]]
                                                     .assign(method=active)), "HUDD/clusters.csv holds the active method's clusters"
     assert "selected layer" in result.output and "report:" in result.output
+    assert result.output.strip().splitlines()[-1] == f"next: read the report, then select improvement images to label for its clusters: hudd assign {case}"
     first = _finished(case)
     assert set(first) >= {"test", "heatmaps", "cluster", "export"}
 

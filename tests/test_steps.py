@@ -37,8 +37,10 @@ def test_workspace_flag_is_relative_to_the_current_folder_and_the_toml_key_to_th
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
-    assert run_cli("test", str(case), "--workspace", "runs/ws").exit_code == 0
+    result = run_cli("test", str(case), "--workspace", "runs/ws")
+    assert result.exit_code == 0
     assert (elsewhere / "runs" / "ws" / "testResult.csv").is_file()
+    assert result.stdout.splitlines()[-1] == f"next: hudd heatmaps {case} --workspace runs/ws", "the next step, in the same workspace"
     assert not (case / "runs").exists()
     (case / "hudd.toml").write_text('workspace = "ws2"\n')
     assert run_cli("test", str(case)).exit_code == 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import shlex
 from pathlib import Path
 
 import click
@@ -64,6 +65,16 @@ def _config(case: str, overrides: dict) -> Config:
     return config
 
 
+def _next(what: str, command: str | None = None, case: str | None = None, *args: str, model: str | None = None,
+          workspace: str | None = None) -> None:
+    """Print what to do next: ``next: <what>`` followed by the command, with the user's --model and --workspace."""
+    line = f"next: {what}"
+    if command is not None:
+        words = ["hudd", command, case, *args, *(["--model", model] if model else []), *(["--workspace", workspace] if workspace else [])]
+        line += (": " if what else "") + shlex.join(words)
+    click.echo(line)
+
+
 @contextlib.contextmanager
 def _step_context(case: str, config: Config, command: str, model, trust_model: bool, arch):
     """Loaded model and the workspace lock for one step command (imports torch)."""
@@ -108,6 +119,7 @@ def simulate(case, task, n_train, n_test, n_improve, size, seed, hazard_rate, ha
     written = simulate_case(Path(case), settings, force=force)
     click.echo(f"{'wrote' if written else 'unchanged (same settings)'}: {Path(case) / 'DataSets'} "
                f"({n_train} training, {n_test} test, {n_improve} improvement images, task {task})")
+    _next("train a model on it, or copy yours into DNNModels/", "train", case)
 
 
 @cli.command()
@@ -127,6 +139,7 @@ def train(case, arch, name, force, **kwargs):
     click.echo(f"saved {result.path} (best epoch {result.best_epoch}, validation {result.val_metric:.4f})")
     if result.test_results is not None:
         click.echo(results_summary(result.test_results, result.spec.task))
+    _next("find and explain its errors", "analyze", case, model=result.path.name)
 
 
 @cli.command("test")
@@ -141,6 +154,7 @@ def test_cmd(case, model, trust_model, arch, force, **kwargs):
     with _step_context(case, config, "test", model, trust_model, arch) as ctx:
         outcome = test_step.run(ctx, force=force)
         click.echo(test_summary(outcome.train, outcome.test, ctx.model.spec.task))
+        _next("", "heatmaps", case, model=model, workspace=kwargs.get("workspace"))
 
 
 @cli.command()
@@ -159,6 +173,7 @@ def heatmaps(case, model, trust_model, arch, force, **kwargs):
         outcome = heatmaps_step.run(ctx, force=force)
         click.echo(f"heatmaps of {outcome.n_images} error-inducing images in {ctx.workspace.heatmaps_dir}")
         click.echo(format_table(outcome.layers))
+        _next("", "cluster", case, model=model, workspace=kwargs.get("workspace"))
 
 
 @cli.command()
@@ -178,6 +193,7 @@ def cluster(case, model, trust_model, arch, force, method, activate, **kwargs):
     with _step_context(case, config, "cluster", model, trust_model, arch) as ctx:
         clustering = cluster_pipeline(ctx, method, heatmaps=False, force=force, activate_it=activate or None)
         click.echo(clustering_summary(clustering, ctx.workspace, method))
+        _next("", "describe", case, model=model, workspace=kwargs.get("workspace"))
 
 
 @cli.command()
@@ -195,6 +211,8 @@ def assign(case, model, trust_model, arch, force, budget, method, **kwargs):
         click.echo(format_table(outcome.clusters))
         click.echo(f"unsafe set: {len(outcome.unsafe)} images in {ctx.workspace.unsafe_dir}; "
                    f"label them in {ctx.workspace.labels_csv}")
+        _next(f"fill the label column of {ctx.workspace.labels_csv}, then retrain", "retrain", case, model=model,
+              workspace=kwargs.get("workspace"))
 
 
 @cli.command()
@@ -211,8 +229,11 @@ def retrain(case, model, trust_model, arch, force, budget, method, **kwargs):
         reselect = budget is not None or kwargs.get("sf") is not None
         outcome = retrain_pipeline(ctx, method=method, budget=budget, reselect=reselect, force=force)
         click.echo(retrain_summary(outcome.retrained))
-        click.echo(f"retrained model: {ctx.case.models / (ctx.model.path.stem + '-hudd.pt')}; metrics: {ctx.workspace.metrics_csv}")
+        retrained = ctx.model.path.stem + "-hudd.pt"
+        click.echo(f"retrained model: {ctx.case.models / retrained}; metrics: {ctx.workspace.metrics_csv}")
         click.echo(f"report: {outcome.report}")
+        _next("see which errors the retrained model still makes, in a workspace of its own", "analyze", case,
+              "--model", retrained, "--workspace", str(Path(case) / "HUDD-retrained"))
 
 
 @cli.command()
@@ -231,6 +252,8 @@ def analyze(case, model, trust_model, arch, force, method, **kwargs):
         click.echo(test_summary(outcome.tested.train, outcome.tested.test, ctx.model.spec.task))
         click.echo(clustering_summary(outcome.clustering, ctx.workspace, method))
         click.echo(f"report: {outcome.report}")
+        _next("read the report, then select improvement images to label for its clusters", "assign", case, model=model,
+              workspace=kwargs.get("workspace"))
 
 
 @cli.command()
@@ -252,6 +275,7 @@ def evaluate(case, model, trust_model, arch, compare, **kwargs):
         evaluation = evaluate_step.run(ctx)
         click.echo(evaluation_summary(evaluation))
         click.echo(f"written: {ctx.workspace.evaluation_csv}")
+        _next("see the scores beside the clusters", "report", case, model=model, workspace=kwargs.get("workspace"))
         click.echo(evaluation.line())
 
 
@@ -265,7 +289,9 @@ def report(case, model, trust_model, arch, **kwargs):
     from ..steps import report as report_step
 
     with _step_context(case, config, "report", model, trust_model, arch) as ctx:
-        click.echo(f"report: {report_step.run(ctx)}")
+        path = report_step.run(ctx)
+        click.echo(f"report: {path}")
+        _next(f"open {path} in a browser")
 
 
 @cli.command()
@@ -280,6 +306,8 @@ def doctor(case, model, trust_model, arch, force, **kwargs):
     with _step_context(case, config, "doctor", model, trust_model, arch) as ctx:
         outcome = doctor_step.run(ctx, force=force)
         click.echo(doctor_step.summary(outcome, v=ctx.config.doctor_v, folder=ctx.workspace.doctor_dir))
+        _next("fine-tune with Model Doctor's constraints", "retrain", case, "--treatment", "doctor", model=model,
+              workspace=kwargs.get("workspace"))
 
 
 @cli.command("export")
@@ -294,6 +322,7 @@ def export_cmd(case, model, trust_model, arch, force, **kwargs):
     with _step_context(case, config, "export", model, trust_model, arch) as ctx:
         units = export_step.run(ctx, force=force)
         click.echo("exported: " + ", ".join(str(ctx.workspace.cluster_dir(u)) for u in units))
+        _next("", "describe", case, model=model, workspace=kwargs.get("workspace"))
 
 
 @cli.command()
@@ -306,6 +335,7 @@ def describe(case, model, trust_model, arch, force, **kwargs):
 
     with _step_context(case, config, "describe", model, trust_model, arch) as ctx:
         click.echo("\n".join(describe_step.run(ctx, force=force).findings["sentence"]))
+        _next("", "report", case, model=model, workspace=kwargs.get("workspace"))
 
 
 @cli.command("config")
@@ -346,6 +376,7 @@ def demo(directory, force, **kwargs):
     click.echo(retrain_summary(retraining.retrained))
     click.echo(evaluation_summary(result.evaluation))
     click.echo(f"report: {result.report}")
+    _next(f"open {result.report} in a browser; then run the same on your own case (README: your own case)")
     click.echo(result.evaluation.line())
 
 
