@@ -117,7 +117,7 @@ def test_backbone_weights_that_do_not_fit_name_the_file(trained_case, resnet18_s
 
 def test_extractor_choices_are_checked(trained_case, tmp_path):
     model = _model(Case(trained_case))
-    with pytest.raises(HuddError, match="--extractor vgg0: unknown"):
+    with pytest.raises(HuddError, match="^extractor vgg0: unknown"):
         make_extractor("vgg0", model=model, weights=tmp_path / "w.pt")
     with pytest.raises(HuddError, match="needs --weights FILE"):
         make_extractor("resnet18", model=model)

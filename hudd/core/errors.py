@@ -7,11 +7,22 @@ on one line and exits with status 2. The message names the file and says what to
 
 import errno
 
-__all__ = ["HuddError", "os_error_message"]
+__all__ = ["HuddError", "SettingError", "os_error_message"]
 
 
 class HuddError(Exception):
     """A problem with the user's input that the user can fix; the message says how."""
+
+
+class SettingError(HuddError):
+    """A bad value of the setting ``key``, found below the code that knows where the user wrote it.
+
+    The message is ``<key> <detail>``; the step that read the setting re-raises it as
+    ``<where> <detail>`` with :meth:`hudd.config.Config.where` (the flag, or the hudd.toml key)."""
+
+    def __init__(self, key: str, detail: str):
+        super().__init__(f"{key} {detail}")
+        self.key, self.detail = key, detail
 
 
 _WHAT_TO_DO = {

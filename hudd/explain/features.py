@@ -45,7 +45,7 @@ import torch.nn.functional as F
 import torchvision
 
 from ..case.data import ImageDataset, make_loader
-from ..core.errors import HuddError
+from ..core.errors import HuddError, SettingError
 from ..models.predictions import check_finite
 from ..core.progress import progress
 
@@ -129,7 +129,7 @@ def model_extractor(module: nn.Module) -> FeatureExtractor:
     try:
         return FeatureExtractor(MODEL, module, feature_layer(module))
     except ValueError as exc:
-        raise HuddError(f"--extractor {MODEL}: {exc}; choose a torchvision backbone with --extractor NAME --weights FILE") from None
+        raise SettingError("extractor", f"{MODEL}: {exc}; choose a torchvision backbone with --extractor NAME --weights FILE") from None
 
 
 def margins_extractor(module: nn.Module) -> FeatureExtractor:
@@ -216,7 +216,7 @@ def backbone_extractor(name: str, weights: Path) -> FeatureExtractor:
     known = list_backbones()
     if name not in known:
         examples = ", ".join(n for n in ("resnet18", "mobilenet_v3_small", "efficientnet_b0") if n in known)
-        raise HuddError(f"--extractor {name}: unknown; use {MODEL} or a torchvision backbone such as {examples} "
+        raise SettingError("extractor", f"{name}: unknown; use {MODEL} or a torchvision backbone such as {examples} "
                         f"({len(known)} known: torchvision.models.list_models())")
     weights = Path(weights)
     state = _read_state(weights)
@@ -247,7 +247,7 @@ def pretrained_extractor(block: int = PRETRAINED_BLOCK, *, weights: Path | None 
     from ..models.efficientnet_lite import BLOCKS, INPUT_MEAN, INPUT_STD, load_pretrained_lite0
 
     if not 0 <= block <= BLOCKS:
-        raise HuddError(f"--extractor {PRETRAINED}:{block}: blocks are 0..{BLOCKS - 1}, {BLOCKS} for the head")
+        raise SettingError("extractor", f"{PRETRAINED}:{block}: blocks are 0..{BLOCKS - 1}, {BLOCKS} for the head")
     layer = f"_blocks.{block + 1}" if block < BLOCKS - 1 else ("_conv_head" if block == BLOCKS - 1 else "_fc")
     module = load_pretrained_lite0(weights)
     side = PRETRAINED_SIZE
@@ -263,7 +263,7 @@ def _pretrained_block(name: str) -> int | None:
     if not block:
         return PRETRAINED_BLOCK
     if not block.isdigit():
-        raise HuddError(f"--extractor {name}: the block is a number, e.g. {PRETRAINED}:{PRETRAINED_BLOCK}")
+        raise SettingError("extractor", f"{name}: the block is a number, e.g. {PRETRAINED}:{PRETRAINED_BLOCK}")
     return int(block)
 
 
@@ -277,11 +277,11 @@ def make_extractor(name: str, *, model: nn.Module, weights: Path | None = None) 
         return margins_extractor(model)
     if name == MODEL:
         if weights is not None:
-            raise HuddError(f"--weights {weights}: the weights of a torchvision backbone; name the backbone with --extractor "
+            raise SettingError("weights", f"{weights}: the weights of a torchvision backbone; name the backbone with --extractor "
                             f"(e.g. resnet18), or leave --weights out to use the case's model")
         return model_extractor(model)
     if weights is None:
-        raise HuddError(f"--extractor {name}: needs --weights FILE (a state_dict of torchvision's {name}); "
+        raise SettingError("extractor", f"{name}: needs --weights FILE (a state_dict of torchvision's {name}); "
                         "hudd downloads nothing")
     return backbone_extractor(name, weights)
 
@@ -290,7 +290,7 @@ def make_extractors(name: str, *, model: nn.Module, weights: Path | None = None)
     """One extractor per ``+``-joined part of ``name`` (:func:`make_extractor`); ``weights`` go to the backbone part."""
     parts = name.split("+")
     if not all(parts):
-        raise HuddError(f"--extractor {name}: an empty part; join extractor names with +, e.g. {PRETRAINED}+{MARGINS}")
+        raise SettingError("extractor", f"{name}: an empty part; join extractor names with +, e.g. {PRETRAINED}+{MARGINS}")
     return [make_extractor(part, model=model, weights=weights if part not in (MODEL, MARGINS) else None) for part in parts]
 
 

@@ -48,7 +48,7 @@ import pandas as pd
 
 from ..cluster.clustering import why_k
 from ..case.data import ImageDataset
-from ..core.errors import HuddError
+from ..core.errors import HuddError, SettingError
 from ..evaluate.evaluation import NOISE
 from ..export.clusters import export_unit
 from ..export.plots import save_figure
@@ -212,9 +212,12 @@ def run(ctx: Context, method: str = "blackbox", *, extractor: str | None = None,
     weights = settings.path("weights", ctx.case.root)
     ws = ctx.workspace
     errors = error_rows(ctx)
-    extractors = make_extractors(extractor, model=ctx.model.module, weights=weights)
+    try:
+        extractors = make_extractors(extractor, model=ctx.model.module, weights=weights)
+    except SettingError as exc:
+        raise HuddError(f"{ctx.config.where(exc.key)} {exc.detail}") from None
     if MARGINS in extractor.split("+") and ctx.model.spec.task != "classification":
-        raise HuddError(f"--extractor {extractor}: {MARGINS} are the logit margins of a classifier; this model predicts keypoints")
+        raise HuddError(f"{settings.where('extractor')} {extractor}: {MARGINS} are the logit margins of a classifier; this model predicts keypoints")
     paths = method_paths(ctx, method)
     config = {"seed": ctx.config.seed, "batch_size": ctx.config.batch_size, "device": ctx.device.type, "extractor": extractor,
               "layer": _joined(extractors, "layer"), "clusterer": clusterer, "reducer": reducer, "umap": umap_available(), "k": spec.k,
