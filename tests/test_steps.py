@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -192,6 +193,9 @@ def test_keypoint_errors_are_clustered_per_face_element(tmp_path: Path):
     for command in ("test", "heatmaps", "cluster"):
         result = run_cli(command, str(tmp_path))
         assert result.exit_code == 0, result.output
+        if command == "test":
+            assert "training accuracy" not in result.stdout, "a keypoint model has no accuracy"
+            assert re.search(r"^training mean keypoint error [\d.]+ px; [\d.]+% of the images within 4 px$", result.stdout, re.M)
     summary = pd.read_csv(tmp_path / "HUDD/summary.csv", keep_default_na=False)
     clusters = pd.read_csv(tmp_path / "HUDD/ClusterAnalysis/paper/clusters.csv")
     index = pd.read_csv(tmp_path / "HUDD/Heatmaps/images.csv")

@@ -138,7 +138,7 @@ def train(case, arch, name, force, **kwargs):
     result = train_baseline(Case(Path(case)), config, arch=arch, name=name, force=force)
     click.echo(f"saved {result.path} (best epoch {result.best_epoch}, validation {result.val_metric:.4f})")
     if result.test_results is not None:
-        click.echo(results_summary(result.test_results, result.spec.task))
+        click.echo(results_summary(result.test_results, result.spec.task, error_px=config.error_px))
     _next("find and explain its errors", "analyze", case, model=result.path.name)
 
 
@@ -153,7 +153,7 @@ def test_cmd(case, model, trust_model, arch, force, **kwargs):
 
     with _step_context(case, config, "test", model, trust_model, arch) as ctx:
         outcome = test_step.run(ctx, force=force)
-        click.echo(test_summary(outcome.train, outcome.test, ctx.model.spec.task))
+        click.echo(test_summary(outcome.train, outcome.test, ctx.model.spec.task, error_px=ctx.config.error_px))
         _next("", "heatmaps", case, model=model, workspace=kwargs.get("workspace"))
 
 
@@ -249,7 +249,7 @@ def analyze(case, model, trust_model, arch, force, method, **kwargs):
 
     with _step_context(case, config, "analyze", model, trust_model, arch) as ctx:
         outcome = analyze_pipeline(ctx, method=method, force=force)
-        click.echo(test_summary(outcome.tested.train, outcome.tested.test, ctx.model.spec.task))
+        click.echo(test_summary(outcome.tested.train, outcome.tested.test, ctx.model.spec.task, error_px=ctx.config.error_px))
         click.echo(clustering_summary(outcome.clustering, ctx.workspace, method))
         click.echo(f"report: {outcome.report}")
         _next("read the report, then select improvement images to label for its clusters", "assign", case, model=model,

@@ -30,15 +30,20 @@ def hazard_ratio(results: pd.DataFrame) -> tuple[float, float, float]:
     return rate_h, rate_n, ratio
 
 
-def results_summary(results: pd.DataFrame, task: str) -> str:
-    """Overall accuracy (or mean keypoint error), per class, and per injected cause when known."""
+def _keypoint_line(results: pd.DataFrame, name: str, error_px: float) -> str:
+    share = float(results["correct"].mean()) if len(results) else float("nan")
+    return f"{name} mean keypoint error {results['error_px'].mean():.2f} px; {share:.1%} of the images within {error_px:g} px"
+
+
+def results_summary(results: pd.DataFrame, task: str, *, error_px: float = 4.0) -> str:
+    """Overall accuracy (or mean keypoint error and the share within ``error_px``), per class, and per injected cause when known."""
     lines = []
     accuracy = float(results["correct"].mean()) if len(results) else float("nan")
     if task == "classification":
         lines.append(f"test accuracy {accuracy:.4f} ({int(results['correct'].sum())}/{len(results)})")
         lines.append(format_table(accuracy_by(results, "label")[["label", "n", "accuracy"]]))
     else:
-        lines.append(f"mean keypoint error {results['error_px'].mean():.2f} px; images within the error threshold {accuracy:.4f}")
+        lines.append(_keypoint_line(results, "test", error_px))
     if "cause" in results.columns:
         lines.append(format_table(accuracy_by(results, "cause")[["cause", "n", "error_rate"]]))
         rate_h, rate_n, ratio = hazard_ratio(results)
@@ -46,10 +51,15 @@ def results_summary(results: pd.DataFrame, task: str) -> str:
     return "\n".join(lines)
 
 
-def test_summary(train: pd.DataFrame, test: pd.DataFrame, task: str) -> str:
-    """Accuracy on both sets, per class on the test set, and the number of error-inducing test images."""
-    lines = [f"training accuracy {train['correct'].mean():.4f} ({int(train['correct'].sum())}/{len(train)})" if len(train) else "training set empty"]
-    lines.append(results_summary(test, task))
+def test_summary(train: pd.DataFrame, test: pd.DataFrame, task: str, *, error_px: float = 4.0) -> str:
+    """Accuracy (keypoints: mean error) on both sets, per class on the test set, and the number of error-inducing test images."""
+    if not len(train):
+        lines = ["training set empty"]
+    elif task == "classification":
+        lines = [f"training accuracy {train['correct'].mean():.4f} ({int(train['correct'].sum())}/{len(train)})"]
+    else:
+        lines = [_keypoint_line(train, "training", error_px)]
+    lines.append(results_summary(test, task, error_px=error_px))
     lines.append(f"error-inducing test images: {int((~test['correct'].astype(bool)).sum())}")
     return "\n".join(lines)
 
