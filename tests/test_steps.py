@@ -207,3 +207,9 @@ def test_keypoint_errors_are_clustered_per_face_element(tmp_path: Path):
     merged = clusters.merge(index, on="image")
     element = merged["target"].str.replace(r"_?\d+$", "", regex=True)
     assert (merged["cluster"].str.rsplit("-C", n=1).str[0] == element).all(), "cluster ids carry the face element"
+    results = pd.read_csv(tmp_path / "HUDD/testResult.csv")
+    assert {"iris_centre_x", "iris_centre_y"} <= set(results.columns), "the predicted keypoints are kept"
+    gif = next((tmp_path / "HUDD/ClusterAnalysis").glob("*/*/*.gif"))
+    frame = iio.imread(gif, index=0)[:, :, :3].astype(int)
+    for colour in ((0, 200, 60), (235, 30, 30)):
+        assert (np.abs(frame - colour).sum(axis=2) < 40).any(), f"true (green) and predicted (red) keypoints are drawn: {colour}"

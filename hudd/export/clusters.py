@@ -9,6 +9,8 @@ For each cluster ``C<i>`` of an exported layer, in ``ClusterAnalysis/<layer>/``:
   scaled up by an integer factor to at least 128 px;
 - ``C<i>.png``: a contact sheet of up to 64 thumbnails titled with the cluster's size and class mix.
 
+For keypoint models both draw each image's true keypoints (green) and the model's (red).
+
 The selected layer's clusters are also linked into ``HUDD/<layer>/`` (as the original tool).
 """
 
@@ -36,6 +38,7 @@ GIF_FRAMES = 100
 GIF_SECONDS = 0.6
 SHEET_IMAGES = 64
 _MIN_SIDE = 128
+_TRUE, _PREDICTED = (0, 200, 60), (235, 30, 30)
 
 
 def _link(source: Path, target: Path) -> None:
@@ -57,6 +60,17 @@ def link_images(datasets: Path, images, folder: Path) -> None:
 def link_tree(source: Path, target: Path) -> None:
     """Copy a folder tree as hard links (copies where links are impossible) to ``target``, which must not exist."""
     shutil.copytree(source, target, copy_function=lambda s, t: _link(Path(s), Path(t)))
+
+
+def _marked(image: np.ndarray, predicted: np.ndarray, true: np.ndarray) -> np.ndarray:
+    """An RGB copy of ``image`` with a small square at every true (green) and predicted (red) keypoint (``(K, 2)``, x, y)."""
+    out = np.repeat(image[:, :, :1], 3, axis=2) if image.shape[2] == 1 else image[:, :, :3].copy()
+    height, width = out.shape[:2]
+    half = max(1, max(height, width) // 96)
+    for points, colour in ((true, _TRUE), (predicted, _PREDICTED)):
+        for x, y in np.round(points[~np.isnan(points).any(axis=1)]).astype(int):
+            out[max(0, y - half):min(height, y + half + 1), max(0, x - half):min(width, x + half + 1)] = colour
+    return out
 
 
 def _uniform(images: list[np.ndarray]) -> list[np.ndarray]:
@@ -117,18 +131,24 @@ def _write_sheet(path: Path, images: list[np.ndarray], title: str) -> None:
     save_figure(fig, path)
 
 
-def export_unit(ws: Workspace, unit: str, datasets: Path, clusters: pd.DataFrame, describe: pd.Series) -> list[Path]:
+def export_unit(ws: Workspace, unit: str, datasets: Path, clusters: pd.DataFrame, describe: pd.Series,
+                keypoints: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> list[Path]:
     """Export every cluster of one layer (``clusters``: image, cluster) into ``ws``, a fresh (staging)
-    workspace; ``describe`` maps an image to its class (or worst keypoint) for the titles. Returns the
-    paths written."""
+    workspace; ``describe`` maps an image to its class (or worst keypoint) for the titles; ``keypoints``
+    maps an image to its predicted and true keypoints ``(K, 2)`` to draw. Returns the paths written."""
     written = []
     for name in sorted(clusters["cluster"].unique(), key=cluster_order):
         members = clusters.loc[clusters["cluster"] == name, "image"].tolist()
         folder = ws.cluster_images_dir(unit, name)
         link_images(datasets, members, folder)
-        pictures = [read_image(datasets / image) for image in members[:max(GIF_FRAMES, SHEET_IMAGES)]]
+        shown = members[:max(GIF_FRAMES, SHEET_IMAGES)]
+        pictures = [read_image(datasets / image) for image in shown]
+        if keypoints is not None:
+            pictures = [_marked(picture, *keypoints[image]) for picture, image in zip(pictures, shown)]
         _write_gif(ws.cluster_gif(unit, name), pictures[:GIF_FRAMES])
         title = f"{unit} {name}: {len(members)} images ({_mix([str(describe[m]) for m in members])})"
+        if keypoints is not None:
+            title += "\nkeypoints: green true, red predicted"
         _write_sheet(ws.cluster_sheet(unit, name), pictures, title)
         written += [folder, ws.cluster_gif(unit, name), ws.cluster_sheet(unit, name)]
     return written

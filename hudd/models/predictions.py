@@ -63,7 +63,8 @@ def score(dataset: ImageDataset, outputs: np.ndarray, *, error_px: float = 4.0) 
 
     Classification: ``image, label, prediction, correct, confidence`` (softmax probability of the
     prediction). Keypoints: ``image, error_<keypoint>`` for every keypoint (pixels), ``error_px``
-    (their mean), ``worst_keypoint`` (index of the largest), ``correct`` (mean <= ``error_px``).
+    (their mean), ``worst_keypoint`` (index of the largest), ``correct`` (mean <= ``error_px``), then the
+    predicted ``<keypoint>_x, <keypoint>_y`` (pixels, as in keypoints.csv).
     """
     listing = dataset.listing
     n = len(listing)
@@ -86,6 +87,9 @@ def score(dataset: ImageDataset, outputs: np.ndarray, *, error_px: float = 4.0) 
     table["error_px"] = np.round(mean_error, 4)
     table["worst_keypoint"] = per_keypoint.argmax(axis=1) if n else np.zeros(0, np.int64)
     table["correct"] = mean_error <= error_px
+    for k, name in enumerate(dataset.spec.keypoints):
+        for axis, column in enumerate(("x", "y")):
+            table[f"{name}_{column}"] = np.round(outputs[:, k, axis], 3) if n else np.zeros(0)
     return table
 
 

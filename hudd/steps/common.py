@@ -135,6 +135,19 @@ def describe_images(ctx: Context) -> pd.Series:
     return results.set_index("image")["label"]
 
 
+def image_keypoints(ctx: Context) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
+    """Keypoint models: test image -> (predicted, true) keypoints ``(K, 2)``, to draw on the exported images; else None."""
+    spec = ctx.model.spec
+    if spec.task != "keypoints":
+        return None
+    columns = [f"{name}_{axis}" for name in spec.keypoints for axis in ("x", "y")]
+    results = read_table(ctx.workspace.test_result, {"image": "str", **{c: "float" for c in columns}}, fix=redo("test"))
+    predicted = results[columns].to_numpy(np.float64).reshape(len(results), len(spec.keypoints), 2)
+    listing = ctx.listing("TestSet")
+    true = dict(zip(listing.ids, np.asarray(listing.targets, np.float64)))
+    return {image: (points, true[image]) for image, points in zip(results["image"], predicted)}
+
+
 def method_paths(ctx: Context, method: str, ws: Workspace | None = None) -> dict[str, Path]:
     """The files of a feature method in ``ClusterAnalysis/<method>/`` (of ``ws``, default the context's)."""
     folder = (ws or ctx.workspace).cluster_dir(method)

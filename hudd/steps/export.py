@@ -15,11 +15,11 @@ from ..core.files import file_hash
 from ..workspace.readers import check_images, read_table, redo
 from ..cluster.naming import unit_name
 from ..workspace.tables import read_summary
-from .common import Context, describe_images, run_step
+from .common import Context, describe_images, image_keypoints, run_step
 
 __all__ = ["run", "VERSION"]
 
-VERSION = 1
+VERSION = 2  # 2: keypoints drawn on the GIFs and contact sheets of keypoint models
 
 
 def run(ctx: Context, *, force: bool = False) -> list[str]:
@@ -32,13 +32,14 @@ def run(ctx: Context, *, force: bool = False) -> list[str]:
     chosen = summary if ctx.config.export == "all" else summary[summary["selected"]]
     units = [(unit_name(r.group, r.layer), bool(r.selected)) for r in chosen.itertuples()]
     describe = describe_images(ctx)
+    keypoints = image_keypoints(ctx)
 
     def compute(fingerprint: str, resume: bool):
         tables = {unit: _checked_clusters(ctx, unit) for unit, _ in units}  # every input before any work
         out = ws.staging("export")
         written = []
         for unit, _ in progress(units, desc="export", unit="layer"):
-            written += export_unit(out, unit, ctx.case.datasets, tables[unit], describe)
+            written += export_unit(out, unit, ctx.case.datasets, tables[unit], describe, keypoints)
         written = [ws.root / path.relative_to(out.root) for path in written]
         ws.commit(out, written)
         best = [ws.best_layer_dir(unit) for unit, selected in units if selected]

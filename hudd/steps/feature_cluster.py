@@ -59,7 +59,7 @@ from ..core.progress import echo
 from ..core.files import file_hash, save_npy, write_csv
 from ..cluster.naming import cluster_name
 from ..export.wicd import write_wicd
-from .common import Context, describe_images, error_positions, error_rows, method_paths, run_step
+from .common import Context, describe_images, error_positions, error_rows, image_keypoints, method_paths, run_step
 
 __all__ = ["FeatureOutcome", "METHODS", "run", "cluster_names", "VERSION"]
 
@@ -249,7 +249,7 @@ def run(ctx: Context, method: str = "blackbox", *, extractor: str | None = None,
             written += [out.wicd_csv(method), out.wicd_png(method)]
         else:
             write_csv(staged["grid.csv"], pd.DataFrame(result.grid or [result.params]))
-        written += export_unit(out, method, ctx.case.datasets, clusters, describe_images(ctx))
+        written += export_unit(out, method, ctx.case.datasets, clusters, describe_images(ctx), image_keypoints(ctx))
         write_csv(staged["method.csv"], _summary(spec, extractor, extractors, result, features.shape[1]))
         if result.reducer == "pca" and not umap_available():
             echo(f"{method}: {PCA_NOTE}")

@@ -3,7 +3,8 @@
 Writes ``trainResult.csv`` and ``testResult.csv`` in the workspace, one row per image (see
 :func:`hudd.models.predictions.score`): for classification ``image, label, prediction, correct,
 confidence``; for keypoint models the error of each keypoint, their mean ``error_px``, the
-``worst_keypoint`` and ``correct`` = mean error <= ``error_px`` (4 input-image pixels by default).
+``worst_keypoint``, ``correct`` = mean error <= ``error_px`` (4 input-image pixels by default) and the
+predicted coordinates ``<keypoint>_x, <keypoint>_y``.
 The error-inducing test images (``correct == False``) are what HUDD explains.
 """
 
@@ -21,7 +22,7 @@ from .common import Context, run_step
 
 __all__ = ["TestOutcome", "run", "VERSION", "SPLIT_FILES"]
 
-VERSION = 1
+VERSION = 2  # 2: keypoint models' predicted coordinates in testResult.csv
 SPLIT_FILES = {"TrainingSet": "train_result", "TestSet": "test_result"}
 
 
