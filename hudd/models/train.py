@@ -103,6 +103,9 @@ def train_baseline(case: Case, config: Config, *, arch: str | None = None, name:
         raise HuddError(f"{path}: exists; pass --force to overwrite it or --name to save under another name")
     settings = InputSettings.of(config)
     provisional, _ = data_spec(case, listing, arch, settings, torchvision=is_torchvision(arch))
+    if is_torchvision(arch) and provisional.channels != 3:
+        raise HuddError(f"{settings.name('channels')} == {provisional.channels}: torchvision's {arch} takes 3 channels (RGB); leave "
+                        "channels to auto, and images of other modes are converted to RGB")
     has_test = case.split_dir("TestSet").is_dir()
     model_name = f"the model being trained ({path.name}, {provisional.describe_input()})"
     seen: set = set()
