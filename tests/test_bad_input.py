@@ -216,10 +216,10 @@ def _unknown_arch(case: Path) -> str:
     return "--arch resnet9"
 
 
-def _state_dict_of_an_rgb_model(case: Path) -> str:
+def _state_dict_of_a_5_class_model(case: Path) -> str:
     from hudd.models.registry import get_model
 
-    torch.save(get_model("alexnet-small", in_channels=3, num_classes=8, image_size=32).state_dict(), case / MODEL)
+    torch.save(get_model("alexnet-small", in_channels=1, num_classes=5, image_size=32).state_dict(), case / MODEL)
     return str(case / MODEL)
 
 
@@ -240,6 +240,11 @@ def _pickled_module_of(case: Path, **kwargs) -> str:
     from hudd.models.registry import get_model
 
     torch.save(get_model("alexnet-small", **{"in_channels": 1, "num_classes": 8, "image_size": 32, **kwargs}), case / MODEL)
+    return str(case / MODEL)
+
+
+def _pickled_model_for_64px(case: Path) -> str:
+    torch.save(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64 * 64, 8)), case / MODEL)
     return str(case / MODEL)
 
 
@@ -290,7 +295,7 @@ MATRIX = [
         ("architecture alexnet cannot take 32x32 grayscale", "check --arch"), ("--arch", "alexnet")),
     Bad("state-dict-with-keypoint-arch", _bare_state_dict, "analyze",
         ("architecture kpnet cannot take 32x32 grayscale classification images", "check --arch"), ("--arch", "kpnet")),
-    Bad("state-dict-of-an-rgb-model", _state_dict_of_an_rgb_model, "analyze",
+    Bad("state-dict-of-a-5-class-model", _state_dict_of_a_5_class_model, "analyze",
         ("weights do not fit architecture alexnet-small", "check --arch and the data set"), ("--arch", "alexnet-small")),
     Bad("state-dict-without-arch", _bare_state_dict, "analyze", ("is a state_dict", "name its architecture with --arch", "resnet18")),
     Bad("unknown-arch", _unknown_arch, "analyze",
@@ -298,7 +303,7 @@ MATRIX = [
     Bad("checkpoint-for-64px-images", _checkpoint_for_64px, "analyze",
         ("images are not 64x64, the input size of alexnet-small.pt", "set resize")),
     Bad("pickled-model-without-trust-model", _pickled_module, "analyze", ("fully pickled model", "pass --trust-model")),
-    Bad("trusted-pickled-model-for-rgb", lambda c: _pickled_module_of(c, in_channels=3), "analyze",
+    Bad("trusted-pickled-model-for-64px", _pickled_model_for_64px, "analyze",
         ("does not take the data set's 32x32 grayscale images", "use the model made for this data"), ("--trust-model",)),
     Bad("trusted-pickled-model-with-5-classes", lambda c: _pickled_module_of(c, num_classes=5), "analyze",
         ("gives 5 outputs per image, the data set has 8 classes", "use the model made for this data"), ("--trust-model",)),

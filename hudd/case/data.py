@@ -35,14 +35,14 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..core.errors import HuddError
-from .images import check_images, image_shape, model_image, read_image
+from .images import check_images, model_image, read_image
 from .layout import DATASETS, require_datasets, require_dir
 from ..workspace.readers import read_table
 from ..models.checkpoint import ModelSpec, describe_input
 
 __all__ = [
     "IMAGE_SUFFIXES", "SPLITS", "Case", "SplitListing", "list_split", "detect_task", "read_image", "ImageDataset",
-    "make_loader", "read_params", "image_shape", "keypoint_groups", "MASKS_FOLDER", "mask_path", "read_mask", "read_masks", "has_masks",
+    "make_loader", "read_params", "keypoint_groups", "MASKS_FOLDER", "mask_path", "read_mask", "read_masks", "has_masks",
 ]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -297,7 +297,7 @@ class ImageDataset(Dataset):
 
     ``dataset[i]`` is ``(image, target, i)`` with image ``(C, H, W)`` float32. Decoded images are
     kept in memory (uint8) when the whole set fits in 2 GiB, so training epochs decode once. Every
-    image's header is checked first (:func:`hudd.case.images.check_images`; ``seen``: the sets a
+    image's header is checked first (:func:`hudd.case.images.check_images`; ``seen``: the images a
     command already checked).
     """
 

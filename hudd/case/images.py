@@ -26,9 +26,10 @@ from PIL import Image
 from ..core.errors import HuddError
 from ..core.progress import note
 
-__all__ = ["read_image", "image_shape", "image_header", "model_image", "check_images", "MODES"]
+__all__ = ["read_image", "image_header", "model_image", "check_images", "MODES", "GRAY_MODES"]
 
 MODES = {1: "L", 3: "RGB", 4: "RGBA"}
+GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")  # PIL modes of grayscale files
 _MODE_NAMES = {"L": "grayscale", "RGB": "RGB", "RGBA": "RGBA"}
 _SHOWN = 3
 
@@ -72,12 +73,6 @@ def read_image(path: Path) -> np.ndarray:
     if image.dtype != np.uint8 or image.ndim not in (2, 3):
         raise HuddError(f"{path}: unsupported image ({image.dtype}, shape {image.shape}); save it as 8-bit grayscale or RGB")
     return image[:, :, None] if image.ndim == 2 else image
-
-
-def image_shape(path: Path) -> tuple[int, int, int]:
-    """``(channels, height, width)`` of one image file."""
-    image = read_image(path)
-    return image.shape[2], image.shape[0], image.shape[1]
 
 
 def _pil(image: np.ndarray) -> Image.Image:
@@ -133,10 +128,11 @@ def _scan(datasets: Path, ids: list[str], mode: str | None, height: int, width: 
 
 def check_images(datasets: Path, ids, *, channels: int, height: int, width: int, resize: str, model_name: str,
                  seen: set | None = None) -> None:
-    """Read the header of every image of ``ids`` (paths relative to ``datasets``), once per set and convention.
+    """Read the header of every image of ``ids`` (paths relative to ``datasets``) not in ``seen``, and add them to it.
 
-    Prints one note per set for the images converted to the model's mode and for those resized;
-    ``seen`` (the keys of the sets already checked in this command) keeps the notes from repeating.
+    Prints one note per set for the images converted to the model's mode and one for those resized;
+    ``seen`` (the images a command already checked, for this convention) keeps an image from being
+    checked, and counted, twice.
 
     Raises
     ------
@@ -145,14 +141,13 @@ def check_images(datasets: Path, ids, *, channels: int, height: int, width: int,
         one line counting them and naming the first few.
     """
     seen = set() if seen is None else seen
+    convention = (str(datasets), channels, height, width, resize)
     by_set: dict[str, list[str]] = {}
     for image_id in ids:
-        by_set.setdefault(str(image_id).split("/", 1)[0], []).append(image_id)
+        if (convention, image_id) not in seen:
+            by_set.setdefault(str(image_id).split("/", 1)[0], []).append(image_id)
     mode = MODES.get(channels)
     for split, members in by_set.items():
-        key = (str(datasets), split, hash(tuple(members)), channels, height, width, resize)
-        if key in seen:
-            continue
         scan = _scan(datasets, members, mode, height, width)
         if scan.off_size and resize == "none":
             shown = ", ".join(f"{image_id} is {w}x{h}" for image_id, w, h in scan.off_size[:_SHOWN])
@@ -164,4 +159,4 @@ def check_images(datasets: Path, ids, *, channels: int, height: int, width: int,
             note(f"{scan.converted} of {scan.n} {split} images converted to {_MODE_NAMES[mode]}")
         if scan.off_size:
             note(f"{len(scan.off_size)} of {scan.n} {split} images resized to {width}x{height} ({resize})")
-        seen.add(key)
+        seen.update((convention, image_id) for image_id in members)

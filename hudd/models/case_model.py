@@ -23,15 +23,14 @@ from dataclasses import dataclass
 import torch.nn as nn
 
 from ..case.data import Case, SplitListing, keypoint_groups, list_split
-from ..case.images import image_header
+from ..case.images import GRAY_MODES, image_header
 from ..config import IMAGENET_MEAN, IMAGENET_STD, Config, parse_normalize
 from ..core.errors import HuddError
 from .architectures import arch_kwargs, identify_torchvision, input_channels, is_torchvision
 from .checkpoint import LoadedModel, ModelSpec, find_model_file, load_model
+from .registry import list_models
 
 __all__ = ["InputSettings", "open_case_model", "data_spec"]
-
-_GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
 
 
 @dataclass(frozen=True)
@@ -79,7 +78,7 @@ def data_spec(case: Case, listing: SplitListing, arch: str, settings: InputSetti
     first = case.datasets / listing.ids[0]
     mode, width, height = image_header(first)
     assumed = []
-    channels = settings.channels or channels or (3 if torchvision else 1 if mode in _GRAY_MODES else 3)
+    channels = settings.channels or channels or (3 if torchvision else 1 if mode in GRAY_MODES else 3)
     if settings.image_size:
         height = width = settings.image_size
     elif height != width and not torchvision:
@@ -97,19 +96,13 @@ def data_spec(case: Case, listing: SplitListing, arch: str, settings: InputSetti
     n_outputs = len(listing.keypoints) if listing.task == "keypoints" else len(listing.classes)
     try:
         kwargs = arch_kwargs(arch, task=listing.task, channels=channels, n_outputs=n_outputs, height=height, state=state) \
-            if torchvision or arch in _hudd_archs() else {}
+            if torchvision or arch in list_models() else {}
     except ValueError as exc:
         raise HuddError(f"--arch {arch}: {exc}") from None
     spec = ModelSpec(arch=arch, arch_kwargs=kwargs, task=listing.task, channels=channels, height=height, width=width,
                      mean=tuple(given[0]), std=tuple(given[1]), classes=listing.classes, keypoints=listing.keypoints,
                      keypoint_groups=keypoint_groups(listing.keypoints) if listing.task == "keypoints" else {}, resize=resize)
     return spec, assumed
-
-
-def _hudd_archs() -> list[str]:
-    from .registry import list_models
-
-    return list_models()
 
 
 def _overridden(spec: ModelSpec, settings: InputSettings, path) -> tuple[ModelSpec, list[str]]:
@@ -157,7 +150,7 @@ def open_case_model(case: Case, name: str | None = None, *, trust_model: bool = 
             named = identify_torchvision(module, len(listing.classes)) or found_arch
         torchvision = is_torchvision(named) or (module is not None and type(module).__module__.startswith("torchvision."))
         spec, guessed = data_spec(case, listing, named, settings, channels=input_channels(weights), torchvision=torchvision,
-                                  state=None if module is not None else weights)
+                                  state=module.state_dict() if module is not None else weights)
         assumed.extend(guessed)
         return spec
 

@@ -57,6 +57,10 @@ def describe_input(channels: int, height: int, width: int) -> str:
     return f"{width}x{height} {mode}"
 
 
+def _numbers(values) -> str:
+    return "[" + ", ".join(f"{v:g}" for v in values) + "]"
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
     """What a model expects and what its outputs mean.
@@ -103,8 +107,7 @@ class ModelSpec:
 
     def convention(self) -> str:
         """The input convention in words: size and mode, mean and std, resize policy."""
-        numbers = lambda values: "[" + ", ".join(f"{v:g}" for v in values) + "]"  # noqa: E731
-        return f"{self.describe_input()}, mean {numbers(self.mean)}, std {numbers(self.std)}, resize {self.resize}"
+        return f"{self.describe_input()}, mean {_numbers(self.mean)}, std {_numbers(self.std)}, resize {self.resize}"
 
 
 @dataclasses.dataclass

@@ -54,7 +54,7 @@ class Context:
     workspace: Workspace
     model: LoadedModel
     device: torch.device
-    checked: set = field(default_factory=set)  # the image sets whose headers this command checked
+    checked: set = field(default_factory=set)  # the images whose headers this command checked (hudd.case.images.check_images)
 
     @cached_property
     def model_hash(self) -> str:
@@ -73,7 +73,7 @@ class Context:
         return listing_hash(self.case.datasets, listing.ids)
 
     def dataset(self, listing: SplitListing, *, cache: bool = True) -> ImageDataset:
-        """The images of ``listing`` as the model's inputs (each set's headers checked once per command)."""
+        """The images of ``listing`` as the model's inputs (each header checked once per command)."""
         return ImageDataset(self.case, listing, self.model.spec, model_name=self.model_name, cache=cache, seen=self.checked)
 
 
@@ -112,10 +112,14 @@ def run_step(ctx: Context, step: str, version: int, *, config: Mapping, inputs: 
     return True
 
 
-def weak_model_line(ctx: Context, train_results: pd.DataFrame) -> str:
-    """What to say when the model is hardly better than chance on the TrainingSet ("" when it is not): the
-    input convention it was given, and how to set it."""
-    reason = weak_model_reason(train_results, ctx.model.spec.task)
+def weak_model_line(ctx: Context) -> str:
+    """What to say when the model is hardly better than chance on the TrainingSet (``trainResult.csv``; "" when it is
+    not, or not tested yet): the input convention it was given, and how to set it."""
+    path = ctx.workspace.train_result
+    if not path.is_file():
+        return ""
+    columns = {"image": "str", "correct": "bool"} | ({"label": "str"} if ctx.model.spec.task == "classification" else {})
+    reason = weak_model_reason(read_table(path, columns, fix=redo("test")), ctx.model.spec.task)
     if not reason:
         return ""
     return (f"{ctx.model.path}: {reason}; its input convention may not be the one it was trained with "
@@ -129,13 +133,12 @@ def error_rows(ctx: Context) -> pd.DataFrame:
     path = ctx.workspace.test_result
     if not path.is_file():
         raise HuddError(f"{path}: missing; run `hudd test {ctx.case.root}` first")
-    if not ctx.config.allow_weak_model and ctx.workspace.train_result.is_file():
-        weak = weak_model_line(ctx, read_table(ctx.workspace.train_result, {"image": "str", "correct": "bool"}, fix=redo("test")))
-        if weak:
-            raise HuddError(weak)
     entry = ctx.workspace.step_entry("test")
     if entry is not None and not entry.get("done"):
         raise HuddError(f"{path}: out of date (the last `hudd test` stopped before it finished); run `hudd test {ctx.case.root}` first")
+    weak = "" if ctx.config.allow_weak_model else weak_model_line(ctx)
+    if weak:
+        raise HuddError(weak)
     columns = {"image": "str", "correct": "bool"} | ({"worst_keypoint": "int"} if ctx.model.spec.task == "keypoints" else
                                                      {"label": "str", "prediction": "str"})
     results = read_table(path, columns, fix=redo("test"))

@@ -55,4 +55,4 @@ def run(ctx: Context, *, force: bool = False) -> TestOutcome:
 
     ran = run_step(ctx, "test", VERSION, config={"error_px": ctx.config.error_px}, inputs=inputs, compute=compute, force=force)
     results = [read_table(path, {"image": "str", "correct": "bool"}, fix=redo("test")) for path in (ctx.workspace.train_result, ctx.workspace.test_result)]
-    return TestOutcome(ran, *results, weak=weak_model_line(ctx, results[0]))
+    return TestOutcome(ran, *results, weak=weak_model_line(ctx))
