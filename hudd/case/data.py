@@ -351,7 +351,8 @@ class ImageDataset(Dataset):
         return torch.from_numpy(image), torch.as_tensor(target), index
 
 
-def make_loader(dataset: Dataset, *, batch_size: int, shuffle: bool = False, seed: int = 0, num_workers: int = 0) -> DataLoader:
+def make_loader(dataset: Dataset, *, batch_size: int, shuffle: bool = False, seed: int = 0, num_workers: int = 0,
+                drop_last: bool = False) -> DataLoader:
     """A DataLoader whose shuffling depends only on ``seed``."""
     generator = torch.Generator().manual_seed(seed)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=num_workers)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=num_workers, drop_last=drop_last)

@@ -24,7 +24,7 @@ import torch.nn as nn
 
 from ..case.data import Case, SplitListing, keypoint_groups, list_split
 from ..case.images import GRAY_MODES, image_header
-from ..config import IMAGENET_MEAN, IMAGENET_STD, Config, parse_normalize
+from ..config import IMAGENET_MEAN, IMAGENET_STD, Config, flag_of, parse_normalize
 from ..core.errors import HuddError
 from .architectures import arch_kwargs, identify_torchvision, input_channels, is_torchvision
 from .checkpoint import LoadedModel, ModelSpec, find_model_file, load_model
@@ -49,7 +49,9 @@ class InputSettings:
         return cls(**{key: getattr(config, key) for key in keys}, where={key: config.where(key) for key in keys})
 
     def name(self, key: str) -> str:
-        return self.where.get(key, f"--{key.replace('_', '-')}")
+        """The flag, or the hudd.toml key where the user set it (see :meth:`hudd.config.Config.where`)."""
+        where = self.where.get(key, key)
+        return flag_of(key) if where == key else where
 
     def mean_std(self, channels: int) -> tuple[tuple, tuple] | None:
         """The mean and std ``normalize`` gives for ``channels`` channels; None for ``auto``."""

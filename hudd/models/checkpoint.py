@@ -40,7 +40,7 @@ from ..core.errors import HuddError
 from ..core.files import atomic_path
 from .architectures import arch_choices, architectures, build_architecture, unknown_arch
 
-__all__ = ["describe_input", "ModelSpec", "LoadedModel", "save_checkpoint", "load_model", "find_model_file", "MODEL_SUFFIXES",
+__all__ = ["describe_input", "ModelSpec", "LoadedModel", "save_checkpoint", "load_model", "find_model_file", "check_module", "MODEL_SUFFIXES",
            "STATE_KEYS", "RESIZE_POLICIES"]
 
 FORMAT = "hudd-checkpoint"
@@ -225,15 +225,15 @@ def _build(spec: ModelSpec, path: Path) -> nn.Module:
                         f"({exc}); check --arch and the data set") from None
 
 
-def _check_module(module: nn.Module, spec: ModelSpec, path: Path) -> None:
-    """One forward pass of a blank image: a pickled module must take the data's images and give one output
-    per class (or keypoint map), else every prediction would be wrong or crash mid-step."""
+def check_module(module: nn.Module, spec: ModelSpec, path: Path, advice: str = "use the model made for this data") -> None:
+    """One forward pass of a blank image: a model must take the data's images and give one output per class
+    (or keypoint map), else every prediction would be wrong or crash mid-step. ``advice``: what the error says to do."""
     try:
         with torch.no_grad():
             outputs = module.eval()(torch.zeros(1, spec.channels, spec.height, spec.width))
-    except RuntimeError as exc:
+    except (RuntimeError, ValueError) as exc:
         raise HuddError(f"{path}: the model does not take the data set's {spec.describe_input()} images "
-                        f"({str(exc).splitlines()[0]}); use the model made for this data") from None
+                        f"({str(exc).splitlines()[0]}); {advice}") from None
     found = outputs.shape[1] if isinstance(outputs, torch.Tensor) and outputs.dim() >= 2 else None
     if found != spec.n_outputs:
         what = f"{spec.n_outputs} classes" if spec.task == "classification" else f"{spec.n_outputs} keypoints"
@@ -371,6 +371,6 @@ def load_model(path: Path, *, trust_model: bool = False, arch: str | None = None
     else:
         module = _build(spec, path)
         _load_state(module, weights, path, spec.arch)
-    _check_module(module, spec, path)
+    check_module(module, spec, path)
     module.eval()
     return LoadedModel(module=module, spec=spec, path=path, meta=meta, origin=origin)

@@ -30,7 +30,7 @@ from ..case.data import Case, ImageDataset, list_split, read_params
 from ..case.images import image_header
 from ..core.device import resolve_device
 from ..core.errors import HuddError
-from .checkpoint import ModelSpec, save_checkpoint
+from .checkpoint import ModelSpec, check_module, save_checkpoint
 from .predictions import predict, score
 from ..core.progress import echo, progress
 from ..retrain.training import TrainSettings, fit
@@ -101,11 +101,18 @@ def train_baseline(case: Case, config: Config, *, arch: str | None = None, name:
     path = case.models / (name if name.endswith((".pt", ".pth")) else f"{name}.pt")
     if path.exists() and not force:
         raise HuddError(f"{path}: exists; pass --force to overwrite it or --name to save under another name")
-    settings = InputSettings.of(config)
-    provisional, _ = data_spec(case, listing, arch, settings, torchvision=is_torchvision(arch))
+    inputs = InputSettings.of(config)
+    provisional, _ = data_spec(case, listing, arch, inputs, torchvision=is_torchvision(arch))
     if is_torchvision(arch) and provisional.channels != 3:
-        raise HuddError(f"{settings.name('channels')} == {provisional.channels}: torchvision's {arch} takes 3 channels (RGB); leave "
+        raise HuddError(f"{inputs.name('channels')} == {provisional.channels}: torchvision's {arch} takes 3 channels (RGB); leave "
                         "channels to auto, and images of other modes are converted to RGB")
+    torch.manual_seed(config.seed)
+    try:
+        model = build_architecture(arch, provisional.arch_kwargs)
+    except (ValueError, TypeError) as exc:
+        raise HuddError(f"{case.datasets / listing.ids[0]}: {exc}") from None
+    check_module(model, provisional, case.datasets / listing.ids[0], f"set {inputs.name('image_size')} (and {inputs.name('resize')}) "
+                 "or choose another --arch")  # e.g. inception_v3 on images under 75 px: fails now, not mid-epoch
     has_test = case.split_dir("TestSet").is_dir()
     model_name = f"the model being trained ({path.name}, {provisional.describe_input()})"
     seen: set = set()
@@ -114,18 +121,13 @@ def train_baseline(case: Case, config: Config, *, arch: str | None = None, name:
                      seen=seen)
     raw = ImageDataset(case, listing, provisional, model_name=model_name, seen=seen)
     spec = provisional
-    if settings.mean_std(provisional.channels) is None:
+    if inputs.mean_std(provisional.channels) is None:
         mean, std = _channel_stats(raw)
         spec = dataclasses.replace(provisional, mean=mean, std=std)
     dataset = raw.with_spec(spec, model_name=f"{name}")
     order = np.random.default_rng(config.seed).permutation(len(dataset))
     n_val = int(round(config.val_fraction * len(dataset))) if len(dataset) >= 10 else 0
     train_part, val_part = Subset(dataset, np.sort(order[n_val:]).tolist()), Subset(dataset, np.sort(order[:n_val]).tolist())
-    torch.manual_seed(config.seed)
-    try:
-        model = build_architecture(arch, spec.arch_kwargs)
-    except (ValueError, TypeError) as exc:
-        raise HuddError(f"{case.datasets / listing.ids[0]}: {exc}") from None
     device = resolve_device(config.device, config.where("device"))
     settings = TrainSettings(epochs=config.epochs, lr=config.lr, schedule="onecycle", batch_size=config.batch_size,
                              patience=config.patience, seed=config.seed)
