@@ -167,7 +167,7 @@ def test_joint_method_clusters_with_two_blocks_and_assigns_a_copy_of_a_member_to
 def test_a_joined_extractor_with_an_empty_part_is_refused_in_one_line(case):
     assert run_cli("test", str(case)).exit_code == 0
     one_line_error(run_cli("cluster", str(case), "--method", "naive", "--extractor", "model+"), "--extractor model+", "empty part")
-    (case / "hudd.toml").write_text('extractor = "model+"\n')
+    (case / "hudd.toml").write_text(WEAK_OK + 'extractor = "model+"\n')
     one_line_error(run_cli("cluster", str(case), "--method", "naive"), f"{case / 'hudd.toml'}: extractor model+", "empty part")
     assert not (case / "HUDD/ClusterAnalysis/naive").exists(), "nothing written"
 
