@@ -126,7 +126,7 @@ def test_training_checkpoints_load_and_an_unknown_dict_names_its_keys(own: Path,
     torch.save({"epoch": 3, "weights_ema": state, "optimizer": optimizer}, case / "DNNModels/unknown.pt")
     one_line_error(run_cli("test", str(case), "--model", "unknown.pt", "--arch", "resnet18"), str(case / "DNNModels/unknown.pt"),
                    "a dict with keys epoch, weights_ema, optimizer", "model_state_dict", "torch.save(model.state_dict(), FILE)")
-    one_line_error(run_cli("test", str(case), "--model", "epoch3.pth"), "is a training checkpoint", "name its architecture with --arch")
+    one_line_error(run_cli("test", str(case), "--model", "epoch3.pth"), "is a 'model_state_dict' of a training checkpoint", "name its architecture with --arch")
     one_line_error(run_cli("test", str(case), "--model", "epoch3.pth", "--arch", "resnet19"), "--arch resnet19: unknown architecture",
                    "resnet18")
 

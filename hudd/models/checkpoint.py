@@ -313,7 +313,7 @@ def _weights(payload, path: Path) -> tuple[object, str]:
         for key in STATE_KEYS:
             value = payload.get(key)
             if _is_state(value) or isinstance(value, nn.Module):
-                return _unwrapped(value), f"training checkpoint, its {key!r}"
+                return _unwrapped(value), f"{key!r} of a training checkpoint"
         keys = [str(k) for k in payload]
         shown = ", ".join(keys[:12]) + (f" and {len(keys) - 12} more" if len(keys) > 12 else "")
         raise HuddError(f"{path}: a dict with keys {shown or 'none'}, none of which holds the model's weights (hudd looks for "
