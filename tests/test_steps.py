@@ -164,10 +164,12 @@ def test_keypoint_case_end_to_end(tmp_path: Path):
     from hudd.sim import SimulationSettings, simulate_case
 
     simulate_case(tmp_path, SimulationSettings(task="landmarks", n_train=12, n_test=6, n_improve=0, size=32))
-    (tmp_path / "hudd.toml").write_text(WEAK_OK)  # a one-epoch kpnet misses nearly every keypoint
     assert run_cli("train", str(tmp_path), "--epochs", "1", "--batch-size", "6").exit_code == 0
     result = run_cli("test", str(tmp_path))
     assert result.exit_code == 0, result.output
+    assert "within the error threshold) on 0% of the TrainingSet images" in result.stderr, "a one-epoch kpnet misses nearly every keypoint"
+    one_line_error(run_cli("heatmaps", str(tmp_path)), "on 0% of the TrainingSet images", "input convention", "--allow-weak-model")
+    (tmp_path / "hudd.toml").write_text(WEAK_OK)
     test = pd.read_csv(tmp_path / "HUDD/testResult.csv")
     assert "error_upper_lid_0" in test.columns and "error_iris_centre" in test.columns
     errors = test.filter(like="error_").drop(columns="error_px").to_numpy()
