@@ -19,9 +19,54 @@ else:  # pragma: no cover - Python 3.10
 
 from .core.errors import HuddError
 
-__all__ = ["Config", "CONFIG_KEYS", "flag_of", "key_info", "load_config", "effective_config", "CONFIG_FILE"]
+__all__ = ["Config", "CONFIG_KEYS", "flag_of", "key_info", "load_config", "effective_config", "CONFIG_FILE", "IMAGENET_MEAN",
+           "IMAGENET_STD", "parse_normalize"]
 
 CONFIG_FILE = "hudd.toml"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def parse_normalize(text: str) -> tuple[tuple, tuple] | None:
+    """The per-channel ``(mean, std)`` a ``normalize`` value names, or None for ``auto`` (the model file's, or the default).
+
+    ``imagenet``: ImageNet's; ``none``: pixels in [0, 1] as they are (empty tuples: one 0/1 per channel);
+    ``M1,M2,M3/S1,S2,S3``: the numbers given (one mean and one std: the same for every channel).
+
+    Raises
+    ------
+    ValueError
+        The text is none of these; the message says what is expected.
+    """
+    word = text.strip().lower()
+    if word == "auto":
+        return None
+    if word == "imagenet":
+        return IMAGENET_MEAN, IMAGENET_STD
+    if word == "none":
+        return (), ()
+    means, slash, stds = word.partition("/")
+    try:
+        mean, std = tuple(float(v) for v in means.split(",")), tuple(float(v) for v in stds.split(","))
+    except ValueError:
+        mean = std = ()
+    if not slash or not mean or len(mean) != len(std) or not all(math.isfinite(v) for v in mean + std):
+        raise ValueError("must be auto, imagenet, none or M1,M2,M3/S1,S2,S3 (one mean and one std per channel)")
+    if not all(v > 0 for v in std):
+        raise ValueError("must have positive stds")
+    return mean, std
+
+
+def _normalize_problem(value: str) -> str:
+    try:
+        parse_normalize(value)
+    except ValueError as exc:
+        return str(exc)
+    return ""
+
+
+def _channels_problem(value: int) -> str:
+    return "" if value in (0, 1, 3) else "must be 0 (auto), 1 (grayscale) or 3 (RGB)"
 
 
 def flag_of(key: str) -> str:
@@ -29,8 +74,9 @@ def flag_of(key: str) -> str:
     return "--" + key.replace("_", "-")
 
 
-def _key(default, *, lo=None, hi=None, choices=None, doc=""):
-    return dataclasses.field(default=default, metadata={"lo": lo, "hi": hi, "choices": choices, "doc": doc})
+def _key(default, *, lo=None, hi=None, choices=None, check=None, doc=""):
+    """A config key: its default, range, choices, ``check`` (value -> what is wrong with it, or "") and doc."""
+    return dataclasses.field(default=default, metadata={"lo": lo, "hi": hi, "choices": choices, "check": check, "doc": doc})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +134,21 @@ class Config:
     doctor_lambda: float = _key(1.0, lo=0.0, doc="Model Doctor: weight of the constraints against the cross-entropy")
     doctor_spatial: str = _key("auto", choices=("auto", "on", "off"),
                                doc="Model Doctor: space-wise constraint from DataSets/<Set>/masks/ (auto: when the TrainingSet has masks)")
+    channels: int = _key(0, lo=0, check=_channels_problem,
+                         doc="input channels of the model: 1 (grayscale) or 3 (RGB), images of other modes converted as torchvision's "
+                             "ImageFolder does; 0: the model file's, else 3 for torchvision architectures, else the TrainingSet's")
+    image_size: int = _key(0, lo=0, doc="side in px of the model's square input; 0: the model file's, else the TrainingSet's "
+                                        "first image's size")
+    normalize: str = _key("auto", check=_normalize_problem,
+                          doc="mean/std the model's inputs are normalised with, after scaling pixels to [0, 1]: imagenet, none, "
+                              "M1,M2,M3/S1,S2,S3, or auto: the model file's, else ImageNet's for torchvision architectures, else "
+                              "none (hudd train: the TrainingSet's own)")
+    resize: str = _key("auto", choices=("auto", "none", "stretch", "crop"),
+                       doc="images not of the model's input size: none (an error), stretch (resized to it), crop (shorter side "
+                           "resized to it, then the centre cut out: torchvision's Resize + CenterCrop); auto: the model file's, "
+                           "else none")
+    allow_weak_model: bool = _key(False, doc="analyse a model that is right on the TrainingSet hardly more often than chance "
+                                             "(usually a sign of the wrong input convention)")
     sources: Mapping = dataclasses.field(default_factory=dict, compare=False, repr=False)  # key -> where its value came from
 
     def base(self, key: str, case_root: Path) -> Path:
@@ -149,6 +210,9 @@ def _check(name: str, value: Any, source: str) -> Any:
         raise HuddError(f"{where}, must be <= {meta['hi']}")
     if meta["choices"] is not None and value not in meta["choices"]:
         raise HuddError(f"{where}, must be one of {', '.join(meta['choices'])}")
+    problem = meta["check"](value) if meta["check"] is not None else ""
+    if problem:
+        raise HuddError(f"{where}, {problem}")
     return value
 
 

@@ -10,13 +10,17 @@ from hudd.cli import cli
 from hudd.sim import SimulationSettings, simulate_case
 
 TINY = SimulationSettings(task="gaze", n_train=160, n_test=64, n_improve=32, size=32, seed=0, hazard_rate_train=0.05, hazard_rate=0.5)
+WEAK_OK = "allow_weak_model = true\n"
+"""The tiny cases' hudd.toml: their one-epoch models are about chance on the TrainingSet, which hudd refuses to analyse by default."""
 
 
 @pytest.fixture(scope="session")
 def tiny_case(tmp_path_factory) -> Path:
-    """A 32 px gaze case: 160 training, 64 test, 32 improvement images (read-only for tests)."""
+    """A 32 px gaze case: 160 training, 64 test, 32 improvement images, and a hudd.toml of :data:`WEAK_OK`
+    (read-only for tests; a test that writes its own hudd.toml appends to it)."""
     case = tmp_path_factory.mktemp("tiny-case")
     simulate_case(case, TINY)
+    (case / "hudd.toml").write_text(WEAK_OK)
     return case
 
 

@@ -72,7 +72,8 @@ def test_every_setting_is_a_flag_of_the_same_name_and_errors_name_what_the_user_
 
 
 def test_feature_options_set_in_hudd_toml_reach_the_feature_method(case: Path):
-    (case / "hudd.toml").write_text('clusterer = "ward"\nreducer = "pca"\n')
+    with open(case / "hudd.toml", "a") as toml:
+        toml.write('clusterer = "ward"\nreducer = "pca"\n')
     assert run_cli("test", str(case)).exit_code == 0
     assert run_cli("cluster", str(case), "--method", "blackbox").exit_code == 0
     summary = pd.read_csv(case / "HUDD/ClusterAnalysis/blackbox/method.csv").iloc[0]

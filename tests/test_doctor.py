@@ -21,7 +21,7 @@ from hudd.steps import doctor as doctor_step
 from hudd.steps import retrain as retrain_step
 from hudd.steps.common import open_context, resolve_doctor_layers
 from hudd.retrain.training import TrainSettings, fit
-from tests.conftest import copy_case, run_cli
+from tests.conftest import WEAK_OK, copy_case, run_cli
 
 SEED = 0xD0C
 
@@ -223,7 +223,7 @@ def test_a_simulation_made_before_masks_gets_them_and_keeps_its_images(tmp_path:
 def assigned_source(tmp_path_factory, assigned_case: Path) -> Path:
     """The session's assigned case with a small doctor setting (read-only)."""
     case = copy_case(assigned_case, tmp_path_factory.mktemp("doctor"))
-    (case / "hudd.toml").write_text("batch_size = 32\ndoctor_per_class = 6\ndoctor_draws = 2\ndoctor_draws_train = 1\nretrain_epochs = 1\n")
+    (case / "hudd.toml").write_text(WEAK_OK + "batch_size = 32\ndoctor_per_class = 6\ndoctor_draws = 2\ndoctor_draws_train = 1\nretrain_epochs = 1\n")
     return case
 
 

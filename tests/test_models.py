@@ -13,7 +13,7 @@ SPEC = ModelSpec(arch="alexnet-small", arch_kwargs={"in_channels": 1, "num_class
 
 def test_registry_lists_and_rejects():
     assert {"alexnet", "alexnet-small", "kpnet"} <= set(list_models())
-    with pytest.raises(ValueError, match="unknown architecture 'vgg'; known: alexnet, alexnet-small, kpnet"):
+    with pytest.raises(ValueError, match="unknown architecture 'vgg'; known: alexnet, alexnet-small, kpnet"):  # hudd's own registry
         get_model("vgg")
     with pytest.raises(ValueError, match="already registered"):
         register_model("alexnet")(lambda: None)
@@ -64,20 +64,20 @@ def test_pickled_model_needs_trust(tmp_path: Path):
     with pytest.raises(HuddError) as info:
         load_model(tmp_path / "pickled.pt")
     assert "pickled.pt" in str(info.value) and "--trust-model" in str(info.value)
-    loaded = load_model(tmp_path / "pickled.pt", trust_model=True, spec_from_data=lambda arch: SPEC)
+    loaded = load_model(tmp_path / "pickled.pt", trust_model=True, spec_for=lambda arch, found, weights: SPEC)
     assert isinstance(loaded.module, torch.nn.Module)
 
 
 def test_bare_state_dict_needs_arch_and_must_fit(tmp_path: Path):
     model = get_model(SPEC.arch, **SPEC.arch_kwargs)
     torch.save(model.state_dict(), tmp_path / "weights.pt")
-    with pytest.raises(HuddError, match="bare state_dict; name its architecture with --arch"):
-        load_model(tmp_path / "weights.pt", spec_from_data=lambda arch: SPEC)
-    loaded = load_model(tmp_path / "weights.pt", arch="alexnet-small", spec_from_data=lambda arch: SPEC)
+    with pytest.raises(HuddError, match="is a state_dict; name its architecture with --arch"):
+        load_model(tmp_path / "weights.pt", spec_for=lambda arch, found, weights: SPEC)
+    loaded = load_model(tmp_path / "weights.pt", arch="alexnet-small", spec_for=lambda arch, found, weights: SPEC)
     assert loaded.spec.classes == ("a", "b", "c")
     other = ModelSpec(**{**SPEC.__dict__, "arch_kwargs": {**SPEC.arch_kwargs, "num_classes": 5}, "classes": tuple("abcde")})
     with pytest.raises(HuddError, match="weights do not fit architecture alexnet-small"):
-        load_model(tmp_path / "weights.pt", arch="alexnet-small", spec_from_data=lambda arch: other)
+        load_model(tmp_path / "weights.pt", arch="alexnet-small", spec_for=lambda arch, found, weights: other)
 
 
 def test_not_a_model_file(tmp_path: Path):

@@ -14,7 +14,7 @@ import torch
 from hudd.case.data import Case, ImageDataset, list_split
 from hudd.explain.lrp import Explainer
 from hudd.models import load_model, save_checkpoint
-from tests.conftest import one_line_error, run_cli
+from tests.conftest import WEAK_OK, one_line_error, run_cli
 
 
 def _digests(folder: Path) -> dict[str, str]:
@@ -144,10 +144,10 @@ def test_nan_output_names_the_image(case: Path):
 
 
 def test_model_and_data_that_do_not_fit(case: Path):
-    rgb = case / "DataSets/TestSet/TopLeft/zzz.png"
-    iio.imwrite(rgb, np.zeros((32, 32, 3), np.uint8))
-    one_line_error(run_cli("test", str(case)), str(rgb), "image is 32x32 RGB", "alexnet-small.pt expects 32x32 grayscale")
-    rgb.unlink()
+    big = case / "DataSets/TestSet/TopLeft/zzz.png"
+    iio.imwrite(big, np.zeros((40, 40), np.uint8))
+    one_line_error(run_cli("test", str(case)), str(case / "DataSets/TestSet"), "1 of 65 images are not 32x32", "TestSet/TopLeft/zzz.png is 40x40")
+    big.unlink()
     shutil.copytree(case / "DataSets/TestSet/TopLeft", case / "DataSets/TestSet/Upwards")
     one_line_error(run_cli("test", str(case)), "DataSets/TestSet/Upwards", "unknown to alexnet-small.pt")
 
@@ -167,6 +167,9 @@ def test_keypoint_case_end_to_end(tmp_path: Path):
     assert run_cli("train", str(tmp_path), "--epochs", "1", "--batch-size", "6").exit_code == 0
     result = run_cli("test", str(tmp_path))
     assert result.exit_code == 0, result.output
+    assert "within the error threshold) on 0% of the TrainingSet images" in result.stderr, "a one-epoch kpnet misses nearly every keypoint"
+    one_line_error(run_cli("heatmaps", str(tmp_path)), "on 0% of the TrainingSet images", "input convention", "--allow-weak-model")
+    (tmp_path / "hudd.toml").write_text(WEAK_OK)
     test = pd.read_csv(tmp_path / "HUDD/testResult.csv")
     assert "error_upper_lid_0" in test.columns and "error_iris_centre" in test.columns
     errors = test.filter(like="error_").drop(columns="error_px").to_numpy()
@@ -189,6 +192,7 @@ def test_keypoint_errors_are_clustered_per_face_element(tmp_path: Path):
     from hudd.sim import SimulationSettings, simulate_case
 
     simulate_case(tmp_path, SimulationSettings(task="landmarks", n_train=12, n_test=16, n_improve=0, size=32))
+    (tmp_path / "hudd.toml").write_text(WEAK_OK)  # a one-epoch kpnet misses nearly every keypoint
     assert run_cli("train", str(tmp_path), "--epochs", "1", "--batch-size", "6").exit_code == 0
     for command in ("test", "heatmaps", "cluster"):
         result = run_cli(command, str(tmp_path))

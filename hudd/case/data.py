@@ -17,34 +17,32 @@ constraint) mirror the images under ``DataSets/<Set>/masks/``: the mask of ``<Se
 is ``<Set>/masks/<class>/0042.png`` (of ``<Set>/images/0042.png``, ``<Set>/masks/images/0042.png``), an
 8-bit grayscale PNG of the image's size, 255 (above 127) on the object and 0 elsewhere; ``masks/`` is
 never listed as a class or as images. Everywhere, an image is identified by its path
-relative to ``DataSets/`` (``TestSet/TopLeft/000123.png``). Pixels are scaled to [0, 1] and
-normalised with the model spec's per-channel mean and std; an image of another size or mode than
-the model expects is an error naming the file, never silently resized.
+relative to ``DataSets/`` (``TestSet/TopLeft/000123.png``). Images are converted to the model's
+mode and, when its input convention says so, resized (:mod:`hudd.case.images`); pixels are scaled to
+[0, 1] and normalised with the model spec's per-channel mean and std.
 """
 
 from __future__ import annotations
 
 import copy
 import re
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-import imageio.v3 as iio
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from ..core.errors import HuddError
+from .images import check_images, model_image, read_image
 from .layout import DATASETS, require_datasets, require_dir
 from ..workspace.readers import read_table
 from ..models.checkpoint import ModelSpec, describe_input
 
 __all__ = [
     "IMAGE_SUFFIXES", "SPLITS", "Case", "SplitListing", "list_split", "detect_task", "read_image", "ImageDataset",
-    "make_loader", "read_params", "image_shape", "keypoint_groups", "MASKS_FOLDER", "mask_path", "read_mask", "read_masks", "has_masks",
+    "make_loader", "read_params", "keypoint_groups", "MASKS_FOLDER", "mask_path", "read_mask", "read_masks", "has_masks",
 ]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -224,27 +222,6 @@ def list_split(case: Case, split: str, *, spec: ModelSpec | None = None, task: s
     return _list_keypoints(case, split, spec.keypoints if spec is not None else None)
 
 
-def read_image(path: Path) -> np.ndarray:
-    """Read an image as uint8 ``(H, W, C)``; an unreadable, oversized or CMYK file is a HuddError naming it."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = np.asarray(iio.imread(path, plugin="pillow"))
-    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
-        raise HuddError(f"{path}: image too large to decode safely (over {Image.MAX_IMAGE_PIXELS} pixels); "
-                        f"scale it down or remove it") from None
-    except Exception as exc:  # imageio raises many types for corrupt files
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise HuddError(f"{path}: cannot read image ({reason}); remove it or re-export it") from None
-    if image.dtype == np.uint16:
-        image = (image // 257).astype(np.uint8)
-    if image.dtype != np.uint8 or image.ndim not in (2, 3):
-        raise HuddError(f"{path}: unsupported image ({image.dtype}, shape {image.shape}); save it as 8-bit grayscale or RGB")
-    if image.ndim == 3 and image.shape[2] == 4 and iio.immeta(path, plugin="pillow").get("mode") == "CMYK":
-        raise HuddError(f"{path}: a CMYK image; save it as RGB")
-    return image[:, :, None] if image.ndim == 2 else image
-
-
 def _named_files(paths: list[Path]) -> list[Path]:
     """``paths``; a HuddError for the first whose name is not valid UTF-8 (hudd's tables are UTF-8)."""
     for path in paths:
@@ -253,12 +230,6 @@ def _named_files(paths: list[Path]) -> list[Path]:
         except UnicodeEncodeError:
             raise HuddError(f"{path.parent}: holds a file whose name is not valid UTF-8 ({ascii(path.name)}); rename it") from None
     return paths
-
-
-def image_shape(path: Path) -> tuple[int, int, int]:
-    """``(channels, height, width)`` of one image file."""
-    image = read_image(path)
-    return image.shape[2], image.shape[0], image.shape[1]
 
 
 def read_params(case: Case, split: str) -> pd.DataFrame | None:
@@ -325,10 +296,15 @@ class ImageDataset(Dataset):
     """Images of a listing as normalised tensors, checked against the model spec.
 
     ``dataset[i]`` is ``(image, target, i)`` with image ``(C, H, W)`` float32. Decoded images are
-    kept in memory (uint8) when the whole set fits in 2 GiB, so training epochs decode once.
+    kept in memory (uint8) when the whole set fits in 2 GiB, so training epochs decode once. Every
+    image's header is checked first (:func:`hudd.case.images.check_images`; ``seen``: the images a
+    command already checked).
     """
 
-    def __init__(self, case: Case, listing: SplitListing, spec: ModelSpec, *, model_name: str = "the model", cache: bool = True):
+    def __init__(self, case: Case, listing: SplitListing, spec: ModelSpec, *, model_name: str = "the model", cache: bool = True,
+                 seen: set | None = None):
+        check_images(case.datasets, listing.ids, channels=spec.channels, height=spec.height, width=spec.width, resize=spec.resize,
+                     model_name=model_name, seen=seen)
         self.case = case
         self.listing = listing
         self.spec = spec
@@ -348,12 +324,13 @@ class ImageDataset(Dataset):
         if self._cache is not None and self._cached[index]:
             return self._cache[index]
         path = self.path(index)
-        image = read_image(path)
+        image = model_image(path, self.spec.channels, self.spec.height, self.spec.width, self.spec.resize)
         height, width, channels = image.shape
         spec = self.spec
         if (channels, height, width) != (spec.channels, spec.height, spec.width):
             found = describe_input(channels, height, width)
-            raise HuddError(f"{path}: image is {found}, {self.model_name} expects {spec.describe_input()}; convert the data set or use a model trained for it")
+            raise HuddError(f"{path}: image is {found}, {self.model_name} expects {spec.describe_input()}; set resize (--resize, or "
+                            "resize in hudd.toml), convert the data set or use a model trained for it")
         image = np.ascontiguousarray(image.transpose(2, 0, 1))
         if self._cache is not None:
             self._cache[index] = image
@@ -374,7 +351,8 @@ class ImageDataset(Dataset):
         return torch.from_numpy(image), torch.as_tensor(target), index
 
 
-def make_loader(dataset: Dataset, *, batch_size: int, shuffle: bool = False, seed: int = 0, num_workers: int = 0) -> DataLoader:
+def make_loader(dataset: Dataset, *, batch_size: int, shuffle: bool = False, seed: int = 0, num_workers: int = 0,
+                drop_last: bool = False) -> DataLoader:
     """A DataLoader whose shuffling depends only on ``seed``."""
     generator = torch.Generator().manual_seed(seed)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=num_workers)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=num_workers, drop_last=drop_last)

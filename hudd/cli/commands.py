@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import shlex
 from pathlib import Path
 
 import click
 
 from .. import __version__
-from .options import (CLUSTER_OPTIONS, DOCTOR_OPTIONS, EXPORT_OPTION, METHOD_OPTIONS, RETRAIN_OPTIONS, SELECTION_OPTIONS,
-                          config_options, model_options, options, step_options)
+from .options import (ARCH_HELP, CLUSTER_OPTIONS, DOCTOR_OPTIONS, EXPORT_OPTION, INPUT_KEYS, METHOD_OPTIONS, RETRAIN_OPTIONS,
+                      SELECTION_OPTIONS, config_options, model_options, options, step_options)
+from .next_step import carry_flags
+from .next_step import next_line as _next
 from ..config import CONFIG_KEYS, Config, effective_config, load_config
 from ..case.layout import require_datasets
 from ..core.errors import HuddError, os_error_message
@@ -65,21 +66,12 @@ def _config(case: str, overrides: dict) -> Config:
     return config
 
 
-def _next(what: str, command: str | None = None, case: str | None = None, *args: str, model: str | None = None,
-          workspace: str | None = None) -> None:
-    """Print what to do next: ``next: <what>`` followed by the command, with the user's --model and --workspace."""
-    line = f"next: {what}"
-    if command is not None:
-        words = ["hudd", command, case, *args, *(["--model", model] if model else []), *(["--workspace", workspace] if workspace else [])]
-        line += (": " if what else "") + shlex.join(words)
-    click.echo(line)
-
-
 @contextlib.contextmanager
 def _step_context(case: str, config: Config, command: str, model, trust_model: bool, arch):
     """Loaded model and the workspace lock for one step command (imports torch)."""
     from ..steps.common import open_context
 
+    carry_flags(config, arch, trust_model)
     with open_context(Path(case), config, command=f"hudd {command}", model=model, trust_model=trust_model, arch=arch) as ctx:
         yield ctx
 
@@ -124,10 +116,10 @@ def simulate(case, task, n_train, n_test, n_improve, size, seed, hazard_rate, ha
 
 @cli.command()
 @click.argument("case")
-@click.option("--arch", default=None, help="Architecture (alexnet, alexnet-small, kpnet); default from the images.")
+@click.option("--arch", default=None, help=ARCH_HELP + " Default: kpnet for keypoints, alexnet-small up to 128 px, alexnet above.")
 @click.option("--name", default=None, help="Model file name in DNNModels/ (default: the architecture).")
 @click.option("--force", is_flag=True, help="Overwrite an existing model file.")
-@config_options("device", "batch_size", "seed", "epochs", "lr")
+@config_options("device", "batch_size", "seed", "epochs", "lr", *INPUT_KEYS)
 def train(case, arch, name, force, **kwargs):
     """Train a baseline model on CASE's TrainingSet and save it in DNNModels/."""
     config = _config(case, kwargs)
@@ -149,11 +141,14 @@ def test_cmd(case, model, trust_model, arch, force, **kwargs):
     """Step 0: run the model on TrainingSet and TestSet; write trainResult.csv and testResult.csv."""
     config = _config(case, kwargs)
     from ..steps import test as test_step
+    from ..core.progress import note
     from ..core.text import test_summary
 
     with _step_context(case, config, "test", model, trust_model, arch) as ctx:
         outcome = test_step.run(ctx, force=force)
         click.echo(test_summary(outcome.train, outcome.test, ctx.model.spec.task, error_px=ctx.config.error_px))
+        if outcome.weak and not config.allow_weak_model:
+            note(outcome.weak)
         _next("", "heatmaps", case, model=model, workspace=kwargs.get("workspace"))
 
 
@@ -233,7 +228,8 @@ def retrain(case, model, trust_model, arch, force, budget, method, **kwargs):
         click.echo(f"retrained model: {ctx.case.models / retrained}; metrics: {ctx.workspace.metrics_csv}")
         click.echo(f"report: {outcome.report}")
         _next("see which errors the retrained model still makes, in a workspace of its own", "analyze", case,
-              "--model", retrained, "--workspace", str(Path(case) / "HUDD-retrained"))
+              "--model", retrained, "--workspace", str(Path(case) / "HUDD-retrained"), *(["--trust-model"] if ctx.model.pickled else []),
+              carry=False)
 
 
 @cli.command()

@@ -11,7 +11,7 @@ import click
 from ..config import flag_of, key_info
 from ..methods import HUDD, METHOD_NAMES, PRIMARY, REGISTRY
 
-__all__ = ["config_option", "config_options", "options", "model_options", "step_options", "EXPORT_OPTION", "CLUSTER_OPTIONS", "METHOD_OPTIONS",
+__all__ = ["config_option", "config_options", "options", "model_options", "step_options", "INPUT_KEYS", "ARCH_HELP", "EXPORT_OPTION", "CLUSTER_OPTIONS", "METHOD_OPTIONS",
            "SELECTION_OPTIONS", "RETRAIN_OPTIONS", "DOCTOR_OPTIONS"]
 
 
@@ -47,15 +47,21 @@ def options(group: tuple):
     return decorate
 
 
+INPUT_KEYS = ("channels", "image_size", "normalize", "resize")
+ARCH_HELP = ("Architecture of a state_dict or training-checkpoint file: alexnet, alexnet-small, kpnet, or any torchvision "
+             "classifier (resnet18, vgg16_bn, mobilenet_v3_large, efficientnet_b0, densenet121, convnext_tiny, ...).")
+
+
 def model_options(fn):
-    """``--model``, ``--trust-model`` and ``--arch``: which model of DNNModels/ and how to load it."""
-    fn = click.option("--arch", default=None, help="Architecture of a bare state_dict model file.")(fn)
+    """``--model``, ``--trust-model``, ``--arch`` and the input convention: which model of DNNModels/ and how to load and feed it."""
+    fn = config_options(*INPUT_KEYS)(fn)
+    fn = click.option("--arch", default=None, help=ARCH_HELP)(fn)
     fn = click.option("--trust-model", is_flag=True, help="Allow a fully pickled model: loading it runs code stored in the file.")(fn)
     fn = click.option("--model", "model", default=None, help="Model file in DNNModels/ (default: the only one there).")(fn)
     return fn
 
 
-_STEP_KEYS = ("device", "batch_size", "workspace")
+_STEP_KEYS = ("device", "batch_size", "workspace", "allow_weak_model")
 
 
 def step_options(fn):

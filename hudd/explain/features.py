@@ -45,7 +45,9 @@ import torch.nn.functional as F
 import torchvision
 
 from ..case.data import ImageDataset, make_loader
+from ..config import IMAGENET_MEAN, IMAGENET_STD
 from ..core.errors import HuddError, SettingError
+from ..models.architectures import torchvision_classifiers
 from ..models.predictions import check_finite
 from ..core.progress import progress
 
@@ -59,8 +61,6 @@ OUTPUTS = "outputs"  # the "layer" of an extractor that takes the network's outp
 PRETRAINED = "efficientnet_lite0"  # the ImageNet backbone shipped by the extra hudd[pretrained]
 PRETRAINED_BLOCK = 14  # its default feature block (chosen on the development seeds: scripts/eval_rootcause.py, README)
 PRETRAINED_SIZE = 128  # its input side in pixels (the error images are resized to it)
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
 _SHOWN_KEYS = 3  # keys named in a mismatch message, per kind
 
 
@@ -145,7 +145,7 @@ def logit_margins(logits: torch.Tensor) -> torch.Tensor:
 
 def list_backbones() -> list[str]:
     """The torchvision classification backbones that can be named as an extractor."""
-    return sorted(torchvision.models.list_models(module=torchvision.models))
+    return list(torchvision_classifiers())
 
 
 def _read_state(path: Path) -> dict:
@@ -201,7 +201,7 @@ def _input_transform(name: str) -> tuple[tuple[int, int], tuple, tuple]:
         side = int(preset.crop_size[0])
         return (side, side), tuple(preset.mean), tuple(preset.std)
     except (ValueError, AttributeError, IndexError):
-        return (224, 224), _IMAGENET_MEAN, _IMAGENET_STD
+        return (224, 224), IMAGENET_MEAN, IMAGENET_STD
 
 
 def backbone_extractor(name: str, weights: Path) -> FeatureExtractor:

@@ -16,7 +16,12 @@ from ..core.errors import HuddError
 from .kpnet import decode_keypoints
 from ..core.progress import progress
 
-__all__ = ["predict", "check_finite", "score", "accuracy_by"]
+__all__ = ["predict", "check_finite", "score", "accuracy_by", "weak_model_reason"]
+
+WEAK_GAIN = 0.2
+"""A classifier is weak when its TrainingSet accuracy is less than this share of the way from chance to 1."""
+WEAK_KEYPOINTS = 0.05
+"""A keypoint model is weak when fewer than this share of the TrainingSet images are within ``error_px``."""
 
 
 @torch.no_grad()
@@ -100,3 +105,19 @@ def accuracy_by(results: pd.DataFrame, column: str) -> pd.DataFrame:
     table["accuracy"] = table["correct"] / table["n"]
     table["error_rate"] = 1.0 - table["accuracy"]
     return table.reset_index()
+
+
+def weak_model_reason(results: pd.DataFrame, task: str) -> str:
+    """Why the per-image results of the TrainingSet (:func:`score`) show a model hardly better than chance, or ``""``.
+
+    Chance is the share of the commonest class (what always answering it scores).
+    """
+    if results.empty:
+        return ""
+    right = float(results["correct"].mean())
+    if task == "keypoints":
+        return f"right (within the error threshold) on {right:.0%} of the TrainingSet images" if right < WEAK_KEYPOINTS else ""
+    chance = float(results["label"].value_counts(normalize=True).max())
+    if right >= chance + WEAK_GAIN * (1.0 - chance):
+        return ""
+    return f"right on {right:.1%} of the TrainingSet, about chance ({chance:.1%}, always answering its commonest class)"

@@ -1,9 +1,13 @@
 """``hudd train``: train a baseline model on any case's TrainingSet and save a self-describing checkpoint.
 
-The architecture defaults from the images (``alexnet-small`` up to 128 px, ``alexnet`` above,
-``kpnet`` for keypoint sets); input channels and size come from the first training image and every
-other image must match. A seeded share of the TrainingSet is held out for early stopping. The
-per-channel mean and std of the training images become the checkpoint's normalisation.
+The architecture is ``--arch`` (hudd's own or any torchvision classifier, from scratch) or defaults
+from the images (``alexnet-small`` up to 128 px, ``alexnet`` above, ``kpnet`` for keypoint sets).
+The input convention comes from the settings (``channels``, ``image_size``, ``normalize``,
+``resize``), and what is left to ``auto`` from the first training image (3 channels for torchvision
+architectures); every other image is converted to its mode and must have its size unless ``resize``
+says otherwise. A seeded share of the TrainingSet is held out for early stopping. With
+``normalize = "auto"`` the per-channel mean and std of the training images become the checkpoint's
+normalisation.
 """
 
 from __future__ import annotations
@@ -20,12 +24,13 @@ from torch.utils.data import Subset
 
 from .. import __version__
 from ..config import Config
-from .case_model import spec_for_listing
-from ..case.data import Case, ImageDataset, image_shape, list_split, read_params
+from .architectures import architectures, build_architecture, is_torchvision, unknown_arch
+from .case_model import InputSettings, data_spec
+from ..case.data import Case, ImageDataset, list_split, read_params
+from ..case.images import image_header
 from ..core.device import resolve_device
 from ..core.errors import HuddError
-from .checkpoint import ModelSpec, save_checkpoint
-from .registry import get_model, list_models
+from .checkpoint import ModelSpec, check_module, save_checkpoint
 from .predictions import predict, score
 from ..core.progress import echo, progress
 from ..retrain.training import TrainSettings, fit
@@ -64,10 +69,12 @@ def _channel_stats(dataset: ImageDataset) -> tuple[tuple, tuple]:
     return tuple(round(float(m), 6) for m in mean), tuple(round(float(max(s, 1e-3)), 6) for s in std)
 
 
-def evaluate_on(case: Case, split: str, model: torch.nn.Module, spec: ModelSpec, config: Config, device: torch.device, *, model_name: str) -> pd.DataFrame:
-    """Per-image results of ``model`` on ``split`` (see :func:`hudd.models.predictions.score`), with ``cause`` when params.csv has it."""
+def evaluate_on(case: Case, split: str, model: torch.nn.Module, spec: ModelSpec, config: Config, device: torch.device, *, model_name: str,
+                seen: set | None = None) -> pd.DataFrame:
+    """Per-image results of ``model`` on ``split`` (see :func:`hudd.models.predictions.score`), with ``cause`` when params.csv has it.
+    ``seen``: the image sets already checked (:class:`hudd.case.data.ImageDataset`)."""
     listing = list_split(case, split, spec=spec)
-    dataset = ImageDataset(case, listing, spec, model_name=model_name, cache=False)
+    dataset = ImageDataset(case, listing, spec, model_name=model_name, cache=False, seen=seen)
     outputs = predict(model, dataset, batch_size=config.batch_size, device=device, desc=f"test {split}")
     results = score(dataset, outputs, error_px=config.error_px)
     params = read_params(case, split)
@@ -84,33 +91,43 @@ def train_baseline(case: Case, config: Config, *, arch: str | None = None, name:
     HuddError
         Unknown ``arch``, a model file that exists (without ``force``), or bad training data.
     """
-    if arch is not None and arch not in list_models():
-        raise HuddError(f"--arch {arch}: unknown architecture; known: {', '.join(list_models())}")
+    if arch is not None and arch not in architectures():
+        raise HuddError(f"--arch {arch}: {unknown_arch(arch)}")
     listing = list_split(case, "TrainingSet")
-    channels, height, width = image_shape(case.datasets / listing.ids[0])
-    arch = arch or default_arch(listing.task, height, width)
+    _, width, height = image_header(case.datasets / listing.ids[0])
+    side = config.image_size or max(height, width)
+    arch = arch or default_arch(listing.task, side, side)
     name = name or arch
     path = case.models / (name if name.endswith((".pt", ".pth")) else f"{name}.pt")
     if path.exists() and not force:
         raise HuddError(f"{path}: exists; pass --force to overwrite it or --name to save under another name")
-    if height != width:
-        raise HuddError(f"{case.datasets / listing.ids[0]}: image is {width}x{height}; hudd's architectures take square images, crop or pad the data set")
-    provisional = spec_for_listing(listing, arch, channels, height)
+    inputs = InputSettings.of(config)
+    provisional, _ = data_spec(case, listing, arch, inputs, torchvision=is_torchvision(arch))
+    if is_torchvision(arch) and provisional.channels != 3:
+        raise HuddError(f"{inputs.name('channels')} == {provisional.channels}: torchvision's {arch} takes 3 channels (RGB); leave "
+                        "channels to auto, and images of other modes are converted to RGB")
+    torch.manual_seed(config.seed)
+    try:
+        model = build_architecture(arch, provisional.arch_kwargs)
+    except (ValueError, TypeError) as exc:
+        raise HuddError(f"{case.datasets / listing.ids[0]}: {exc}") from None
+    check_module(model, provisional, case.datasets / listing.ids[0], f"set {inputs.name('image_size')} (and {inputs.name('resize')}) "
+                 "or choose another --arch")  # e.g. inception_v3 on images under 75 px: fails now, not mid-epoch
     has_test = case.split_dir("TestSet").is_dir()
+    model_name = f"the model being trained ({path.name}, {provisional.describe_input()})"
+    seen: set = set()
     if has_test:  # a test set the model cannot read fails now, not after a long training
-        list_split(case, "TestSet", spec=provisional, model_name=f"the model being trained ({path.name})")
-    raw = ImageDataset(case, listing, provisional, model_name=f"the first TrainingSet image's format ({provisional.describe_input()})")
-    mean, std = _channel_stats(raw)
-    spec = dataclasses.replace(provisional, mean=mean, std=std)
+        ImageDataset(case, list_split(case, "TestSet", spec=provisional, model_name=model_name), provisional, model_name=model_name,
+                     seen=seen)
+    raw = ImageDataset(case, listing, provisional, model_name=model_name, seen=seen)
+    spec = provisional
+    if inputs.mean_std(provisional.channels) is None:
+        mean, std = _channel_stats(raw)
+        spec = dataclasses.replace(provisional, mean=mean, std=std)
     dataset = raw.with_spec(spec, model_name=f"{name}")
     order = np.random.default_rng(config.seed).permutation(len(dataset))
     n_val = int(round(config.val_fraction * len(dataset))) if len(dataset) >= 10 else 0
     train_part, val_part = Subset(dataset, np.sort(order[n_val:]).tolist()), Subset(dataset, np.sort(order[:n_val]).tolist())
-    torch.manual_seed(config.seed)
-    try:
-        model = get_model(arch, **spec.arch_kwargs)
-    except ValueError as exc:
-        raise HuddError(f"{case.datasets / listing.ids[0]}: {exc}") from None
     device = resolve_device(config.device, config.where("device"))
     settings = TrainSettings(epochs=config.epochs, lr=config.lr, schedule="onecycle", batch_size=config.batch_size,
                              patience=config.patience, seed=config.seed)
@@ -126,5 +143,5 @@ def train_baseline(case: Case, config: Config, *, arch: str | None = None, name:
     save_checkpoint(path, model, spec, meta)
     test_results = None
     if has_test:
-        test_results = evaluate_on(case, "TestSet", model, spec, config, device, model_name=path.name)
+        test_results = evaluate_on(case, "TestSet", model, spec, config, device, model_name=path.name, seen=seen)
     return TrainResult(path=path, spec=spec, best_epoch=history.best_epoch + 1, val_metric=val_metric, test_results=test_results)

@@ -56,7 +56,8 @@ def model_section(data: ReportInputs) -> str:
     spec = data.spec
     arch = spec.arch + (" (" + ", ".join(f"{k}={v}" for k, v in sorted(spec.arch_kwargs.items())) + ")" if spec.arch_kwargs else "")
     facts = [("model file", data.model_file), ("architecture", arch), ("task", spec.task),
-             ("input", f"{spec.describe_input()}, normalised with mean {list(spec.mean)} and std {list(spec.std)}")]
+             ("input", f"{spec.describe_input()}, normalised with mean {list(spec.mean)} and std {list(spec.std)}, "
+                       f"images of another size: {'an error' if spec.resize == 'none' else spec.resize}")]
     if spec.task == "classification":
         facts.append((f"classes ({len(spec.classes)})", ", ".join(spec.classes)))
     else:

@@ -140,7 +140,9 @@ def fit(model: torch.nn.Module, train_set: Dataset, val_set: Dataset | None, *, 
     has_val = val_set is not None and len(val_set) > 0
     for epoch in progress(range(settings.epochs), desc=desc, unit="epoch", leave=False):
         model.train()
-        loader = make_loader(train_set, batch_size=settings.batch_size, shuffle=True, seed=settings.seed * 100_003 + epoch)
+        # a last batch of one image is left out: batch norm cannot train on it (1x1 feature maps, as torchvision models have)
+        loader = make_loader(train_set, batch_size=settings.batch_size, shuffle=True, seed=settings.seed * 100_003 + epoch,
+                             drop_last=len(train_set) % settings.batch_size == 1)
         losses = []
         for images, targets, indices in progress(loader, desc=f"epoch {epoch + 1}/{settings.epochs}", unit="batch"):
             optimizer.zero_grad(set_to_none=True)

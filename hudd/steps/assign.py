@@ -260,7 +260,7 @@ def run(ctx: Context, *, method: str | None = None, budget: int | None = None, f
         raise HuddError(f"sf == {ctx.config.sf}: every cluster's quota rounds to 0 ({len(test)} test images, "
                         f"{int((~test['correct']).sum())} errors); raise --sf or give --budget")
     listing = ctx.listing("ImprovementSet", unlabelled_ok=True)
-    dataset = ImageDataset(ctx.case, listing, ctx.model.spec, model_name=ctx.model_name, cache=False)
+    dataset = ctx.dataset(listing, cache=False)
     space = selection_space(ctx, method)
     config = {"sf": ctx.config.sf, "budget": budget, "lrp_rule": ctx.config.lrp_rule, "device": ctx.device.type, "method": method,
               "select_in": space}

@@ -15,7 +15,9 @@ extractors, Model Doctor's layers and aggregates). Readers that need only the wo
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+import hashlib
+import json
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Callable, Iterator, Mapping
@@ -24,21 +26,22 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..models.case_model import open_case_model
+from ..models.case_model import InputSettings, open_case_model
 from ..config import Config
-from ..case.data import Case, SplitListing, list_split
+from ..case.data import Case, ImageDataset, SplitListing, list_split
 from ..cluster.feature_space import FeatureSpace
 from ..core.device import resolve_device
 from ..core.errors import HuddError
 from ..explain.features import FeatureExtractor, make_extractors
 from ..models import LoadedModel
 from ..core.progress import echo
+from ..models.predictions import weak_model_reason
 from ..retrain.doctor import conv_layers, default_layers
 from ..workspace.readers import load_array, read_table, redo
 from ..workspace.workspace import Workspace, fingerprint, utc_now
 from ..core.files import file_hash, listing_hash
 
-__all__ = ["Context", "open_context", "run_step", "error_rows", "error_positions", "describe_images", "method_paths", "method_space",
+__all__ = ["Context", "open_context", "run_step", "weak_model_line", "error_rows", "error_positions", "describe_images", "method_paths", "method_space",
            "method_extractors", "resolve_doctor_layers", "read_doctor_aggregates"]
 
 
@@ -51,10 +54,13 @@ class Context:
     workspace: Workspace
     model: LoadedModel
     device: torch.device
+    checked: set = field(default_factory=set)  # the images whose headers this command checked (hudd.case.images.check_images)
 
     @cached_property
     def model_hash(self) -> str:
-        return file_hash(self.model.path)
+        """The model file's hash and the spec it is used with: a changed input convention reruns the steps."""
+        spec = json.dumps(self.model.spec.to_dict(), sort_keys=True)
+        return hashlib.sha256(f"{file_hash(self.model.path)}\n{spec}".encode()).hexdigest()
 
     @property
     def model_name(self) -> str:
@@ -66,6 +72,10 @@ class Context:
     def listing_hash(self, listing: SplitListing) -> str:
         return listing_hash(self.case.datasets, listing.ids)
 
+    def dataset(self, listing: SplitListing, *, cache: bool = True) -> ImageDataset:
+        """The images of ``listing`` as the model's inputs (each header checked once per command)."""
+        return ImageDataset(self.case, listing, self.model.spec, model_name=self.model_name, cache=cache, seen=self.checked)
+
 
 @contextlib.contextmanager
 def open_context(case_root: Path, config: Config, *, command: str, model: str | None = None, trust_model: bool = False,
@@ -73,7 +83,8 @@ def open_context(case_root: Path, config: Config, *, command: str, model: str | 
     """Load the case's model and hold the workspace lock while the command runs."""
     case = Case(Path(case_root))
     workspace = Workspace.of_case(case.root, config.workspace, flag=config.where("workspace"), base=config.base("workspace", case.root))
-    loaded = open_case_model(case, model, trust_model=trust_model, arch=arch)
+    loaded = open_case_model(case, model, trust_model=trust_model, arch=arch, settings=InputSettings.of(config))
+    echo(loaded.describe())
     device = resolve_device(config.device, config.where("device"))
     with workspace.locked(command):
         yield Context(case=case, config=config, workspace=workspace, model=loaded, device=device)
@@ -101,14 +112,33 @@ def run_step(ctx: Context, step: str, version: int, *, config: Mapping, inputs: 
     return True
 
 
+def weak_model_line(ctx: Context) -> str:
+    """What to say when the model is hardly better than chance on the TrainingSet (``trainResult.csv``; "" when it is
+    not, or not tested yet): the input convention it was given, and how to set it."""
+    path = ctx.workspace.train_result
+    if not path.is_file():
+        return ""
+    columns = {"image": "str", "correct": "bool"} | ({"label": "str"} if ctx.model.spec.task == "classification" else {})
+    reason = weak_model_reason(read_table(path, columns, fix=redo("test")), ctx.model.spec.task)
+    if not reason:
+        return ""
+    return (f"{ctx.model.path}: {reason}; its input convention may not be the one it was trained with "
+            f"({ctx.model.spec.convention()}): set it with --normalize imagenet|none|M1,M2,M3/S1,S2,S3, --channels, --image-size, "
+            "--resize (or those keys in hudd.toml), or pass --allow-weak-model (allow_weak_model = true) to analyse it as it is")
+
+
 def error_rows(ctx: Context) -> pd.DataFrame:
-    """The error-inducing rows of ``testResult.csv``; a HuddError when it is missing or has none."""
+    """The error-inducing rows of ``testResult.csv``; a HuddError when it is missing or has none, or when the model is
+    hardly better than chance on the TrainingSet (:func:`weak_model_line`) and ``allow_weak_model`` is off."""
     path = ctx.workspace.test_result
     if not path.is_file():
         raise HuddError(f"{path}: missing; run `hudd test {ctx.case.root}` first")
     entry = ctx.workspace.step_entry("test")
     if entry is not None and not entry.get("done"):
         raise HuddError(f"{path}: out of date (the last `hudd test` stopped before it finished); run `hudd test {ctx.case.root}` first")
+    weak = "" if ctx.config.allow_weak_model else weak_model_line(ctx)
+    if weak:
+        raise HuddError(weak)
     columns = {"image": "str", "correct": "bool"} | ({"worst_keypoint": "int"} if ctx.model.spec.task == "keypoints" else
                                                      {"label": "str", "prediction": "str"})
     results = read_table(path, columns, fix=redo("test"))

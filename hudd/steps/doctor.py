@@ -117,7 +117,7 @@ def run(ctx: Context, *, force: bool = False) -> DoctorOutcome:
         layer_table = _layers_table(ctx, layers)
         noise = {"n_draws": config.doctor_draws, "delta": config.doctor_delta, "device": ctx.device}
         # the training images behind the aggregates
-        train_data = ImageDataset(ctx.case, train, ctx.model.spec, model_name=ctx.model_name)
+        train_data = ctx.dataset(train)
         logits = predict(model, train_data, batch_size=config.batch_size, device=ctx.device, desc="doctor: predict TrainingSet")
         probs = torch.softmax(torch.from_numpy(logits), dim=1).numpy()
         predicted = logits.argmax(1)
@@ -135,7 +135,7 @@ def run(ctx: Context, *, force: bool = False) -> DoctorOutcome:
                                                n_classes=len(classes), layers=layers, generator=generator,
                                                desc="doctor: aggregates", **noise)
         # the error-inducing test images, against their predicted class
-        test_data = ImageDataset(ctx.case, test, ctx.model.spec, model_name=ctx.model_name, cache=False)
+        test_data = ctx.dataset(test, cache=False)
         test_logits = predict(model, test_data, batch_size=config.batch_size, device=ctx.device, desc="doctor: predict TestSet")
         test_predicted = test_logits.argmax(1)
         errors = np.flatnonzero(test_predicted != test.targets)

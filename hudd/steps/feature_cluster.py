@@ -90,7 +90,7 @@ def _error_dataset(ctx: Context, errors: pd.DataFrame) -> ImageDataset:
     listing = ctx.listing("TestSet")
     rows = error_positions(ctx, errors, listing)
     subset = dataclasses.replace(listing, ids=tuple(listing.ids[i] for i in rows), targets=listing.targets[rows])
-    return ImageDataset(ctx.case, subset, ctx.model.spec, model_name=ctx.model_name)
+    return ctx.dataset(subset)
 
 
 def _params_text(params: dict) -> str:

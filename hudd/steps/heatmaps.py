@@ -87,7 +87,7 @@ def run(ctx: Context, *, force: bool = False) -> HeatmapsOutcome:
     explainer = _explainer(ctx)
     listing = ctx.listing("TestSet")
     positions = error_positions(ctx, errors, listing)
-    dataset = ImageDataset(ctx.case, listing, ctx.model.spec, model_name=ctx.model_name, cache=False)
+    dataset = ctx.dataset(listing, cache=False)
     targets = _targets(ctx, errors, dataset, positions)
     config = {key: getattr(ctx.config, key) for key in ("lrp_rule", "lrp_target", "layers", "heatmap_dtype", "batch_size")}
     config["device"] = ctx.device.type

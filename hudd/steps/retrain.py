@@ -216,8 +216,8 @@ def run(ctx: Context, *, force: bool = False) -> RetrainOutcome:
             improve_targets[position[image] - len(train)] = target
         pool = SplitListing("pool", train.task, train.ids + improve.ids, np.concatenate([train.targets, improve_targets]),
                             classes=train.classes, keypoints=train.keypoints)
-        pool_data = ImageDataset(ctx.case, pool, ctx.model.spec, model_name=ctx.model_name)
-        test_data = ImageDataset(ctx.case, test, ctx.model.spec, model_name=ctx.model_name)
+        pool_data = ctx.dataset(pool)
+        test_data = ctx.dataset(test)
         groups = _test_groups(ctx, test)
         unsafe_rows = np.array([position[image] for image in labels["image"]])
         background = _backgrounds(ctx, pool.ids, np.concatenate([np.arange(len(train)), np.unique(unsafe_rows)]).astype(np.int64),
@@ -233,7 +233,7 @@ def run(ctx: Context, *, force: bool = False) -> RetrainOutcome:
             extras = {"hudd": balanced}
             if baselines:
                 if original_improve is None:
-                    improve_data = ImageDataset(ctx.case, improve, ctx.model.spec, model_name=ctx.model_name)
+                    improve_data = ctx.dataset(improve)
                     original_improve = predict(ctx.model.module, improve_data, batch_size=config.batch_size, device=ctx.device,
                                                desc="predict ImprovementSet")
                 reduced = reduced_improvement_set(len(improve), len(labels), rng)

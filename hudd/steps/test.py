@@ -5,7 +5,9 @@ Writes ``trainResult.csv`` and ``testResult.csv`` in the workspace, one row per 
 confidence``; for keypoint models the error of each keypoint, their mean ``error_px``, the
 ``worst_keypoint``, ``correct`` = mean error <= ``error_px`` (4 input-image pixels by default) and the
 predicted coordinates ``<keypoint>_x, <keypoint>_y``.
-The error-inducing test images (``correct == False``) are what HUDD explains.
+The error-inducing test images (``correct == False``) are what HUDD explains; a model hardly better
+than chance on the TrainingSet is reported (``weak``), and the steps that explain errors refuse it
+unless ``allow_weak_model`` is set.
 """
 
 from __future__ import annotations
@@ -14,11 +16,10 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from ..case.data import ImageDataset
 from ..models.predictions import predict, score
 from ..core.files import write_csv
 from ..workspace.readers import read_table, redo
-from .common import Context, run_step
+from .common import Context, run_step, weak_model_line
 
 __all__ = ["TestOutcome", "run", "VERSION", "SPLIT_FILES"]
 
@@ -28,11 +29,13 @@ SPLIT_FILES = {"TrainingSet": "train_result", "TestSet": "test_result"}
 
 @dataclass
 class TestOutcome:
-    """Per-image results of both sets (read back from the workspace when the step was skipped)."""
+    """Per-image results of both sets (read back from the workspace when the step was skipped), and what to say
+    when the model is hardly better than chance (:func:`hudd.steps.common.weak_model_line`; "" when it is not)."""
 
     ran: bool
     train: pd.DataFrame
     test: pd.DataFrame
+    weak: str = ""
 
 
 def run(ctx: Context, *, force: bool = False) -> TestOutcome:
@@ -43,7 +46,7 @@ def run(ctx: Context, *, force: bool = False) -> TestOutcome:
     def compute(fingerprint: str, resume: bool):
         outputs = []
         for split, listing in listings.items():
-            dataset = ImageDataset(ctx.case, listing, ctx.model.spec, model_name=ctx.model_name, cache=False)
+            dataset = ctx.dataset(listing, cache=False)
             raw = predict(ctx.model.module, dataset, batch_size=ctx.config.batch_size, device=ctx.device, desc=f"test {split}")
             path = getattr(ctx.workspace, SPLIT_FILES[split])
             write_csv(path, score(dataset, raw, error_px=ctx.config.error_px))
@@ -52,4 +55,4 @@ def run(ctx: Context, *, force: bool = False) -> TestOutcome:
 
     ran = run_step(ctx, "test", VERSION, config={"error_px": ctx.config.error_px}, inputs=inputs, compute=compute, force=force)
     results = [read_table(path, {"image": "str", "correct": "bool"}, fix=redo("test")) for path in (ctx.workspace.train_result, ctx.workspace.test_result)]
-    return TestOutcome(ran, *results)
+    return TestOutcome(ran, *results, weak=weak_model_line(ctx))
