@@ -137,11 +137,10 @@ ARCHS = {
     "googlenet": {"aux_logits": False, "init_weights": False},
 }
 SIZE = {"alexnet": 64, "squeezenet1_1": 64}  # the others take 32 px
-SLOW = {"densenet121", "convnext_tiny", "resnext50_32x4d"}
 CASES = [(arch, "hudd") for arch in ARCHS] + [(arch, "epsilon-plus-flat") for arch in ("mobilenet_v3_small", "efficientnet_b0", "shufflenet_v2_x0_5")]
 
 
-@pytest.mark.parametrize("arch, composite", [pytest.param(*c, marks=pytest.mark.slow) if c[0] in SLOW else c for c in CASES])
+@pytest.mark.parametrize("arch, composite", CASES)
 def test_every_layer_of_torchvision_architectures(arch: str, composite: str):
     """Finite, non-zero relevance at every layer with a heatmap, the outputs those of the user's model, which is
     left bit-identical and without hooks. BatchNorm statistics: those of one random batch."""

@@ -40,9 +40,13 @@ from ..core.files import allocate, file_hash, remove, require_space, storage_err
 from ..workspace.tables import read_layers
 from .common import Context, error_positions, error_rows, run_step
 
-__all__ = ["HeatmapsOutcome", "run", "VERSION"]
+__all__ = ["HeatmapsOutcome", "UnexplainableModel", "run", "VERSION"]
 
 VERSION = 2  # 2: BatchNorm folded wherever it follows a convolution, gates and activations pass relevance; layers left out
+
+
+class UnexplainableModel(HuddError):
+    """The model has a layer that LRP has no rule for; the message names it."""
 
 
 @dataclass
@@ -60,7 +64,7 @@ def _explainer(ctx: Context) -> Explainer:
         return Explainer(ctx.model.module, composite=ctx.config.lrp_rule, layers=list(ctx.config.layers) or None, device=ctx.device,
                          input_shape=(spec.channels, spec.height, spec.width))
     except UnsupportedLayer as exc:
-        raise HuddError(f"{ctx.model.path}: {exc}; explain this model with a feature method (--method joint)") from None
+        raise UnexplainableModel(f"{ctx.model.path}: {exc}; explain this model with a feature method (--method joint)") from None
     except ValueError as exc:
         raise HuddError(f"{ctx.config.where('layers')} {','.join(ctx.config.layers)}: {exc} (model {ctx.model_name})") from None
 
