@@ -6,7 +6,9 @@ On the same batch and device, for each model and rule set, prints the median tim
   - hudd.lrp, all layers: relevance at the input of every conv/linear layer, one pass;
   - zennit, pixels only: zennit with the same rules (and its canonizers where it has them: ResNetCanonizer
     for ResNets, SequentialMergeBatchNorm otherwise), relevance at the pixels only;
-then images per second for each and the ratios hudd/baseline and zennit/hudd, with the targets:
+(after one warm-up each, the repeats go round-robin over the candidates, so the load of a shared machine
+falls on all of them alike), then images per second for each and the ratios hudd/baseline and
+zennit/hudd, with the targets:
 default rules (``hudd``) all-layer LRP <= 1.5x forward+backward; with ``epsilon-plus-flat``, hudd's
 all-layer pass faster than zennit's pixels-only pass. Targets are printed, not asserted.
 
@@ -36,18 +38,22 @@ CASES = {
 TARGETS = {"hudd": "hudd.lrp / baseline <= 1.5x", "epsilon-plus-flat": "zennit / hudd.lrp > 1x"}
 
 
-def _time(fn, device: torch.device, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
+def _times(runs: dict, device: torch.device, repeats: int) -> dict:
+    """Median seconds of each ``runs`` callable; after one warm-up each, the repeats go round-robin, so a shared
+    machine's load falls on every candidate alike."""
+    for fn in runs.values():
         fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    times = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, fn in runs.items():
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def _zennit(model: nn.Module, name: str, rules: str, images: torch.Tensor, target: torch.Tensor):
@@ -102,19 +108,23 @@ def main() -> None:
             out = model(x)
             return torch.autograd.grad(out.gather(1, target[:, None]).sum(), x)[0]
 
-        t_base = _time(forward_backward, device, args.repeats)
-        n = args.batch
-        print(f"{name}: forward+backward (baseline) {t_base:8.3f} s  {n / t_base:7.1f} img/s")
+        runs, layers = {"baseline": forward_backward}, {}
         for rules in args.rules.split(","):
             explainer = Explainer(model, composite=rules, device=device, input_shape=(3, args.size, args.size))
-            t_hudd = _time(lambda: explainer.relevance(images), device, args.repeats)
+            runs[f"hudd {rules}"] = lambda explainer=explainer: explainer.relevance(images)
+            layers[rules] = len(explainer.layers)
             try:
-                t_zennit = _time(_zennit(model, name, rules, images, target), device, args.repeats)
+                runs[f"zennit {rules}"] = _zennit(model, name, rules, images, target)
             except ImportError:
-                t_zennit = float("nan")
-            print(f"  {rules}: hudd.lrp, {len(explainer.layers)} layers {t_hudd:8.3f} s  {n / t_hudd:7.1f} img/s;"
+                pass
+        t = _times(runs, device, args.repeats)
+        n = args.batch
+        print(f"{name}: forward+backward (baseline) {t['baseline']:8.3f} s  {n / t['baseline']:7.1f} img/s")
+        for rules in args.rules.split(","):
+            t_hudd, t_zennit = t[f"hudd {rules}"], t.get(f"zennit {rules}", float("nan"))
+            print(f"  {rules}: hudd.lrp, {layers[rules]} layers {t_hudd:8.3f} s  {n / t_hudd:7.1f} img/s;"
                   f"  zennit, pixels only {t_zennit:8.3f} s  {n / t_zennit:7.1f} img/s")
-            print(f"  {rules}: hudd.lrp / baseline {t_hudd / t_base:5.2f}x,  zennit / hudd.lrp {t_zennit / t_hudd:5.2f}x"
+            print(f"  {rules}: hudd.lrp / baseline {t_hudd / t['baseline']:5.2f}x,  zennit / hudd.lrp {t_zennit / t_hudd:5.2f}x"
                   f"   (target: {TARGETS.get(rules, '-')})")
 
 

@@ -37,7 +37,7 @@ import torch.nn as nn
 from torch.func import functional_call
 
 from ..heatmaps import channel_heatmap
-from .canonize import canonize
+from .canonize import UnsupportedLayer, canonize
 from .composites import ANALYSED_TYPES, CONVOLUTIONS, Composite, get_composite
 from .rules import Pass, Rule, for_nonnegative, stabilise
 from .selection import channels_last, probe
@@ -84,9 +84,10 @@ class Explainer:
         is a ValueError listing the valid ones.
     device : torch.device or str, default="cpu"
     input_shape : tuple of int, optional
-        ``(C, H, W)`` of one input. With it and without ``layers``, one forward pass of a blank image
-        finds the layers whose heatmap is a duplicate or a single value (:mod:`hudd.explain.lrp.selection`);
-        they are left out of :attr:`layers` and listed in :attr:`left_out` with the reason.
+        ``(C, H, W)`` of one input. With it and without ``layers``, one LRP pass of a blank image finds
+        the layers whose heatmap is a duplicate or a single value (:mod:`hudd.explain.lrp.selection`),
+        left out of :attr:`layers` and listed in :attr:`left_out` with the reason, and what LRP cannot
+        pass (:class:`UnsupportedLayer` here rather than at the first batch).
 
     Attributes
     ----------
@@ -102,7 +103,8 @@ class Explainer:
     Raises
     ------
     UnsupportedLayer (a ValueError)
-        A module with parameters that no rule covers; the message names its path and type.
+        A module with parameters that no rule covers, a pass-through module that changes its input's
+        shape, a layer input that the forward code modifies in place; the message names the layer.
     """
 
     def __init__(self, model: nn.Module, *, composite: "str | Composite" = "hudd", layers=None, device="cpu", input_shape=None):
@@ -120,23 +122,28 @@ class Explainer:
         self.aliases = layer_aliases(analysed)
         self.left_out: dict[str, str] = {}
         self.input_shapes: dict[str, tuple[int, ...]] = {}
-        self._modules = dict(analysed)
+        self._analysed = dict(analysed)
+        self.layers = list(self.all_layers)
         if layers:
             unknown = [name for name in layers if name not in self.all_layers]
             if unknown:
                 raise ValueError(f"unknown layer {unknown[0]!r}; valid layers: {', '.join(self.all_layers)}")
             self.layers = [name for name in self.all_layers if name in set(layers)]
-        else:
-            if input_shape is not None:
-                dtype = next(self.model.parameters()).dtype
-                probed = probe(self.model, analysed, tuple(input_shape), device=self.device, dtype=dtype)
-                self.left_out, self.input_shapes = probed.left_out, probed.shapes
-            self.layers = [name for name in self.all_layers if name not in self.left_out]
         self._sources: dict[str, torch.Tensor] | None = None
         self._versions: dict[str, int] = {}
         self._busy = False
+        self._hook(composite_map, prepared.gates)
+        if not layers and input_shape is not None:  # a whole pass on a blank image: also any layer LRP cannot pass
+            dtype = next(self.model.parameters()).dtype
+            probed = probe(lambda x: self.relevance(x, torch.zeros(1, dtype=torch.long)), analysed, tuple(input_shape),
+                           device=self.device, dtype=dtype)
+            self.left_out, self.input_shapes = probed.left_out, probed.shapes
+            self.layers = [name for name in self.all_layers if name not in self.left_out]
+
+    def _hook(self, composite_map: Composite, gates: set[str]) -> None:
+        """A forward hook on every module with a rule, a pass-through or a gate."""
         for name, module in self.model.named_modules():
-            if name in prepared.gates:
+            if name in gates:
                 module.register_forward_hook(self._gate_hook)
                 continue
             rule = composite_map.rule_for(module, is_first=name == self.all_layers[0])
@@ -147,7 +154,7 @@ class Explainer:
 
     def heatmap(self, name: str, relevance: torch.Tensor) -> torch.Tensor:
         """The heatmap of layer ``name`` from its relevance: the channel sum (see :func:`hudd.explain.heatmaps.channel_heatmap`)."""
-        return channel_heatmap(relevance, channels_last=channels_last(self._modules[name], tuple(relevance.shape)))
+        return channel_heatmap(relevance, channels_last=channels_last(self._analysed[name], tuple(relevance.shape)))
 
     def _gate_hook(self, module, args, output):
         return None if self._sources is None else output.detach()
@@ -158,8 +165,8 @@ class Explainer:
                 return None
             x = args[0]
             if x.shape != output.shape:
-                raise ValueError(f"layer {name} ({type(module).__name__}) changes the shape of its input; hudd's LRP passes "
-                                 "relevance through it element by element and cannot")
+                raise UnsupportedLayer(f"layer {name} ({type(module).__name__}) changes the shape of its input; hudd's LRP "
+                                       "passes relevance through it element by element and cannot")
             return _PassThrough.apply(x, output.detach(), rule.epsilon)
 
         return hook
@@ -177,7 +184,6 @@ class Explainer:
                     modified["bias"] = bias_mod(params["bias"]).detach() if bias_mod is not None else torch.zeros_like(params["bias"])
                 prepared_terms.append((in_mod, modified))
             prepared.append((coef, prepared_terms))
-        record = name in self.layers
         sign_dependent = rule.sign_dependent
 
         def hook(mod, args, output):
@@ -185,7 +191,7 @@ class Explainer:
                 return None
             x = args[0]
             source = x if rule.uses_input else torch.ones_like(x).requires_grad_(True)
-            if record:
+            if name in self.layers:
                 self._sources[name] = source
                 self._versions[name] = source._version
             if rule.is_identity:  # z / stabilise(z) == |z| / (|z| + epsilon): scale the gradient arriving at z
@@ -247,8 +253,8 @@ class Explainer:
                 sources = [self._sources[name] for name in names]
                 for name, source in zip(names, sources):
                     if source._version != self._versions[name]:
-                        raise ValueError(f"the input of layer {name} is modified in place by the model's forward code after "
-                                         "the layer reads it; hudd's LRP cannot explain at that layer")
+                        raise UnsupportedLayer(f"the input of layer {name} is modified in place by the model's forward code "
+                                               "after the layer reads it; hudd's LRP cannot explain at that layer")
                 grads = torch.autograd.grad(seed, sources, allow_unused=True)
         finally:
             self._sources = None

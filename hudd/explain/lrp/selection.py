@@ -1,4 +1,4 @@
-"""Which analysed layers give a heatmap worth clustering, found with one forward pass of one blank image.
+"""Which analysed layers give a heatmap worth clustering, found with one pass of one blank image.
 
 A layer is left out (with the reason, in words) when
 
@@ -37,9 +37,9 @@ def channels_last(module: nn.Module, shape: tuple[int, ...]) -> bool:
     return isinstance(module, nn.Linear) and len(shape) > 2
 
 
-@torch.no_grad()
-def probe(model: nn.Module, analysed: list[tuple[str, nn.Module]], input_shape, *, device, dtype) -> Probe:
-    """Run ``model`` once on a blank ``(1, *input_shape)`` image and judge each analysed layer (module docstring)."""
+def probe(run, analysed: list[tuple[str, nn.Module]], input_shape, *, device, dtype) -> Probe:
+    """``run(x)`` (a forward pass, or a whole LRP pass) once on a blank ``(1, *input_shape)`` image ``x``, then judge
+    each analysed layer (module docstring)."""
     first_reader: dict[int, str] = {}
     inputs: dict[str, torch.Tensor] = {}
     left_out: dict[str, str] = {}
@@ -56,7 +56,7 @@ def probe(model: nn.Module, analysed: list[tuple[str, nn.Module]], input_shape, 
 
     handles = [module.register_forward_pre_hook(recorder(name)) for name, module in analysed]
     try:
-        model(torch.zeros(1, *input_shape, device=device, dtype=dtype))
+        run(torch.zeros(1, *input_shape, device=device, dtype=dtype))
     finally:
         for handle in handles:
             handle.remove()
