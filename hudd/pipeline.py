@@ -102,7 +102,8 @@ def cluster(ctx: Context, method: str = HUDD, *, heatmaps: bool = True, force: b
 
     ``hudd`` runs :data:`hudd.methods.PRIMARY` (or the paper's method without the pretrained extra,
     with a note) and the paper's clustering as the second view: with ``heatmaps`` the heatmaps are
-    computed (or found current), without, the view is added only when they exist. ``paper``
+    computed (or found current), without, the view is added only when they exist; a model that LRP
+    cannot explain (a layer without a rule) gets a note instead of the view. ``paper``
     computes the heatmaps with ``heatmaps``; without, they must exist (``hudd cluster``). A feature method takes its
     options (extractor, weights, clusterer, reducer) from the config.
     """
@@ -113,10 +114,16 @@ def cluster(ctx: Context, method: str = HUDD, *, heatmaps: bool = True, force: b
     paper = None
     heatmaps_done = bool((ctx.workspace.step_entry("heatmaps") or {}).get("done"))
     if name == PAPER or (method == HUDD and (heatmaps or heatmaps_done)):
-        if heatmaps:
-            heatmaps_step.run(ctx, force=force)
-        paper = cluster_step.run(ctx, force=force)
-        export_step.run(ctx, force=force)
+        try:
+            if heatmaps:
+                heatmaps_step.run(ctx, force=force)
+        except heatmaps_step.UnexplainableModel as exc:
+            if name == PAPER:
+                raise
+            note(f"the paper's heatmap view is left out: {exc}")
+        else:
+            paper = cluster_step.run(ctx, force=force)
+            export_step.run(ctx, force=force)
     ws = ctx.workspace
     if activate_it is None:
         activate_it = method == HUDD or not ws.has_active_method() or ws.active_method()["name"] == name

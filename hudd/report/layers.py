@@ -51,6 +51,11 @@ def layers_section(data: ReportInputs) -> str:
     body = [note("Per layer, the error-inducing images are clustered by their heatmaps (Ward linkage); k is the knee of "
                  "the WICD curve (within-cluster distance), and the layer with the lowest WICD at its k is selected.")]
     groups = list(dict.fromkeys(summary["group"].astype(str)))
+    if data.layers is not None and "left_out" in data.layers:
+        left = data.layers[[isinstance(why, str) and why != "" for why in data.layers["left_out"]]]
+        if len(left):
+            body.append(note(f"Left out of the clustering ({len(left)} layers): "
+                             + "; ".join(f"{row.layer} ({row.left_out})" for row in left.itertuples()) + "."))
     for group in groups:
         rows = summary[summary["group"].astype(str) == group]
         if group:

@@ -52,7 +52,6 @@ from ..explain.features import extract_blocks
 from ..methods import FEATURES, HEATMAPS, PAPER, REGISTRY, resolve
 from ..models.predictions import check_finite, predict
 from ..core.progress import progress
-from ..explain.heatmaps import channel_heatmap
 from ..workspace.readers import check_images, load_array, read_table, redo
 from ..workspace.tables import read_index, read_layers, read_unsafe
 from ..workspace.workspace import Workspace
@@ -212,7 +211,7 @@ def _heatmap_linkage(ctx: Context, clusters: pd.DataFrame, names: list[str], dat
             target = None if members is None else _weakest_keypoint(outputs, members)
             explained, relevance = explainer.relevance(images, target)
             outputs = explained if outputs is None else outputs
-            heat = channel_heatmap(relevance[layer]).double().cpu().numpy().reshape(len(images), -1)
+            heat = explainer.heatmap(layer, relevance[layer]).double().cpu().numpy().reshape(len(images), -1)
             for _, _, block in distance_blocks(heat, reference, device=ctx.device, block_rows=len(heat)):
                 linkage[row:row + len(images), columns] = single_linkage(block, starts)
         check_finite(outputs, dataset, idx)

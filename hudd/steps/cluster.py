@@ -31,7 +31,7 @@ from ..core.errors import HuddError
 from ..methods import FEATURE_METHODS, PAPER
 from ..export.tables import EXCEL_MAX_COLUMNS, write_distance_sheet
 from ..export.wicd import write_wicd
-from ..core.progress import echo, progress
+from ..core.progress import echo, note, progress
 from ..workspace.workspace import Workspace
 from ..core.files import remove, save_npy, write_csv
 from ..workspace.readers import check_images, load_array, read_table, redo
@@ -116,6 +116,9 @@ def run(ctx: Context, *, force: bool = False) -> ClusterOutcome:
     if not entry or not entry.get("done") or not ws.heatmap_layers.is_file():
         raise HuddError(f"{ws.heatmaps_dir}: no finished heatmaps; run `hudd heatmaps {ctx.case.root}` first")
     layers = read_layers(ws)
+    left_out = len(read_layers(ws, every=True)) - len(layers)
+    if left_out:
+        note(f"cluster: {left_out} layers left out by `hudd heatmaps` (no heatmaps; why: {ws.heatmap_layers})")
     index = read_index(ws)
     check_images(ws.heatmap_index, index["image"], ctx.case.datasets, redo("heatmaps"))
     config = {key: getattr(ctx.config, key) for key in ("k_min", "k_max")}

@@ -8,7 +8,10 @@ fully connected ones. Outputs in the workspace:
 - ``Heatmaps/<layer>.npy``: ``(n, N, M)`` float32 (or float16), filled batch by batch through
   ``numpy.lib.format.open_memmap``, so memory is bounded by the batch size;
 - ``Heatmaps/images.csv``: row, image, label, prediction (or worst keypoint) and the explained target;
-- ``Heatmaps/layers.csv``: layer (module path), alias (conv1, ..., fc1, ...), kind, N, M.
+- ``Heatmaps/layers.csv``: layer (module path), alias (conv1, ..., fc1, ...), kind, N, M, left_out: every
+  analysed layer of the model; ``left_out`` is empty for a layer with heatmaps and says why a layer
+  has none (its input is another layer's, so is its heatmap; a single-value heatmap; never called).
+  Only the layers with heatmaps are clustered. ``--layers`` names layers explicitly: then none is left out.
 
 The arrays are written under ``.staging/heatmaps/`` (their disk space reserved first) and replace
 the previous heatmaps only when every image is done. Resumable: after each batch is flushed,
@@ -19,6 +22,7 @@ there with the same batch boundaries, so it ends byte-identical to an uninterrup
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,17 +33,20 @@ from torch.utils.data import Subset
 
 from ..case.data import ImageDataset, make_loader
 from ..core.errors import HuddError
-from ..explain.lrp import Explainer
+from ..explain.lrp import Explainer, UnsupportedLayer
 from ..models.predictions import check_finite
-from ..core.progress import progress
-from ..explain.heatmaps import channel_heatmap
+from ..core.progress import note, progress
 from ..core.files import allocate, file_hash, remove, require_space, storage_error, write_csv, write_text
 from ..workspace.tables import read_layers
 from .common import Context, error_positions, error_rows, run_step
 
-__all__ = ["HeatmapsOutcome", "run", "VERSION"]
+__all__ = ["HeatmapsOutcome", "UnexplainableModel", "run", "VERSION"]
 
-VERSION = 1
+VERSION = 2  # 2: BatchNorm folded wherever it follows a convolution, gates and activations pass relevance; layers left out
+
+
+class UnexplainableModel(HuddError):
+    """The model has a layer that LRP has no rule for; the message names it."""
 
 
 @dataclass
@@ -52,10 +59,24 @@ class HeatmapsOutcome:
 
 
 def _explainer(ctx: Context) -> Explainer:
+    spec = ctx.model.spec
     try:
-        return Explainer(ctx.model.module, composite=ctx.config.lrp_rule, layers=list(ctx.config.layers) or None, device=ctx.device)
+        return Explainer(ctx.model.module, composite=ctx.config.lrp_rule, layers=list(ctx.config.layers) or None, device=ctx.device,
+                         input_shape=(spec.channels, spec.height, spec.width))
+    except UnsupportedLayer as exc:
+        raise UnexplainableModel(f"{ctx.model.path}: {exc}; explain this model with a feature method (--method joint)") from None
     except ValueError as exc:
         raise HuddError(f"{ctx.config.where('layers')} {','.join(ctx.config.layers)}: {exc} (model {ctx.model_name})") from None
+
+
+def _announce(explainer: Explainer, path) -> None:
+    """One line on the layers left out (if any), and one per note of the LRP preparation."""
+    if explainer.left_out:
+        kinds = pd.Series([re.sub(r"as \S+ ", "as another layer ", reason) for reason in explainer.left_out.values()]).value_counts(sort=False)
+        note(f"heatmaps: {len(explainer.left_out)} of {len(explainer.all_layers)} layers left out of the clustering ("
+             + "; ".join(f"{reason}: {n}" for reason, n in kinds.items()) + f"), see {path}")
+    for line in explainer.notes:
+        note(f"heatmaps: {line}")
 
 
 def _targets(ctx: Context, errors: pd.DataFrame, dataset: ImageDataset, positions: np.ndarray) -> np.ndarray | None:
@@ -85,6 +106,7 @@ def run(ctx: Context, *, force: bool = False) -> HeatmapsOutcome:
     ws = ctx.workspace
     errors = error_rows(ctx)
     explainer = _explainer(ctx)
+    _announce(explainer, ws.heatmap_layers)
     listing = ctx.listing("TestSet")
     positions = error_positions(ctx, errors, listing)
     dataset = ctx.dataset(listing, cache=False)
@@ -120,9 +142,9 @@ def run(ctx: Context, *, force: bool = False) -> HeatmapsOutcome:
             outputs, relevance = explainer.relevance(images, batch_targets)
             check_finite(outputs, dataset, index)
             if not arrays:
-                arrays = _allocate(out, relevance, len(errors), dtype)
+                arrays = _allocate(out, explainer, relevance, len(errors), dtype)
             for name, rel in relevance.items():
-                arrays[name][row:row + len(images)] = channel_heatmap(rel).float().cpu().numpy().astype(dtype)
+                arrays[name][row:row + len(images)] = explainer.heatmap(name, rel).float().cpu().numpy().astype(dtype)
             row += len(images)
             for array in arrays.values():
                 array.flush()
@@ -132,7 +154,7 @@ def run(ctx: Context, *, force: bool = False) -> HeatmapsOutcome:
         remove(out.heatmap_progress, ws.root)
 
     ran = run_step(ctx, "heatmaps", VERSION, config=config, inputs=inputs, compute=compute, force=force, staged=True)
-    return HeatmapsOutcome(ran, len(errors), read_layers(ws))
+    return HeatmapsOutcome(ran, len(errors), read_layers(ws, every=True))
 
 
 def _rows_done(out, fingerprint: str, layers: list[str]) -> int:
@@ -145,9 +167,9 @@ def _rows_done(out, fingerprint: str, layers: list[str]) -> int:
     return rows if all(out.heatmap(name).is_file() for name in layers) else 0
 
 
-def _allocate(out, relevance: dict, n: int, dtype: np.dtype) -> dict:
+def _allocate(out, explainer: Explainer, relevance: dict, n: int, dtype: np.dtype) -> dict:
     """A memory-mapped ``(n, N, M)`` array per layer, its disk space reserved first (see :func:`hudd.core.files.allocate`)."""
-    shapes = {name: (n, *channel_heatmap(rel).shape[1:]) for name, rel in relevance.items()}
+    shapes = {name: (n, *explainer.heatmap(name, rel).shape[1:]) for name, rel in relevance.items()}
     require_space(out.heatmaps_dir / "images.csv", sum(int(np.prod(shape)) for shape in shapes.values()) * dtype.itemsize)
     arrays = {}
     for name, shape in shapes.items():
@@ -160,9 +182,18 @@ def _allocate(out, relevance: dict, n: int, dtype: np.dtype) -> dict:
 
 
 def _layers_table(explainer: Explainer, arrays: dict) -> pd.DataFrame:
+    """Every analysed layer: those with heatmaps (``explainer.layers``) and those left out, with the reason."""
     rows = []
-    for name in explainer.layers:
-        module = dict(explainer.model.named_modules())[name]
-        rows.append({"layer": name, "alias": explainer.aliases[name], "kind": type(module).__name__,
-                     "N": arrays[name].shape[1], "M": arrays[name].shape[2]})
+    modules = dict(explainer.model.named_modules())
+    for name in explainer.all_layers:
+        if name not in arrays and name not in explainer.left_out:
+            continue
+        if name in arrays:
+            shape = arrays[name].shape[1:]
+        elif name in explainer.input_shapes:
+            shape = explainer.heatmap(name, torch.zeros(explainer.input_shapes[name])).shape[1:]
+        else:
+            shape = (0, 0)
+        rows.append({"layer": name, "alias": explainer.aliases[name], "kind": type(modules[name]).__name__,
+                     "N": shape[0], "M": shape[1], "left_out": explainer.left_out.get(name, "")})
     return pd.DataFrame(rows)

@@ -16,9 +16,13 @@ from .workspace import Workspace
 __all__ = ["read_layers", "read_index", "read_summary", "read_unsafe", "assigned_method"]
 
 
-def read_layers(ws) -> pd.DataFrame:
-    """``Heatmaps/layers.csv``, checked."""
-    return read_table(ws.heatmap_layers, {"layer": "str", "alias": "str", "N": "int", "M": "int"}, fix=redo("heatmaps"))
+def read_layers(ws, *, every: bool = False) -> pd.DataFrame:
+    """``Heatmaps/layers.csv``, checked: the layers with heatmaps, or ``every`` layer (also those left out, with the reason)."""
+    layers = read_table(ws.heatmap_layers, {"layer": "str", "alias": "str", "N": "int", "M": "int"}, fix=redo("heatmaps"),
+                        keep_default_na=False)
+    if "left_out" not in layers or every:
+        return layers
+    return layers[layers["left_out"].astype(str) == ""].reset_index(drop=True)
 
 
 def read_index(ws) -> pd.DataFrame:

@@ -11,6 +11,8 @@ part's (stabilised) denominator:
 - :class:`ZPlus`: positive inputs with positive weights plus negative inputs with negative weights.
 - :class:`AlphaBeta`: ``alpha`` times the positive contributions minus ``beta`` times the negative ones.
 - :class:`Flat`: all inputs and weights set to one (relevance spread uniformly; first layer only).
+- :class:`Pass`: no parts; an element-wise layer hands each output's relevance to the input at the
+  same position (activations, normalisations: see :mod:`hudd.explain.lrp.composites`).
 
 The engine (:mod:`hudd.explain.lrp.engine`) turns a rule into a forward output whose value is the
 layer's normal output and whose gradient is the rule's, so one backward pass gives every layer's
@@ -23,7 +25,7 @@ from typing import Callable
 
 import torch
 
-__all__ = ["stabilise", "Rule", "Epsilon", "ZPlus", "AlphaBeta", "Flat"]
+__all__ = ["stabilise", "Rule", "Epsilon", "ZPlus", "AlphaBeta", "Flat", "Pass", "for_nonnegative"]
 
 
 def stabilise(z: torch.Tensor, epsilon: float) -> torch.Tensor:
@@ -47,6 +49,13 @@ def _ones(x: torch.Tensor) -> torch.Tensor:
     return torch.ones_like(x)
 
 
+def for_nonnegative(in_mod: Callable) -> Callable | None:
+    """The input modifier ``in_mod`` on an input with no negative value: the identity, or None when the term vanishes."""
+    if in_mod is _negative:
+        return None
+    return _keep if in_mod is _positive else in_mod
+
+
 # A term: (input modifier, weight modifier, bias modifier or None for "no bias").
 Term = tuple[Callable, Callable, Callable | None]
 
@@ -66,6 +75,11 @@ class Rule:
             raise ValueError(f"{type(self).__name__}: epsilon == {epsilon}, must be >= 0")
         self.parts = parts
         self.epsilon = epsilon
+
+    @property
+    def sign_dependent(self) -> bool:
+        """True when a term takes the positive or negative part of the input (then non-negative inputs allow a shortcut)."""
+        return any(in_mod in (_positive, _negative) for _, terms in self.parts for in_mod, _, _ in terms)
 
     @property
     def is_identity(self) -> bool:
@@ -134,3 +148,16 @@ class Flat(Rule):
 
     def __init__(self, epsilon: float = 1e-6):
         super().__init__([(1.0, [(_keep, _ones, None)])], epsilon)  # the engine feeds ones as the input
+
+
+class Pass(Rule):
+    """Pass-through for element-wise layers: ``R_in = R_out`` position by position (zennit's ``Pass``).
+
+    The engine gives the input the gradient ``grad_out * y / stabilise(x)``, so input x gradient is
+    ``y * grad_out``, the relevance at the output. ``epsilon`` only guards inputs that are exactly zero.
+    """
+
+    name = "pass"
+
+    def __init__(self, epsilon: float = 1e-12):
+        super().__init__([], epsilon)
