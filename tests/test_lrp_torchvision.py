@@ -1,8 +1,9 @@
 """hudd.explain.lrp on torchvision's architectures: zennit's pixels on ResNet and VGG-BN, every layer of many
 architectures, gates and activations, unsupported layers, and the layers left out of the clustering.
 
-Models are untrained (``weights=None``) with BatchNorm statistics and affine parameters made not the
-identity (fresh torchvision models have mean 0, variance 1, scale 1, shift 0, which hides folding mistakes).
+Models are untrained (``weights=None``), their BatchNorm not the identity (fresh torchvision models have mean 0,
+variance 1, scale 1, shift 0, which hides folding mistakes): drawn at random for the comparisons with zennit, the
+statistics of a random batch elsewhere.
 """
 
 import copy
@@ -36,6 +37,7 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
 
 _HEADS = {"alexnet", "vgg11_bn"}
 

@@ -135,7 +135,7 @@ class Explainer:
         self._hook(composite_map, prepared.gates)
         if not layers and input_shape is not None:  # a whole pass on a blank image: also any layer LRP cannot pass
             dtype = next(self.model.parameters()).dtype
-            probed = probe(lambda x: self.relevance(x, torch.zeros(1, dtype=torch.long)), analysed, tuple(input_shape),
+            probed = probe(lambda x: self._explain(x, torch.zeros(1, dtype=torch.long)), analysed, tuple(input_shape),
                            device=self.device, dtype=dtype)
             self.left_out, self.input_shapes = probed.left_out, probed.shapes
             self.layers = [name for name in self.all_layers if name not in self.left_out]
@@ -236,6 +236,10 @@ class Explainer:
         relevance : dict of str to Tensor
             Layer name -> relevance with the shape of that layer's input, in the model's dtype, on the device.
         """
+        return self._explain(images, target)
+
+    def _explain(self, images: torch.Tensor, target) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """:meth:`relevance`'s pass, also the layer probe's (which is no batch of the caller's)."""
         dtype = next(self.model.parameters()).dtype
         images = images.detach().to(self.device, dtype).clone().requires_grad_(True)
         self._sources = {}
