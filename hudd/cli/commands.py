@@ -71,7 +71,7 @@ def _step_context(case: str, config: Config, command: str, model, trust_model: b
     """Loaded model and the workspace lock for one step command (imports torch)."""
     from ..steps.common import open_context
 
-    carry_flags(config, arch, trust_model)
+    carry_flags(config, model, arch, trust_model)
     with open_context(Path(case), config, command=f"hudd {command}", model=model, trust_model=trust_model, arch=arch) as ctx:
         yield ctx
 
@@ -131,7 +131,7 @@ def train(case, arch, name, force, **kwargs):
     click.echo(f"saved {result.path} (best epoch {result.best_epoch}, validation {result.val_metric:.4f})")
     if result.test_results is not None:
         click.echo(results_summary(result.test_results, result.spec.task, error_px=config.error_px))
-    _next("find and explain its errors", "analyze", case, model=result.path.name)
+    _next("find and explain its errors", "analyze", case, "--model", result.path.name)
 
 
 @cli.command("test")
@@ -149,7 +149,7 @@ def test_cmd(case, model, trust_model, arch, force, **kwargs):
         click.echo(test_summary(outcome.train, outcome.test, ctx.model.spec.task, error_px=ctx.config.error_px))
         if outcome.weak and not config.allow_weak_model:
             note(outcome.weak)
-        _next("", "heatmaps", case, model=model, workspace=kwargs.get("workspace"))
+        _next("", "heatmaps", case)
 
 
 @cli.command()
@@ -168,7 +168,7 @@ def heatmaps(case, model, trust_model, arch, force, **kwargs):
         outcome = heatmaps_step.run(ctx, force=force)
         click.echo(f"heatmaps of {outcome.n_images} error-inducing images in {ctx.workspace.heatmaps_dir}")
         click.echo(format_table(outcome.layers))
-        _next("", "cluster", case, model=model, workspace=kwargs.get("workspace"))
+        _next("", "cluster", case)
 
 
 @cli.command()
@@ -188,7 +188,7 @@ def cluster(case, model, trust_model, arch, force, method, activate, **kwargs):
     with _step_context(case, config, "cluster", model, trust_model, arch) as ctx:
         clustering = cluster_pipeline(ctx, method, heatmaps=False, force=force, activate_it=activate or None)
         click.echo(clustering_summary(clustering, ctx.workspace, method))
-        _next("", "describe", case, model=model, workspace=kwargs.get("workspace"))
+        _next("", "describe", case)
 
 
 @cli.command()
@@ -206,8 +206,7 @@ def assign(case, model, trust_model, arch, force, budget, method, **kwargs):
         click.echo(format_table(outcome.clusters))
         click.echo(f"unsafe set: {len(outcome.unsafe)} images in {ctx.workspace.unsafe_dir}; "
                    f"label them in {ctx.workspace.labels_csv}")
-        _next(f"fill the label column of {ctx.workspace.labels_csv}, then retrain", "retrain", case, model=model,
-              workspace=kwargs.get("workspace"))
+        _next(f"fill the label column of {ctx.workspace.labels_csv}, then retrain", "retrain", case)
 
 
 @cli.command()
@@ -248,8 +247,7 @@ def analyze(case, model, trust_model, arch, force, method, **kwargs):
         click.echo(test_summary(outcome.tested.train, outcome.tested.test, ctx.model.spec.task, error_px=ctx.config.error_px))
         click.echo(clustering_summary(outcome.clustering, ctx.workspace, method))
         click.echo(f"report: {outcome.report}")
-        _next("read the report, then select improvement images to label for its clusters", "assign", case, model=model,
-              workspace=kwargs.get("workspace"))
+        _next("read the report, then select improvement images to label for its clusters", "assign", case)
 
 
 @cli.command()
@@ -271,7 +269,7 @@ def evaluate(case, model, trust_model, arch, compare, **kwargs):
         evaluation = evaluate_step.run(ctx)
         click.echo(evaluation_summary(evaluation))
         click.echo(f"written: {ctx.workspace.evaluation_csv}")
-        _next("see the scores beside the clusters", "report", case, model=model, workspace=kwargs.get("workspace"))
+        _next("see the scores beside the clusters", "report", case)
         click.echo(evaluation.line())
 
 
@@ -302,8 +300,7 @@ def doctor(case, model, trust_model, arch, force, **kwargs):
     with _step_context(case, config, "doctor", model, trust_model, arch) as ctx:
         outcome = doctor_step.run(ctx, force=force)
         click.echo(doctor_step.summary(outcome, v=ctx.config.doctor_v, folder=ctx.workspace.doctor_dir))
-        _next("fine-tune with Model Doctor's constraints", "retrain", case, "--treatment", "doctor", model=model,
-              workspace=kwargs.get("workspace"))
+        _next("fine-tune with Model Doctor's constraints", "retrain", case, "--treatment", "doctor")
 
 
 @cli.command("export")
@@ -318,7 +315,7 @@ def export_cmd(case, model, trust_model, arch, force, **kwargs):
     with _step_context(case, config, "export", model, trust_model, arch) as ctx:
         units = export_step.run(ctx, force=force)
         click.echo("exported: " + ", ".join(str(ctx.workspace.cluster_dir(u)) for u in units))
-        _next("", "describe", case, model=model, workspace=kwargs.get("workspace"))
+        _next("", "describe", case)
 
 
 @cli.command()
@@ -331,7 +328,7 @@ def describe(case, model, trust_model, arch, force, **kwargs):
 
     with _step_context(case, config, "describe", model, trust_model, arch) as ctx:
         click.echo("\n".join(describe_step.run(ctx, force=force).findings["sentence"]))
-        _next("", "report", case, model=model, workspace=kwargs.get("workspace"))
+        _next("", "report", case)
 
 
 @cli.command("config")
