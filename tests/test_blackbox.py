@@ -142,6 +142,21 @@ def test_backbone_features_of_grayscale_images(trained_case, resnet18_state, tmp
     assert features.shape == (6, 512) and np.isfinite(features).all()
 
 
+def test_backbone_weights_in_a_training_checkpoint_load(trained_case, resnet18_state, tmp_path):
+    """``{'epoch', 'model_state_dict', 'optimizer'}`` with DataParallel's ``module.`` prefix: the same backbone."""
+    bare, wrapped = tmp_path / "bare.pt", tmp_path / "checkpoint.pth"
+    torch.save(resnet18_state, bare)
+    torch.save({"epoch": 7, "model_state_dict": {f"module.{k}": v for k, v in resnet18_state.items()}, "optimizer": {}}, wrapped)
+    model = _model(Case(trained_case))
+    images = torch.rand(2, 3, 224, 224)
+    with torch.no_grad():
+        expected, found = (make_extractor("resnet18", model=model, weights=path).module(images) for path in (bare, wrapped))
+    torch.testing.assert_close(found, expected, rtol=0, atol=0)
+    torch.save({"epoch": 7, "optimizer": {}}, tmp_path / "no-weights.pth")
+    with pytest.raises(HuddError, match="a dict with keys epoch, optimizer, none of which holds the model's weights"):
+        make_extractor("resnet18", model=model, weights=tmp_path / "no-weights.pth")
+
+
 def test_step_writes_every_output_and_is_deterministic(trained_case, tmp_path, no_umap):
     case = tmp_path / "case"
     shutil.copytree(trained_case, case)

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 from hudd.config import load_config
-from hudd.case.data import Case, list_split, mask_path, read_image, read_mask
+from hudd.case.data import Case, list_split, mask_path, read_image, read_mask, read_masks
 from hudd.retrain.doctor import (DoctorConstraint, background_masks, channel_gradients, class_channel_correlation, default_layers, diagnose,
                          doctor_loss, image_channel_correlation, normalise)
 from hudd.core.errors import HuddError
@@ -191,6 +191,30 @@ def test_simulate_writes_masks_aligned_with_the_eye(tiny_case: Path):
             inside.append(mask[np.unravel_index(np.argmin(image), mask.shape)])
     assert len(inside) > 100 and np.mean(inside) > 0.95, "the pupil lies inside the mask"
     assert read_mask(case, "TrainingSet/TopLeft/does-not-exist.png") is None
+
+
+def test_masks_are_resized_as_their_images_are(tmp_path: Path):
+    """A 64x48 image with its 64x48 mask, read for a 32x32 model: the mask stretched or cropped as the image."""
+    import imageio.v3 as iio
+
+    from hudd.case.images import model_image
+
+    folder = tmp_path / "DataSets/TrainingSet"
+    (folder / "a").mkdir(parents=True)
+    (folder / "masks/a").mkdir(parents=True)
+    rows, cols = np.mgrid[:48, :64]
+    iio.imwrite(folder / "a/0.png", ((cols < 4) * 255).astype(np.uint8))
+    iio.imwrite(folder / "masks/a/0.png", ((cols < 4) * 255).astype(np.uint8))
+    iio.imwrite(folder / "masks/a/1.png", np.zeros((10, 10), np.uint8))
+    iio.imwrite(folder / "a/1.png", np.zeros((48, 64), np.uint8))
+    case = Case(tmp_path)
+    for resize in ("stretch", "crop"):
+        masks, present = read_masks(case, ["TrainingSet/a/0.png"], height=32, width=32, resize=resize)
+        image = model_image(folder / "a/0.png", 1, 32, 32, resize)[:, :, 0]
+        assert present.all() and np.array_equal(masks[0], image > 127), resize
+        assert masks[0].any() == (resize == "stretch"), "the crop cuts the left edge off"
+    with pytest.raises(HuddError, match=r"masks/a/1.png: mask is 10x10, its image is 64x48; write the mask at the image's size"):
+        read_masks(case, ["TrainingSet/a/1.png"], height=32, width=32, resize="stretch")
 
 
 def test_a_simulation_made_before_masks_gets_them_and_keeps_its_images(tmp_path: Path, tiny_case: Path):

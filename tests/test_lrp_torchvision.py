@@ -10,6 +10,7 @@ import copy
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -19,7 +20,7 @@ from torchvision.ops.misc import SqueezeExcitation
 
 from hudd.explain.lrp import Explainer, UnsupportedLayer
 from hudd.workspace.tables import read_layers
-from tests.conftest import one_line_error, run_cli
+from tests.conftest import copy_case, one_line_error, run_cli
 
 zennit = pytest.importorskip("zennit")
 from zennit.composites import EpsilonPlusFlat  # noqa: E402
@@ -257,3 +258,39 @@ def test_heatmaps_step_refuses_an_unsupported_layer_in_one_line(case: Path):
     _pickled(case, nn.Sequential(nn.Conv2d(1, 4, 3), _Gain(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 8)))
     assert run_cli("test", str(case), "--trust-model").exit_code == 0
     one_line_error(run_cli("heatmaps", str(case), "--trust-model"), "layer 1 (_Gain) has parameters", "--method joint")
+
+
+THROUGH_HUDD = ["resnet18", "resnet50", "resnext50_32x4d", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large",
+                "efficientnet_b0", "densenet121", "convnext_tiny", "regnet_y_400mf", "shufflenet_v2_x0_5", "mnasnet0_5", "googlenet"]
+
+
+@pytest.fixture(scope="module")
+def rgb_case(tmp_path_factory) -> Path:
+    """A 32 px RGB signs case of a few images (no model). Read only: copy it."""
+    from hudd.sim import SimulationSettings, simulate_case
+
+    case = tmp_path_factory.mktemp("rgb") / "case"
+    simulate_case(case, SimulationSettings(task="signs", n_train=16, n_test=12, n_improve=0, size=32, seed=SEED))
+    return case
+
+
+@pytest.mark.parametrize("arch", THROUGH_HUDD)
+def test_bare_state_dicts_of_torchvision_architectures_get_heatmaps(rgb_case: Path, tmp_path: Path, arch: str):
+    """`hudd test` and `hudd heatmaps --arch NAME` on an untrained model's state_dict (BatchNorm statistics of one
+    batch): every analysed layer's heatmaps finite and non-zero for every error image."""
+    case = copy_case(rgb_case, tmp_path)
+    torch.manual_seed(SEED)
+    (case / "DNNModels").mkdir(exist_ok=True)
+    model = _calibrated(getattr(tvm, arch)(weights=None, num_classes=8, **ARCHS[arch]), 32)
+    torch.save(model.state_dict(), case / "DNNModels/model.pt")
+    flags = ("--arch", arch, "--allow-weak-model")
+    assert run_cli("test", str(case), *flags).exit_code == 0
+    result = run_cli("heatmaps", str(case), *flags)
+    assert result.exit_code == 0, result.output
+    layers = pd.read_csv(case / "HUDD/Heatmaps/layers.csv", keep_default_na=False)
+    analysed = layers.loc[layers["left_out"] == "", "layer"]
+    assert len(analysed) >= 5
+    for name in analysed:
+        heatmaps = np.load(case / f"HUDD/Heatmaps/{name}.npy")
+        assert heatmaps.shape[0] > 0 and np.isfinite(heatmaps).all(), name
+        assert (np.abs(heatmaps).reshape(len(heatmaps), -1).sum(1) > 0).all(), name

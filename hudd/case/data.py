@@ -35,7 +35,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..core.errors import HuddError
-from .images import check_images, model_image, read_image
+from .images import check_images, image_header, model_image, read_image, resized
 from .layout import DATASETS, require_datasets, require_dir
 from ..workspace.readers import read_table
 from ..models.checkpoint import ModelSpec, describe_input
@@ -271,8 +271,9 @@ def read_mask(case: Case, image_id: str) -> np.ndarray | None:
     return read_image(path).max(axis=2) > 127
 
 
-def read_masks(case: Case, ids, *, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """The masks of ``ids``: bool ``(n, height, width)`` (all False where absent) and bool ``(n,)`` (present).
+def read_masks(case: Case, ids, *, height: int, width: int, resize: str = "none") -> tuple[np.ndarray, np.ndarray]:
+    """The masks of ``ids`` at the model's size: bool ``(n, height, width)`` (all False where absent) and bool ``(n,)``
+    (present). A mask is written at its image's size and resized as its image is (``resize``).
 
     Raises
     ------
@@ -286,8 +287,11 @@ def read_masks(case: Case, ids, *, height: int, width: int) -> tuple[np.ndarray,
         if mask is None:
             continue
         if mask.shape != (height, width):
-            raise HuddError(f"{mask_path(case, image_id)}: mask is {mask.shape[1]}x{mask.shape[0]}, its image is {width}x{height}; "
-                            "write the mask at the image's size")
+            _, image_width, image_height = image_header(case.datasets / image_id)
+            if mask.shape != (image_height, image_width):
+                raise HuddError(f"{mask_path(case, image_id)}: mask is {mask.shape[1]}x{mask.shape[0]}, its image is "
+                                f"{image_width}x{image_height}; write the mask at the image's size")
+            mask = resized(mask[:, :, None].astype(np.uint8) * 255, height, width, resize)[:, :, 0] > 127
         masks[i], present[i] = mask, True
     return masks, present
 

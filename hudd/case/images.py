@@ -26,7 +26,7 @@ from PIL import Image
 from ..core.errors import HuddError
 from ..core.progress import note
 
-__all__ = ["read_image", "image_header", "model_image", "check_images", "MODES", "GRAY_MODES"]
+__all__ = ["read_image", "image_header", "model_image", "resized", "check_images", "MODES", "GRAY_MODES"]
 
 MODES = {1: "L", 3: "RGB", 4: "RGBA"}
 GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")  # PIL modes of grayscale files
@@ -96,6 +96,11 @@ def model_image(path: Path, channels: int, height: int, width: int, resize: str)
     if mode is not None and image.shape[2] != channels:
         image = np.asarray(_pil(image).convert(mode))
         image = image[:, :, None] if image.ndim == 2 else image
+    return resized(image, height, width, resize)
+
+
+def resized(image: np.ndarray, height: int, width: int, resize: str) -> np.ndarray:
+    """uint8 ``(H, W, C)`` ``image`` at ``height`` x ``width`` by the ``resize`` policy (as it is with ``"none"``)."""
     if resize == "none" or image.shape[:2] == (height, width):
         return image
     import torchvision.transforms.functional as TF

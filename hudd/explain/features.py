@@ -48,6 +48,7 @@ from ..case.data import ImageDataset, make_loader
 from ..config import IMAGENET_MEAN, IMAGENET_STD
 from ..core.errors import HuddError, SettingError
 from ..models.architectures import torchvision_classifiers
+from ..models.checkpoint import weights_in
 from ..models.predictions import check_finite
 from ..core.progress import progress
 
@@ -149,7 +150,7 @@ def list_backbones() -> list[str]:
 
 
 def _read_state(path: Path) -> dict:
-    """A state_dict from ``path`` (``torch.load(weights_only=True)``; a ``{"state_dict": ...}`` wrapper is opened)."""
+    """A state_dict from ``path`` (``torch.load(weights_only=True)``), a bare one or a training checkpoint's."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
@@ -157,10 +158,7 @@ def _read_state(path: Path) -> dict:
     except Exception as exc:  # torch raises many types for a file that is not a checkpoint
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise HuddError(f"{path}: cannot read as PyTorch weights ({reason}); save the backbone's state_dict with torch.save") from None
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise HuddError(f"{path}: not a state_dict (a dict of tensors); save the backbone with torch.save(model.state_dict(), FILE)")
+    state, _ = weights_in(state, path)
     return state
 
 

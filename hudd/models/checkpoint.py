@@ -41,7 +41,7 @@ from ..core.files import atomic_path
 from .architectures import arch_choices, architectures, build_architecture, unknown_arch
 
 __all__ = ["describe_input", "ModelSpec", "LoadedModel", "save_checkpoint", "load_model", "find_model_file", "check_module", "MODEL_SUFFIXES",
-           "STATE_KEYS", "RESIZE_POLICIES"]
+           "STATE_KEYS", "RESIZE_POLICIES", "weights_in"]
 
 FORMAT = "hudd-checkpoint"
 FORMAT_VERSION = 1
@@ -303,8 +303,9 @@ def _unwrapped(value):
     return value
 
 
-def _weights(payload, path: Path) -> tuple[object, str]:
-    """The model in a file that is not a hudd checkpoint: ``(state_dict or module, what the file is)``."""
+def weights_in(payload, path: Path) -> tuple[object, str]:
+    """The model in a file that is not a hudd checkpoint: ``(state_dict or module, what the file is)``; a training
+    checkpoint's weights are found under any of ``STATE_KEYS``, prefixes of DataParallel and torch.compile dropped."""
     if isinstance(payload, nn.Module):
         return _unwrapped(payload), "pickled model"
     if _is_state(payload):
@@ -355,7 +356,7 @@ def load_model(path: Path, *, trust_model: bool = False, arch: str | None = None
         spec = spec_for(file_spec.arch, file_spec, weights) if spec_for is not None else file_spec
         origin, meta = "hudd checkpoint", dict(payload.get("meta") or {})
     else:
-        weights, origin = _weights(payload, path)
+        weights, origin = weights_in(payload, path)
         if isinstance(weights, nn.Module):
             arch = arch or type(weights).__name__
         elif arch is None:

@@ -170,7 +170,7 @@ def _spatial(ctx: Context) -> bool:
 def _backgrounds(ctx: Context, ids: list[str], rows: np.ndarray, n_pool: int) -> torch.Tensor:
     """Background weights ``(n_pool, H, W)`` uint8 of the pool rows ``rows`` that have a mask; zero elsewhere."""
     spec = ctx.model.spec
-    masks, present = read_masks(ctx.case, [ids[i] for i in rows], height=spec.height, width=spec.width)
+    masks, present = read_masks(ctx.case, [ids[i] for i in rows], height=spec.height, width=spec.width, resize=spec.resize)
     background = torch.zeros((n_pool, spec.height, spec.width), dtype=torch.uint8)
     if present.any():
         weights = background_masks(torch.from_numpy(masks[present]), pixels=dilation_px(spec.height))
