@@ -52,6 +52,29 @@ def test_describe_keeps_only_conditions_that_set_the_cluster_apart():
     assert (rows["lift"] >= MIN_LIFT).all() and (rows["in_cluster"] >= MIN_IN_CLUSTER).all()
 
 
+def test_a_narrower_condition_that_counts_beats_a_wider_one_that_does_not():
+    """A cluster spread over x > 0.4 and crowded above 0.8: x > 0.4 has the larger Youden index but a lift under 2;
+    a narrower threshold is what the cluster has in common."""
+    values = np.r_[np.linspace(0.4, 1, 700), np.linspace(0.8, 1, 300), np.linspace(0, 1, 2000)]
+    member = np.r_[np.ones(1000, bool), np.zeros(2000, bool)]
+    condition = best_condition("x", pd.Series(values), member)
+    assert condition.counts and condition.condition.startswith("x > ")
+    assert 0.6 < float(condition.condition.split(" > ")[1]) < 0.8
+
+
+def test_equally_separating_features_are_ranked_by_how_far_the_cluster_lies():
+    """Four properties set the cluster apart exactly, as speckle noise raises brightness, contrast and sharpness:
+    the three kept are those the cluster is farthest from the rest on, in the rest's interquartile ranges."""
+    n = 400
+    member = np.arange(n) < 40
+    rest = RNG.uniform(0, 1, (n, 4))
+    shift = np.array([1.1, 1.5, 30.0, 8.0])  # the cluster lies beyond every rest value on each feature
+    table = pd.DataFrame(np.where(member[:, None], rest + shift, rest), columns=["brightness", "contrast", "sharpness", "noise"],
+                         index=[f"TestSet/{i}.png" for i in range(n)])
+    rows = describe_clusters(pd.DataFrame({"image": table.index[member], "cluster": "C1"}), table, "image")
+    assert rows["feature"].tolist() == ["sharpness", "noise", "contrast"]
+
+
 def test_image_properties_read_as_their_names_say():
     scene = RNG.uniform(0, 255, (64, 64, 1))
     image = uniform_filter(scene, size=(3, 3, 1)).astype(np.uint8)

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from hudd.methods import PRIMARY, pretrained_available
+from hudd.sim.params import evidence
 from tests.conftest import copy_case, one_line_error, run_cli
 
 
@@ -165,6 +166,15 @@ def test_evaluate_scores_the_clusters_against_the_injected_causes(analyzed: Path
     purity = causes.max(axis=1).sum() / len(clusters)
     last = result.output.strip().splitlines()[-1]
     assert last.startswith(f"purity={purity:.2f} coverage=") and last.endswith(f"clusters={len(table)}")
+
+    described = table.dropna(subset=["names_parameter"])
+    said = pd.read_csv(case / "HUDD/descriptions.csv").groupby("cluster")["feature"].agg(set)
+    hazards = evidence("gaze")
+    assert len(described) and set(described["dominant_cause"]) <= set(hazards)
+    for row in described.itertuples():
+        assert bool(row.names_parameter) <= (hazards[row.dominant_cause].parameter in said.get(row.cluster, set())), row.cluster
+    assert (f"descriptions: the changed parameter named for {int(described['names_parameter'].sum())} of {len(described)} "
+            "cause clusters") in result.output
 
     assert run_cli("evaluate", str(case), "--compare").exit_code == 0
     compared = pd.read_csv(case / "HUDD/clusterings.csv")

@@ -124,6 +124,14 @@ def retrain_summary(retrained) -> str:
     return "\n".join(lines)
 
 
+def described_line(scores: pd.DataFrame) -> str:
+    """``descriptions: the changed parameter named for 9 of 10 cause clusters, the changed image property for 7 of 8``
+    (scores as :func:`hudd.evaluate.descriptions.score_descriptions` returns them)."""
+    pixels = scores["property_named"].dropna().astype(bool)
+    return (f"descriptions: the changed parameter named for {int(scores['parameter_named'].sum())} of {len(scores)} cause "
+            f"clusters, the changed image property for {int(pixels.sum())} of {len(pixels)}")
+
+
 def evaluation_summary(evaluation) -> str:
     """Per cluster: size, dominant cause, purity and the two parameters it agrees on most (highest RR)."""
     table = evaluation.table
@@ -133,4 +141,7 @@ def evaluation_summary(evaluation) -> str:
     shown = table[["cluster", "size", "dominant_cause", "purity"]].assign(highest_rr=top)
     causes = ", ".join(evaluation.causes) or "none"
     covered = ", ".join(evaluation.covered) or "none"
-    return "\n".join([format_table(shown, floats="{:.2f}"), f"injected causes among the errors: {causes}; covered: {covered}"])
+    lines = [format_table(shown, floats="{:.2f}"), f"injected causes among the errors: {causes}; covered: {covered}"]
+    if evaluation.described is not None:
+        lines.append(described_line(evaluation.described))
+    return "\n".join(lines)

@@ -4,12 +4,15 @@ test set.
 
 A condition is a threshold (``x <= t``, ``x > t``), a range (``a < x <= b``), the outside of a
 range (so a range of angles that wraps around 360 degrees is found too) or a category
-(``x = v``). Per cluster and feature, the condition with the largest Youden index (share of the
-cluster meeting it minus share of the rest meeting it) over a grid of quantiles wins; a
-condition counts when most of the cluster meets it (``in_cluster >= 0.5``) and it is at least
-:data:`MIN_LIFT` times as common in the cluster as in the rest (``lift``). The up to
-:data:`MAX_CONDITIONS` best describe the cluster. This is a one-level rule learner: each condition
-reads on its own, as an engineer would check it against an image.
+(``x = v``). A condition counts when most of the cluster meets it (``in_cluster >= 0.5``) and it
+is at least :data:`MIN_LIFT` times as common in the cluster as in the rest (``lift``). Per cluster
+and feature, the condition that counts with the largest Youden index (share of the cluster
+meeting it minus share of the rest meeting it) over a grid of quantiles wins. The up to
+:data:`MAX_CONDITIONS` best describe the cluster; features that separate the cluster equally
+well are ranked by how far the cluster's median lies from the rest's, in interquartile ranges of
+the rest (several properties can follow one cause, e.g. speckle noise also raises sharpness and
+contrast: the one the cause moves most comes first). This is a one-level rule learner: each
+condition reads on its own, as an engineer would check it against an image.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ class Condition:
     condition: str
     in_cluster: float
     in_rest: float
+    effect: float = 0.0  # |cluster median - rest median| / rest's interquartile range (numeric features)
 
     @property
     def lift(self) -> float:
@@ -49,7 +53,24 @@ class Condition:
 
     @property
     def counts(self) -> bool:
-        return self.in_cluster >= MIN_IN_CLUSTER and self.lift >= MIN_LIFT
+        return counts(self.in_cluster, self.in_rest)
+
+
+def counts(in_cluster, in_rest):
+    """Whether conditions met by shares ``in_cluster`` and ``in_rest`` count (arrays element-wise)."""
+    return (in_cluster >= MIN_IN_CLUSTER) & (in_cluster >= MIN_LIFT * in_rest)
+
+
+def _best(scores: np.ndarray, counting: np.ndarray) -> tuple[int, ...]:
+    """Index of the largest score among the conditions that count (of all, when none does)."""
+    return np.unravel_index(int(np.argmax(np.where(counting, scores, -np.inf) if counting.any() else scores)), scores.shape)
+
+
+def _effect(values: np.ndarray, member: np.ndarray) -> float:
+    rest = values[~member]
+    spread = np.subtract(*np.percentile(rest, [75, 25]))
+    distance = abs(np.median(values[member]) - np.median(rest))
+    return float(distance / spread) if spread > 0 else float("inf") if distance > 0 else 0.0
 
 
 def _fmt(value: float) -> str:
@@ -76,18 +97,20 @@ def _numeric(feature: str, values: np.ndarray, member: np.ndarray) -> Condition 
     scores = np.stack([np.where(valid, inside_in - inside_out, -np.inf),  # inside
                        np.where(valid & (np.arange(len(cut))[:, None] > 0) & (np.arange(len(cut))[None, :] < len(cut) - 1),
                                 inside_out - inside_in, -np.inf)])  # outside (a proper range only)
-    outside, i, j = np.unravel_index(int(np.argmax(scores)), scores.shape)
+    counting = np.stack([counts(inside_in, inside_out), counts(1 - inside_in, 1 - inside_out)])
+    outside, i, j = _best(scores, counting)
     lo, hi = cut[i], cut[j]
+    effect = _effect(values, member)
     if outside:
         text = f"{feature} <= {_fmt(lo)} or > {_fmt(hi)}"
-        return Condition(feature, text, 1 - float(inside_in[i, j]), 1 - float(inside_out[i, j]))
+        return Condition(feature, text, 1 - float(inside_in[i, j]), 1 - float(inside_out[i, j]), effect)
     if np.isinf(lo):
         text = f"{feature} <= {_fmt(hi)}"
     elif np.isinf(hi):
         text = f"{feature} > {_fmt(lo)}"
     else:
         text = f"{_fmt(lo)} < {feature} <= {_fmt(hi)}"
-    return Condition(feature, text, float(inside_in[i, j]), float(inside_out[i, j]))
+    return Condition(feature, text, float(inside_in[i, j]), float(inside_out[i, j]), effect)
 
 
 def _categorical(feature: str, values: pd.Series, member: np.ndarray) -> Condition | None:
@@ -96,7 +119,7 @@ def _categorical(feature: str, values: pd.Series, member: np.ndarray) -> Conditi
         return None
     share_in = values[member].value_counts(normalize=True)
     share_out = values[~member].value_counts(normalize=True).reindex(share_in.index, fill_value=0.0)
-    best = (share_in - share_out).idxmax()
+    best = share_in.index[_best((share_in - share_out).to_numpy(), counts(share_in, share_out).to_numpy())[0]]
     return Condition(feature, f"{feature} = {best}", float(share_in[best]), float(share_out[best]))
 
 
@@ -118,7 +141,7 @@ def describe_clusters(clusters: pd.DataFrame, table: pd.DataFrame, source: str) 
     for name, group in clusters.groupby("cluster", sort=False):
         member = np.isin(images, group["image"].to_numpy())
         found = [best_condition(feature, table[feature], member) for feature in table.columns]
-        kept = sorted((c for c in found if c is not None and c.counts), key=lambda c: -c.score)[:MAX_CONDITIONS]
+        kept = sorted((c for c in found if c is not None and c.counts), key=lambda c: (-round(c.score, 9), -c.effect))[:MAX_CONDITIONS]
         rows += [{"cluster": name, "source": source, "feature": c.feature, "condition": c.condition,
                   "in_cluster": round(c.in_cluster, 4), "in_rest": round(c.in_rest, 4), "lift": round(c.lift, 2)} for c in kept]
     return pd.DataFrame(rows, columns=DESCRIPTION_COLUMNS).astype({"in_cluster": float, "in_rest": float, "lift": float})

@@ -44,19 +44,22 @@ def _named(descriptions: pd.DataFrame, cluster: str, feature: str, table: pd.Dat
     return bool(said and in_direction(table[feature], member, direction))
 
 
-def score_descriptions(clusters: pd.DataFrame, params: pd.DataFrame, properties: pd.DataFrame | None, evidence: dict) -> pd.DataFrame:
+def score_descriptions(clusters: pd.DataFrame, params: pd.DataFrame, properties: pd.DataFrame | None, evidence: dict,
+                       descriptions: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per (cause, cluster it dominates): cause, cluster, size, purity, parameter, parameter_named,
     property and property_named (NaN when the cause changes no pixel property or it was not measured).
 
     ``clusters``: image, cluster; ``params``: the test set's params.csv (image ids as in ``clusters``);
-    ``properties``: image properties indexed by image (as :func:`hudd.describe.image_properties.properties_table`).
+    ``properties``: image properties indexed by image (as :func:`hudd.describe.image_properties.properties_table`);
+    ``descriptions``: what ``hudd describe`` wrote for these clusters (None: described here, as it describes).
     """
     clusters = clusters[clusters["cluster"] != NOISE]
     by_image = params.drop_duplicates("image").set_index("image")
     tables = {"params": by_image[parameter_columns(params)]}
     if properties is not None:
         tables["image"] = properties.reindex(by_image.index).add_prefix(IMAGE_PREFIX)
-    descriptions = pd.concat([describe_clusters(clusters, table, source) for source, table in tables.items()], ignore_index=True)
+    if descriptions is None:
+        descriptions = pd.concat([describe_clusters(clusters, table, source) for source, table in tables.items()], ignore_index=True)
     table = evaluate_clusters(clusters, params).table
     rows = []
     for row in table.itertuples():
@@ -75,3 +78,4 @@ def score_descriptions(clusters: pd.DataFrame, params: pd.DataFrame, properties:
         rows.append(result)
     columns = ["cause", "cluster", "size", "purity", "parameter", "parameter_named", "property", "property_named"]
     return pd.DataFrame(rows, columns=columns)
+

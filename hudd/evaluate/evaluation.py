@@ -68,6 +68,7 @@ class Evaluation:
     purity: float
     covered: list[str]
     causes: list[str]
+    described: pd.DataFrame | None = None  # the descriptions scored (hudd.evaluate.descriptions), when they could be
 
     @property
     def coverage(self) -> str:

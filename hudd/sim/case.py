@@ -32,7 +32,7 @@ from .params import (FAMILIES, GAZE_CLASSES, OPENNESS_CLASSES, PARAMETERS, TASKS
                      sample_parameters)
 from .render import KEYPOINT_NAMES, eye_keypoints, eye_masks, render_eyes
 
-__all__ = ["SimulationSettings", "simulate_case", "SPLITS", "SIMULATION_RECORD", "FORMAT"]
+__all__ = ["SimulationSettings", "simulate_case", "simulated_task", "SPLITS", "SIMULATION_RECORD", "FORMAT"]
 
 SPLITS = ("TrainingSet", "TestSet", "ImprovementSet")
 SIMULATION_RECORD = "simulation.json"
@@ -191,3 +191,12 @@ def simulate_case(case: Path, settings: SimulationSettings, *, force: bool = Fal
     (Path(case) / "DNNModels").mkdir(parents=True, exist_ok=True)
     write_text(record, json.dumps(wanted, indent=2, sort_keys=True) + "\n")
     return True
+
+
+def simulated_task(datasets: Path) -> str | None:
+    """The task ``hudd simulate`` wrote ``datasets`` for (from its record), or None for data of any other origin."""
+    try:
+        task = json.loads((Path(datasets) / SIMULATION_RECORD).read_text()).get("task")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return task if task in TASKS else None

@@ -31,7 +31,7 @@ from .common import Context, run_step
 
 __all__ = ["DescribeOutcome", "run", "VERSION"]
 
-VERSION = 1
+VERSION = 2
 
 
 @dataclass

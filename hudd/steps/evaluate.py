@@ -3,7 +3,10 @@
 Reads the clusters of the workspace's active method (the last ``hudd cluster`` / ``hudd analyze``:
 ``clusters.csv`` for ``paper``, ``ClusterAnalysis/<method>/clusters.csv`` for a feature method) and
 ``DataSets/TestSet/params.csv`` (which needs a ``cause`` column) and writes ``evaluation.csv``: one row per cluster with its size, dominant cause, purity, the count of
-each cause and the variance ratio RR of each parameter (see :mod:`hudd.evaluate.evaluation`).
+each cause and the variance ratio RR of each parameter (see :mod:`hudd.evaluate.evaluation`). On a
+case ``hudd simulate`` wrote, whose clusters ``hudd describe`` has described, it also scores the
+descriptions (:mod:`hudd.evaluate.descriptions`): per cluster a cause dominates, whether they name
+the parameter the cause changed (``names_parameter``) and the image property (``names_property``).
 
 ``--compare`` (:func:`compare`) scores every clustering the workspace holds side by side and writes
 ``clusterings.csv``: the paper's selected clusters (``paper``), each layer's (``paper-layer``), and
@@ -14,16 +17,21 @@ one is active. Cheap, so it always reruns.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 
 import pandas as pd
 
 from ..case.data import read_params
 from ..core.errors import HuddError
+from ..describe.describe import DESCRIPTION_COLUMNS
+from ..evaluate.descriptions import score_descriptions
 from ..evaluate.evaluation import NOISE, Evaluation, evaluate_clusters
-from ..core.files import write_csv
+from ..core.files import file_hash, write_csv
+from ..sim.case import simulated_task
+from ..sim.params import evidence
 from ..methods import FEATURE_METHODS, PAPER
-from ..workspace.readers import read_table
+from ..workspace.readers import read_table, redo
 from ..cluster.naming import unit_name
 from ..workspace.tables import read_summary
 from .common import Context
@@ -40,26 +48,48 @@ def _ground_truth(ctx: Context) -> pd.DataFrame:
     return params
 
 
+def _clusters(path) -> pd.DataFrame:
+    return read_table(path, {"image": "str", "cluster": "str"}, fix="rerun the clustering that wrote it with --force")
+
+
 def _score(ctx: Context, path, params: pd.DataFrame) -> Evaluation:
     """The clusters in ``path`` (image, cluster) scored against the injected causes."""
-    clusters = read_table(path, {"image": "str", "cluster": "str"}, fix="rerun the clustering that wrote it with --force")
     try:
-        return evaluate_clusters(clusters, params)
+        return evaluate_clusters(_clusters(path), params)
     except KeyError as exc:
         raise HuddError(f"{ctx.case.split_dir('TestSet') / 'params.csv'}: has no row for the clustered image {exc.args[0]}; "
                         f"regenerate it or rerun the analysis") from None
 
 
+def _described(ctx: Context, path, params: pd.DataFrame) -> pd.DataFrame | None:
+    """The workspace's descriptions of the clusters in ``path`` scored against what each cause changed; None unless
+    the case is simulated and ``hudd describe`` described these very clusters."""
+    ws = ctx.workspace
+    task = simulated_task(ctx.case.datasets)
+    entry = ws.step_entry("describe") or {}
+    if task is None or not entry.get("done") or (entry.get("inputs") or {}).get("clusters") != file_hash(path):
+        return None
+    fix = redo("describe")
+    descriptions = read_table(ws.descriptions_csv, DESCRIPTION_COLUMNS, fix=fix, allow_empty=True, keep_default_na=False)
+    properties = read_table(ws.properties_csv("TestSet"), {"image": "str"}, fix=fix).set_index("image")
+    return score_descriptions(_clusters(path), params, properties, evidence(task), descriptions=descriptions)
+
+
 def run(ctx: Context) -> Evaluation:
-    """Evaluate the clusters of the workspace's active method; write and return the scores."""
+    """Evaluate the clusters of the workspace's active method (and their descriptions); write and return the scores."""
     ws = ctx.workspace
     params = _ground_truth(ctx)
     clusters = ws.method_clusters_csv(ws.active_method()["name"])
     if not clusters.is_file():
         raise HuddError(f"{clusters}: missing; run `hudd analyze {ctx.case.root}` first")
     evaluation = _score(ctx, clusters, params)
-    write_csv(ws.evaluation_csv, evaluation.table)
-    return evaluation
+    described = _described(ctx, clusters, params)
+    table = evaluation.table
+    if described is not None:
+        named = described.set_index("cluster")[["parameter_named", "property_named"]]
+        table = table.join(named.rename(columns={"parameter_named": "names_parameter", "property_named": "names_property"}), on="cluster")
+    write_csv(ws.evaluation_csv, table)
+    return dataclasses.replace(evaluation, table=table, described=described)
 
 
 def _seconds(ctx: Context, *steps: str) -> float:
