@@ -87,11 +87,15 @@ def _clustering_half_done(ws: Path) -> bool:
     return any((ws / ".staging/cluster/ClusterAnalysis").glob("*/clusters.csv"))
 
 
+_BY_FOURS = ("--method", "paper", "--batch-size", "4")
+
+
 @pytest.fixture(scope="module")
 def analyzed_by_fours(tmp_path_factory, trained_case: Path) -> Path:
-    """The trained tiny case after ``hudd analyze --batch-size 4``, run without interruption (read-only)."""
+    """The trained tiny case after ``hudd analyze --method paper --batch-size 4``, run without interruption (read-only).
+    The paper's method: its heatmaps and per-layer clustering are the steps a kill interrupts."""
     reference = copy_case(trained_case, tmp_path_factory.mktemp("reference"))
-    assert run_cli("analyze", str(reference), "--batch-size", "4").exit_code == 0
+    assert run_cli("analyze", str(reference), *_BY_FOURS).exit_code == 0
     return reference
 
 
@@ -101,7 +105,7 @@ def test_analyze_killed_with_sigkill_resumes_to_byte_identical_artifacts(case: P
     reference = analyzed_by_fours
 
     ws = case / "HUDD"
-    proc = subprocess.Popen([sys.executable, "-c", _KILLABLE_HUDD, "--quiet", "analyze", str(case), "--batch-size", "4"])
+    proc = subprocess.Popen([sys.executable, "-c", _KILLABLE_HUDD, "--quiet", "analyze", str(case), *_BY_FOURS])
     try:
         deadline = time.time() + 120
         while time.time() < deadline and proc.poll() is None and not moment(ws):
@@ -114,7 +118,7 @@ def test_analyze_killed_with_sigkill_resumes_to_byte_identical_artifacts(case: P
     assert not json.loads((ws / "manifest.json").read_text())["steps"].get(step, {}).get("done")
     assert not (ws / ("Heatmaps" if step == "heatmaps" else "summary.csv")).exists(), "a half-done step never looks finished"
 
-    result = run_cli("analyze", str(case), "--batch-size", "4")
+    result = run_cli("analyze", str(case), *_BY_FOURS)
     assert result.exit_code == 0, result.output
     assert _tables(ws) == _tables(reference / "HUDD")
 
