@@ -23,6 +23,7 @@ from .next_step import carry_flags
 from .next_step import next_line as _next
 from ..config import CONFIG_KEYS, Config, effective_config, load_config
 from ..case.layout import require_datasets
+from ..core.distributed import WorkerDone
 from ..core.errors import HuddError, os_error_message
 
 __all__ = ["cli", "main"]
@@ -47,6 +48,8 @@ class _Group(click.Group):
                 raise
             click.echo(f"hudd: error: {os_error_message(exc)}", err=True)
             ctx.exit(2)
+        except WorkerDone:  # a rank other than 0 under torchrun: rank 0 has finished the command and speaks for it
+            ctx.exit(0)
         except KeyboardInterrupt:
             click.echo("hudd: interrupted; finished steps are kept, run the command again to resume", err=True)
             ctx.exit(130)
