@@ -25,7 +25,7 @@ from typing import Any, Callable, Sequence
 
 from .errors import HuddError
 
-__all__ = ["active", "world_size", "rank", "is_main", "init", "plan_batches", "rows_line", "everywhere", "serve", "release",
+__all__ = ["active", "world_size", "rank", "is_main", "init", "plan_batches", "rank_line", "rows_line", "everywhere", "serve", "release",
            "WorkerDone", "stop_for_test"]
 
 _TIMEOUT = timedelta(days=7)  # a rank waits while rank 0 clusters, exports and reports: hours on a large case
@@ -100,12 +100,16 @@ def plan_batches(n: int, batch_size: int, parts: int, done: Sequence[tuple[int, 
     return plans
 
 
+def rank_line(what: str, detail: str) -> None:
+    """Under torchrun, one line on stderr: ``<what>: rank <r> of <world>: <detail>`` (what this rank computes)."""
+    if active():
+        print(f"{what}: rank {rank()} of {world_size()}: {detail}", file=sys.stderr, flush=True)
+
+
 def rows_line(what: str, ranges: Sequence[tuple[int, int]]) -> None:
     """Under torchrun, one line on stderr saying which rows this rank computes for ``what``."""
-    if active():
-        shown = ", ".join(f"{start}-{stop}" for start, stop in ranges) or "none"
-        count = sum(stop - start for start, stop in ranges)
-        print(f"{what}: rank {rank()} of {world_size()}: rows {shown} ({count} rows)", file=sys.stderr, flush=True)
+    shown = ", ".join(f"{start}-{stop}" for start, stop in ranges) or "none"
+    rank_line(what, f"rows {shown} ({sum(stop - start for start, stop in ranges)} rows)")
 
 
 def _broadcast(message: Any) -> Any:
