@@ -243,6 +243,8 @@ def _train_share(ctx: Context, plans: list) -> dict[int, list[dict]]:
 
 def _train_runs(ctx: Context, runs: list[int]) -> dict[int, list[dict]]:
     """The metrics rows of each run in ``runs`` (every method, seed ``seed + run``); run 0's HUDD model is saved."""
+    if not runs:
+        return {}
     config = ctx.config
     setup = _setup(ctx)
     data = _data(ctx, setup)
