@@ -103,7 +103,8 @@ def plan_batches(n: int, batch_size: int, parts: int, done: Sequence[tuple[int, 
 def rank_line(what: str, detail: str) -> None:
     """Under torchrun, one line on stderr: ``<what>: rank <r> of <world>: <detail>`` (what this rank computes)."""
     if active():
-        print(f"{what}: rank {rank()} of {world_size()}: {detail}", file=sys.stderr, flush=True)
+        sys.stderr.write(f"{what}: rank {rank()} of {world_size()}: {detail}\n")  # one write: lines of ranks never interleave
+        sys.stderr.flush()
 
 
 def rows_line(what: str, ranges: Sequence[tuple[int, int]]) -> None:
