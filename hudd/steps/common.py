@@ -36,7 +36,7 @@ from ..core.device import resolve_device
 from ..core.errors import HuddError
 from ..explain.features import FeatureExtractor, make_extractors
 from ..models import LoadedModel
-from ..core.progress import echo
+from ..core.progress import echo, set_quiet
 from ..models.predictions import weak_model_reason
 from ..retrain.doctor import conv_layers, default_layers
 from ..workspace.readers import load_array, read_table, redo
@@ -93,6 +93,7 @@ def open_context(case_root: Path, config: Config, *, command: str, model: str | 
     device = distributed.init(resolve_device(config.device, config.where("device")))
     ctx = Context(case=case, config=config, workspace=workspace, model=loaded, device=device)
     if not distributed.is_main():  # under torchrun: compute rank 0's share of rows until it is done
+        set_quiet(True)  # rank 0's progress bars and messages speak for all; each rank still says which rows it computes
         distributed.serve(ctx)
         raise distributed.WorkerDone
     echo(loaded.describe())
