@@ -163,6 +163,7 @@ def serve(state: Any) -> None:
     while True:
         task = _broadcast(None)
         if task is None:
+            _leave()
             return
         fn, args = task
         ok, value = _call(fn, state, args)
@@ -176,6 +177,15 @@ def release() -> None:
 
         if dist.is_initialized():
             _broadcast(None)
+            _leave()
+
+
+def _leave() -> None:
+    """Leave the process group once the command is over (NCCL warns about a group never destroyed)."""
+    import torch.distributed as dist
+
+    dist.destroy_process_group()
+    _STATE["control"] = None
 
 
 def stop_for_test() -> None:
