@@ -23,6 +23,7 @@ from .next_step import carry_flags
 from .next_step import next_line as _next
 from ..config import CONFIG_KEYS, Config, effective_config, load_config
 from ..case.layout import require_datasets
+from ..core.distributed import WorkerDone, world_size
 from ..core.errors import HuddError, os_error_message
 
 __all__ = ["cli", "main"]
@@ -47,6 +48,8 @@ class _Group(click.Group):
                 raise
             click.echo(f"hudd: error: {os_error_message(exc)}", err=True)
             ctx.exit(2)
+        except WorkerDone:  # a rank other than 0 under torchrun: rank 0 has finished the command and speaks for it
+            ctx.exit(0)
         except KeyboardInterrupt:
             click.echo("hudd: interrupted; finished steps are kept, run the command again to resume", err=True)
             ctx.exit(130)
@@ -64,6 +67,12 @@ def _config(case: str, overrides: dict) -> Config:
     config = load_config(_case(case), overrides)
     require_datasets(Path(case))
     return config
+
+
+def _alone(command: str) -> None:
+    """A HuddError under torchrun for a command that runs as one process (every process would write the same files)."""
+    if world_size() > 1:
+        raise HuddError(f"hudd {command}: runs as one process; run it without torchrun (the commands that analyse a case run under it)")
 
 
 @contextlib.contextmanager
@@ -103,6 +112,7 @@ def simulate(case, task, n_train, n_test, n_improve, size, seed, hazard_rate, ha
 
     Tasks: eyes (gaze, openness, landmarks), traffic signs (signs, RGB) and handwritten-like
     digits (glyphs); each with injected hazards recorded as the `cause` column."""
+    _alone("simulate")
     from ..sim import SimulationSettings, simulate_case
 
     settings = SimulationSettings(task=task, n_train=n_train, n_test=n_test, n_improve=n_improve,
@@ -122,6 +132,7 @@ def simulate(case, task, n_train, n_test, n_improve, size, seed, hazard_rate, ha
 @config_options("device", "batch_size", "seed", "epochs", "lr", *INPUT_KEYS)
 def train(case, arch, name, force, **kwargs):
     """Train a baseline model on CASE's TrainingSet and save it in DNNModels/."""
+    _alone("train")
     config = _config(case, kwargs)
     from ..models.train import train_baseline
     from ..case.data import Case
@@ -352,6 +363,7 @@ def config_cmd(case, **kwargs):
 @config_options("device", "seed", "epochs")
 def demo(directory, force, **kwargs):
     """Run the whole story on simulated eyes in DIRECTORY (default ./demo-case)."""
+    _alone("demo")
     Path(directory).mkdir(parents=True, exist_ok=True)
     config = load_config(Path(directory), kwargs)
     from ..demo import run_demo

@@ -56,7 +56,7 @@ from ..workspace.readers import check_images, load_array, read_table, redo
 from ..workspace.tables import read_index, read_layers, read_unsafe
 from ..workspace.workspace import Workspace
 from ..core.files import save_npy, write_csv
-from .common import Context, method_extractors, method_space, run_step
+from .common import Context, listing_rows, method_extractors, method_space, run_step, sharded
 
 __all__ = ["AssignOutcome", "run", "selection_space", "VERSION"]
 
@@ -235,12 +235,24 @@ def _feature_linkage(ctx: Context, method: str, clusters: pd.DataFrame, names: l
     order, starts = _sorted_by_cluster(np.array([names.index(c) for c in clusters["cluster"]]), np.arange(len(names)))
     reference = space.transform(features[[row_of[image] for image in clusters["image"].to_numpy()[order]]])
     extractors = method_extractors(ctx, method)
-    improvement = space.transform(extract_blocks(extractors, dataset, batch_size=ctx.config.batch_size, device=ctx.device)[0])
+    improvement = extract_blocks(extractors, dataset, batch_size=ctx.config.batch_size, device=ctx.device)[0]
     linkage = np.empty((len(dataset), len(names)))
-    for start, stop, block in distance_blocks(improvement, reference, device=ctx.device):
-        linkage[start:stop] = single_linkage(block, starts)
+    batch = ctx.config.batch_size  # batch by batch, so that a rank's rows are computed as a single process computes them
+    for start in range(0, len(improvement), batch):
+        stop = min(start + batch, len(improvement))
+        for _, _, block in distance_blocks(space.transform(improvement[start:stop]), reference, device=ctx.device, block_rows=batch):
+            linkage[start:stop] = single_linkage(block, starts)
     outputs = predict(ctx.model.module, dataset, batch_size=ctx.config.batch_size, device=ctx.device)
     return linkage, (outputs.argmax(1) if ctx.model.spec.task == "classification" else outputs)
+
+
+def _linkage_rows(ctx: Context, start: int, stop: int, listing, space: str, method: str, clusters: pd.DataFrame,
+                  names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The single-linkage distances and predictions of the improvement images ``start:stop`` (one rank's share under torchrun)."""
+    dataset = ctx.dataset(listing_rows(listing, start, stop), cache=False)
+    if space == HEATMAPS:
+        return _heatmap_linkage(ctx, clusters, names, dataset)
+    return _feature_linkage(ctx, method, clusters, names, dataset)
 
 
 def run(ctx: Context, *, method: str | None = None, budget: int | None = None, force: bool = False) -> AssignOutcome:
@@ -259,7 +271,6 @@ def run(ctx: Context, *, method: str | None = None, budget: int | None = None, f
         raise HuddError(f"sf == {ctx.config.sf}: every cluster's quota rounds to 0 ({len(test)} test images, "
                         f"{int((~test['correct']).sum())} errors); raise --sf or give --budget")
     listing = ctx.listing("ImprovementSet", unlabelled_ok=True)
-    dataset = ctx.dataset(listing, cache=False)
     space = selection_space(ctx, method)
     config = {"sf": ctx.config.sf, "budget": budget, "lrp_rule": ctx.config.lrp_rule, "device": ctx.device.type, "method": method,
               "select_in": space}
@@ -271,10 +282,9 @@ def run(ctx: Context, *, method: str | None = None, budget: int | None = None, f
     spec = ctx.model.spec
 
     def compute(fingerprint: str, resume: bool):
-        if space == HEATMAPS:
-            linkage, predicted = _heatmap_linkage(ctx, compared, names, dataset)
-        else:
-            linkage, predicted = _feature_linkage(ctx, method, clusters, names, dataset)
+        parts = sharded(ctx, "assign", _linkage_rows, len(listing), listing, space, method, compared, names)
+        linkage = np.concatenate([part[0] for part in parts])
+        predicted = np.concatenate([part[1] for part in parts])
         chosen = np.full(len(listing), -1, np.int64)
         rank = np.zeros(len(listing), np.int64)
         distance = np.full(len(listing), np.nan)

@@ -15,6 +15,7 @@ extractors, Model Doctor's layers and aggregates). Readers that need only the wo
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -30,18 +31,19 @@ from ..models.case_model import InputSettings, open_case_model
 from ..config import Config
 from ..case.data import Case, ImageDataset, SplitListing, list_split
 from ..cluster.feature_space import FeatureSpace
+from ..core import distributed
 from ..core.device import resolve_device
 from ..core.errors import HuddError
 from ..explain.features import FeatureExtractor, make_extractors
 from ..models import LoadedModel
-from ..core.progress import echo
+from ..core.progress import echo, set_quiet
 from ..models.predictions import weak_model_reason
 from ..retrain.doctor import conv_layers, default_layers
 from ..workspace.readers import load_array, read_table, redo
 from ..workspace.workspace import Workspace, fingerprint, utc_now
 from ..core.files import file_hash, listing_hash
 
-__all__ = ["Context", "open_context", "run_step", "weak_model_line", "error_rows", "error_positions", "describe_images", "method_paths", "method_space",
+__all__ = ["Context", "open_context", "run_step", "listing_rows", "sharded", "weak_model_line", "error_rows", "error_positions", "describe_images", "method_paths", "method_space",
            "method_extractors", "resolve_doctor_layers", "read_doctor_aggregates"]
 
 
@@ -55,6 +57,7 @@ class Context:
     model: LoadedModel
     device: torch.device
     checked: set = field(default_factory=set)  # the images whose headers this command checked (hudd.case.images.check_images)
+    cache: dict = field(default_factory=dict)  # what a step prepared once per command (rank 0 prepares it before its shard)
 
     @cached_property
     def model_hash(self) -> str:
@@ -80,14 +83,25 @@ class Context:
 @contextlib.contextmanager
 def open_context(case_root: Path, config: Config, *, command: str, model: str | None = None, trust_model: bool = False,
                  arch: str | None = None) -> Iterator[Context]:
-    """Load the case's model and hold the workspace lock while the command runs."""
+    """Load the case's model and hold the workspace lock while the command runs.
+
+    Under torchrun only rank 0 gets here past the model: the other ranks serve its sharded steps
+    (:func:`hudd.core.distributed.serve`) and end with :class:`hudd.core.distributed.WorkerDone`."""
     case = Case(Path(case_root))
     workspace = Workspace.of_case(case.root, config.workspace, flag=config.where("workspace"), base=config.base("workspace", case.root))
     loaded = open_case_model(case, model, trust_model=trust_model, arch=arch, settings=InputSettings.of(config))
+    device = distributed.init(resolve_device(config.device, config.where("device")))
+    ctx = Context(case=case, config=config, workspace=workspace, model=loaded, device=device)
+    if not distributed.is_main():  # under torchrun: compute rank 0's share of rows until it is done
+        set_quiet(True)  # rank 0's progress bars and messages speak for all; each rank still says which rows it computes
+        distributed.serve(ctx)
+        raise distributed.WorkerDone
     echo(loaded.describe())
-    device = resolve_device(config.device, config.where("device"))
-    with workspace.locked(command):
-        yield Context(case=case, config=config, workspace=workspace, model=loaded, device=device)
+    try:
+        with workspace.locked(command):
+            yield ctx
+    finally:
+        distributed.release()
 
 
 def run_step(ctx: Context, step: str, version: int, *, config: Mapping, inputs: Mapping[str, str],
@@ -110,6 +124,28 @@ def run_step(ctx: Context, step: str, version: int, *, config: Mapping, inputs: 
     outputs = compute(fp, not force)
     ws.finish_step(step, fp, inputs=inputs, outputs=outputs, config=config, started=started)
     return True
+
+
+def listing_rows(listing: SplitListing, start: int, stop: int) -> SplitListing:
+    """Rows ``start:stop`` of ``listing``, as a listing of their own."""
+    return dataclasses.replace(listing, ids=tuple(listing.ids[start:stop]), targets=listing.targets[start:stop])
+
+
+def sharded(ctx: Context, what: str, fn: Callable, n: int, *args) -> list:
+    """``fn(ctx, start, stop, *args)`` over rows ``0..n``: alone, one call for every row; under torchrun, each rank
+    on its own batch-aligned range (:func:`hudd.core.distributed.plan_batches`), the results in row order (ranks
+    without rows left out). ``fn`` is a module-level function; its results must join in that order."""
+    if not distributed.active():
+        return [fn(ctx, 0, n, *args)]
+    plans = distributed.plan_batches(n, ctx.config.batch_size, distributed.world_size())
+    parts = [part for part in distributed.everywhere(ctx, _shard, what, fn, plans, args) if part is not None]
+    return parts or [fn(ctx, 0, 0, *args)]
+
+
+def _shard(ctx: Context, what: str, fn: Callable, plans: list, args: tuple):
+    ranges = plans[distributed.rank()]
+    distributed.rows_line(what, ranges)
+    return fn(ctx, ranges[0][0], ranges[-1][1], *args) if ranges else None
 
 
 def weak_model_line(ctx: Context) -> str:

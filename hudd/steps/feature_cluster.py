@@ -59,7 +59,7 @@ from ..core.progress import echo
 from ..core.files import file_hash, save_npy, write_csv
 from ..cluster.naming import cluster_name
 from ..export.wicd import write_wicd
-from .common import Context, describe_images, error_positions, error_rows, image_keypoints, method_paths, run_step
+from .common import Context, describe_images, error_positions, error_rows, image_keypoints, method_paths, run_step, sharded
 
 __all__ = ["FeatureOutcome", "METHODS", "run", "cluster_names", "VERSION"]
 
@@ -91,6 +91,15 @@ def _error_dataset(ctx: Context, errors: pd.DataFrame) -> ImageDataset:
     rows = error_positions(ctx, errors, listing)
     subset = dataclasses.replace(listing, ids=tuple(listing.ids[i] for i in rows), targets=listing.targets[rows])
     return ctx.dataset(subset)
+
+
+def _features_rows(ctx: Context, start: int, stop: int, errors: pd.DataFrame, extractor: str, weights: Path | None):
+    """The features (and block widths) of the error-inducing images ``start:stop`` (one rank's share under torchrun)."""
+    key = ("extractors", extractor, weights)
+    if key not in ctx.cache:
+        ctx.cache[key] = make_extractors(extractor, model=ctx.model.module, weights=weights)
+    dataset = _error_dataset(ctx, errors.iloc[start:stop])
+    return extract_blocks(ctx.cache[key], dataset, batch_size=ctx.config.batch_size, device=ctx.device)
 
 
 def _params_text(params: dict) -> str:
@@ -228,8 +237,9 @@ def run(ctx: Context, method: str = "blackbox", *, extractor: str | None = None,
         inputs["weights"] = file_hash(Path(weights))
 
     def compute(fingerprint: str, resume: bool):
-        dataset = _error_dataset(ctx, errors)
-        features, blocks = extract_blocks(extractors, dataset, batch_size=ctx.config.batch_size, device=ctx.device)
+        ctx.cache[("extractors", extractor, weights)] = extractors
+        parts = sharded(ctx, f"{method} features", _features_rows, len(errors), errors, extractor, weights)
+        features, blocks = np.concatenate([part[0] for part in parts]), parts[0][1]
         result = _cluster(ctx, features, blocks, clusterer, reducer, spec.k)
         names = cluster_names(result.labels)
         clusters = pd.DataFrame({"image": errors["image"], "cluster": names})

@@ -13,10 +13,12 @@ fully connected ones. Outputs in the workspace:
   has none (its input is another layer's, so is its heatmap; a single-value heatmap; never called).
   Only the layers with heatmaps are clustered. ``--layers`` names layers explicitly: then none is left out.
 
-The arrays are written under ``.staging/heatmaps/`` (their disk space reserved first) and replace
-the previous heatmaps only when every image is done. Resumable: after each batch is flushed,
-``progress.json`` there records the rows done; a killed run with unchanged inputs continues from
-there with the same batch boundaries, so it ends byte-identical to an uninterrupted run.
+The arrays are written under ``.staging/heatmaps/`` (allocated in full first, their disk space
+reserved) and replace the previous heatmaps only when every image is done. Resumable: after each
+batch is flushed, ``progress.json`` there records the row ranges done (under torchrun, rank 0's;
+each other rank writes its own ``progress-<rank>.json``); a killed run with unchanged inputs
+computes only the batches not done yet, with the same batch boundaries, so it ends byte-identical
+to an uninterrupted run, whatever the number of processes of either run.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from numpy.lib.format import open_memmap
 from torch.utils.data import Subset
 
 from ..case.data import ImageDataset, make_loader
+from ..core import distributed
 from ..core.errors import HuddError
 from ..explain.lrp import Explainer, UnsupportedLayer
 from ..models.predictions import check_finite
@@ -101,99 +104,175 @@ def _index_table(ctx: Context, errors: pd.DataFrame, targets: np.ndarray | None)
     return table
 
 
+@dataclass
+class _Prepared:
+    """What every rank needs to compute its rows: the error-inducing images, where they are in the TestSet, the
+    explainer and the targets (built once per command and process)."""
+
+    errors: pd.DataFrame
+    explainer: Explainer
+    positions: np.ndarray
+    dataset: ImageDataset
+    targets: np.ndarray | None
+
+
+def _prepare(ctx: Context) -> _Prepared:
+    if "heatmaps" not in ctx.cache:
+        errors = error_rows(ctx)
+        explainer = _explainer(ctx)
+        listing = ctx.listing("TestSet")
+        positions = error_positions(ctx, errors, listing)
+        dataset = ctx.dataset(listing, cache=False)
+        ctx.cache["heatmaps"] = _Prepared(errors, explainer, positions, dataset, _targets(ctx, errors, dataset, positions))
+    return ctx.cache["heatmaps"]
+
+
 def run(ctx: Context, *, force: bool = False) -> HeatmapsOutcome:
     """Run (or skip, or resume) the heatmaps step; see the module docstring."""
     ws = ctx.workspace
-    errors = error_rows(ctx)
-    explainer = _explainer(ctx)
+    prepared = _prepare(ctx)
+    errors, explainer = prepared.errors, prepared.explainer
     _announce(explainer, ws.heatmap_layers)
-    listing = ctx.listing("TestSet")
-    positions = error_positions(ctx, errors, listing)
-    dataset = ctx.dataset(listing, cache=False)
-    targets = _targets(ctx, errors, dataset, positions)
     config = {key: getattr(ctx.config, key) for key in ("lrp_rule", "lrp_target", "layers", "heatmap_dtype", "batch_size")}
     config["device"] = ctx.device.type
-    inputs = {"model": ctx.model_hash, "testResult": file_hash(ws.test_result), "TestSet": ctx.listing_hash(listing)}
+    inputs = {"model": ctx.model_hash, "testResult": file_hash(ws.test_result), "TestSet": ctx.listing_hash(prepared.dataset.listing)}
     dtype = np.dtype(ctx.config.heatmap_dtype)
-    batch_size = ctx.config.batch_size
 
     def compute(fingerprint: str, resume: bool):
+        shapes = _shapes(prepared)
         out = ws.staging("heatmaps", keep=resume)
-        done = _rows_done(out, fingerprint, explainer.layers) if resume else 0
-        if done == 0:
+        done = _rows_done(out, fingerprint, explainer.layers) if resume else []
+        if not done:
             out = ws.staging("heatmaps")
         try:
-            fill(out, done, fingerprint)
+            out.heatmaps_dir.mkdir(parents=True, exist_ok=True)
+            write_csv(out.heatmap_index, _index_table(ctx, errors, prepared.targets))
+            if done:
+                _record(out.heatmap_progress, fingerprint, done)
+                for path in _progress_files(out)[1:]:
+                    remove(path, ws.root)
+            else:
+                _allocate(out, explainer.layers, shapes, len(errors), dtype)
+            plans = distributed.plan_batches(len(errors), ctx.config.batch_size, distributed.world_size(), done)
+            distributed.everywhere(ctx, _fill, out, fingerprint, plans, done)
+            write_csv(out.heatmap_layers, _layers_table(explainer, shapes))
+            for path in _progress_files(out):
+                remove(path, ws.root)
         except BaseException:
-            if not out.heatmap_progress.is_file():  # nothing worth resuming: give the disk space back
+            if not _progress_files(out):  # nothing worth resuming: give the disk space back
                 remove(out.root, ws.root)
             raise
         ws.commit(out, [ws.heatmaps_dir])
         return [ws.heatmap(name) for name in explainer.layers] + [ws.heatmap_index, ws.heatmap_layers]
 
-    def fill(out, done: int, fingerprint: str) -> None:
-        out.heatmaps_dir.mkdir(parents=True, exist_ok=True)
-        write_csv(out.heatmap_index, _index_table(ctx, errors, targets))
-        arrays = {name: open_memmap(out.heatmap(name), mode="r+") for name in explainer.layers} if done else {}
-        loader = make_loader(Subset(dataset, positions[done:].tolist()), batch_size=batch_size)
-        row = done
-        for images, _, index in progress(loader, desc="heatmaps", unit="batch"):
-            batch_targets = None if targets is None else torch.tensor(targets[row:row + len(images)])
-            outputs, relevance = explainer.relevance(images, batch_targets)
-            check_finite(outputs, dataset, index)
-            if not arrays:
-                arrays = _allocate(out, explainer, relevance, len(errors), dtype)
-            for name, rel in relevance.items():
-                arrays[name][row:row + len(images)] = explainer.heatmap(name, rel).float().cpu().numpy().astype(dtype)
-            row += len(images)
-            for array in arrays.values():
-                array.flush()
-            write_text(out.heatmap_progress, json.dumps({"fingerprint": fingerprint, "rows_done": row}))
-        write_csv(out.heatmap_layers, _layers_table(explainer, arrays))
-        del arrays
-        remove(out.heatmap_progress, ws.root)
-
     ran = run_step(ctx, "heatmaps", VERSION, config=config, inputs=inputs, compute=compute, force=force, staged=True)
     return HeatmapsOutcome(ran, len(errors), read_layers(ws, every=True))
 
 
-def _rows_done(out, fingerprint: str, layers: list[str]) -> int:
-    """Rows a killed run with the same ``fingerprint`` finished in the staging folder ``out`` (0: start over)."""
-    try:
-        state = json.loads(out.heatmap_progress.read_text(encoding="utf-8"))
-        rows = int(state["rows_done"]) if state.get("fingerprint") == fingerprint else 0
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return 0
-    return rows if all(out.heatmap(name).is_file() for name in layers) else 0
+def _fill(ctx: Context, out, fingerprint: str, plans: list, done: list) -> None:
+    """Compute this rank's rows (``plans[rank]``) into the allocated arrays in ``out``, batch by batch, recording
+    after each flushed batch the row ranges finished: rank 0 in ``progress.json`` (with the ``done`` ones of earlier
+    runs), another rank in ``progress-<rank>.json``."""
+    prepared = _prepare(ctx)
+    explainer, dataset, positions, targets = prepared.explainer, prepared.dataset, prepared.positions, prepared.targets
+    me = distributed.rank()
+    ranges = plans[me]
+    distributed.rows_line("heatmaps", ranges)
+    if not ranges:
+        return
+    record = out.heatmap_progress if me == 0 else out.heatmap_progress.with_name(f"progress-{me}.json")
+    finished = list(done) if me == 0 else []
+    arrays = {name: open_memmap(out.heatmap(name), mode="r+") for name in explainer.layers}
+    dtype = next(iter(arrays.values())).dtype
+    for start, stop in ranges:
+        loader = make_loader(Subset(dataset, positions[start:stop].tolist()), batch_size=ctx.config.batch_size)
+        row = start
+        for images, _, index in progress(loader, desc="heatmaps", unit="batch"):
+            batch_targets = None if targets is None else torch.tensor(targets[row:row + len(images)])
+            outputs, relevance = explainer.relevance(images, batch_targets)
+            check_finite(outputs, dataset, index)
+            for name, rel in relevance.items():
+                arrays[name][row:row + len(images)] = explainer.heatmap(name, rel).float().cpu().numpy().astype(dtype)
+            for array in arrays.values():
+                array.flush()
+            finished.append((row, row + len(images)))
+            row += len(images)
+            _record(record, fingerprint, finished)
+            distributed.stop_for_test()
+    del arrays
 
 
-def _allocate(out, explainer: Explainer, relevance: dict, n: int, dtype: np.dtype) -> dict:
-    """A memory-mapped ``(n, N, M)`` array per layer, its disk space reserved first (see :func:`hudd.core.files.allocate`)."""
-    shapes = {name: (n, *explainer.heatmap(name, rel).shape[1:]) for name, rel in relevance.items()}
+def _merged(ranges) -> list[tuple[int, int]]:
+    """Row ranges sorted, touching ones joined."""
+    merged: list[tuple[int, int]] = []
+    for start, stop in sorted((int(a), int(b)) for a, b in ranges):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(stop, merged[-1][1]))
+        else:
+            merged.append((start, stop))
+    return merged
+
+
+def _record(path, fingerprint: str, ranges) -> None:
+    """The row ranges finished (and their count, ``rows_done``), for a killed run to resume from."""
+    done = _merged(ranges)
+    write_text(path, json.dumps({"fingerprint": fingerprint, "rows_done": sum(b - a for a, b in done), "done": done}))
+
+
+def _progress_files(out) -> list:
+    """``progress.json`` (rank 0's, first) and the other ranks' ``progress-<rank>.json`` that exist in ``out``."""
+    main = [out.heatmap_progress] if out.heatmap_progress.is_file() else []
+    return main + sorted(out.heatmaps_dir.glob("progress-*.json")) if out.heatmaps_dir.is_dir() else main
+
+
+def _rows_done(out, fingerprint: str, layers: list[str]) -> list[tuple[int, int]]:
+    """Row ranges killed runs with the same ``fingerprint`` finished in the staging folder ``out`` (none: start over)."""
+    if not all(out.heatmap(name).is_file() for name in layers):
+        return []
+    done = []
+    for path in _progress_files(out):
+        try:
+            state = json.loads(path.read_text(encoding="utf-8"))
+            if state.get("fingerprint") == fingerprint:
+                done += [(int(a), int(b)) for a, b in state["done"]]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue
+    return _merged(done)
+
+
+def _shapes(prepared: _Prepared) -> dict[str, tuple[int, int]]:
+    """The ``(N, M)`` heatmap of every analysed layer: from the input shapes the explainer probed, else (layers named
+    with ``--layers``) from the relevance of the first image; ``(0, 0)`` for a layer never called."""
+    explainer = prepared.explainer
+    shapes = {name: tuple(explainer.heatmap(name, torch.zeros(shape)).shape[1:]) for name, shape in explainer.input_shapes.items()}
+    if any(name not in shapes for name in explainer.layers):
+        image = prepared.dataset[int(prepared.positions[0])][0][None]
+        target = None if prepared.targets is None else torch.tensor(prepared.targets[:1])
+        shapes.update({name: tuple(explainer.heatmap(name, rel).shape[1:]) for name, rel in explainer.relevance(image, target)[1].items()})
+    return {name: shapes.get(name, (0, 0)) for name in explainer.all_layers}
+
+
+def _allocate(out, layers: list[str], shapes: dict, n: int, dtype: np.dtype) -> None:
+    """A ``(n, N, M)`` ``.npy`` file per layer with heatmaps, its disk space reserved first (see :func:`hudd.core.files.allocate`)."""
+    shapes = {name: (n, *shapes[name]) for name in layers}
     require_space(out.heatmaps_dir / "images.csv", sum(int(np.prod(shape)) for shape in shapes.values()) * dtype.itemsize)
-    arrays = {}
     for name, shape in shapes.items():
         try:
-            arrays[name] = open_memmap(out.heatmap(name), mode="w+", dtype=dtype, shape=shape)
+            array = open_memmap(out.heatmap(name), mode="w+", dtype=dtype, shape=shape)
         except OSError as exc:
             raise storage_error(exc, out.heatmap(name)) from None
+        del array
         allocate(out.heatmap(name))
-    return arrays
 
 
-def _layers_table(explainer: Explainer, arrays: dict) -> pd.DataFrame:
+def _layers_table(explainer: Explainer, shapes: dict) -> pd.DataFrame:
     """Every analysed layer: those with heatmaps (``explainer.layers``) and those left out, with the reason."""
     rows = []
     modules = dict(explainer.model.named_modules())
     for name in explainer.all_layers:
-        if name not in arrays and name not in explainer.left_out:
+        if name not in explainer.layers and name not in explainer.left_out:
             continue
-        if name in arrays:
-            shape = arrays[name].shape[1:]
-        elif name in explainer.input_shapes:
-            shape = explainer.heatmap(name, torch.zeros(explainer.input_shapes[name])).shape[1:]
-        else:
-            shape = (0, 0)
+        shape = shapes[name]
         rows.append({"layer": name, "alias": explainer.aliases[name], "kind": type(modules[name]).__name__,
                      "N": shape[0], "M": shape[1], "left_out": explainer.left_out.get(name, "")})
     return pd.DataFrame(rows)

@@ -39,6 +39,7 @@ from torch.utils.data import Subset
 from .. import __version__
 from ..case.data import MASKS_FOLDER, ImageDataset, SplitListing, has_masks, mask_path, read_masks, read_params
 from ..retrain.doctor import DoctorConstraint, background_masks, dilation_px
+from ..core import distributed
 from ..core.errors import HuddError
 from ..models import save_checkpoint
 from ..models.predictions import predict
@@ -178,90 +179,150 @@ def _backgrounds(ctx: Context, ids: list[str], rows: np.ndarray, n_pool: int) ->
     return background
 
 
+@dataclass
+class _Setup:
+    """What every run needs, read once per command and process: the labels, the sets, the treatment's aggregates,
+    and (built on first use) the images: the pool (TrainingSet, then ImprovementSet with the engineers' labels),
+    the TestSet and its groups, the unsafe images' pool rows, the background masks."""
+
+    labels: pd.DataFrame
+    label_targets: np.ndarray
+    train: SplitListing
+    improve: SplitListing
+    test: SplitListing
+    baselines: bool
+    treated: bool
+    spatial: bool
+    aggregates: dict | None
+    output_model: object
+    data: dict = dataclasses.field(default_factory=dict)
+
+
+def _setup(ctx: Context) -> _Setup:
+    if "retrain" not in ctx.cache:
+        config = ctx.config
+        treated = config.treatment == "doctor"
+        if treated:  # a keypoint model, unknown doctor_layers or missing masks stop here, before anything runs
+            resolve_doctor_layers(ctx)
+        spatial = treated and _spatial(ctx)
+        labels, label_targets = read_labels(ctx)
+        train = ctx.listing("TrainingSet")
+        improve = ctx.listing("ImprovementSet", unlabelled_ok=True)
+        aggregates = read_doctor_aggregates(ctx) if treated and (ctx.workspace.step_entry("doctor") or {}).get("done") else None
+        ctx.cache["retrain"] = _Setup(labels, label_targets, train, improve, ctx.listing("TestSet"),
+                                      config.baselines and improve.labelled, treated, spatial, aggregates,
+                                      ctx.case.models / f"{ctx.model.path.stem}-hudd.pt")
+    return ctx.cache["retrain"]
+
+
+def _data(ctx: Context, setup: _Setup) -> dict:
+    """The images of the runs (built once): one pool (training set, then improvement set with the engineers'
+    labels) so images decode once, the TestSet and its groups, the unsafe images' rows and the background masks."""
+    if not setup.data:
+        train, improve, labels = setup.train, setup.improve, setup.labels
+        improve_targets = improve.targets.copy()
+        position = {image: len(train) + i for i, image in enumerate(improve.ids)}
+        for image, target in zip(labels["image"], setup.label_targets):
+            improve_targets[position[image] - len(train)] = target
+        pool = SplitListing("pool", train.task, train.ids + improve.ids, np.concatenate([train.targets, improve_targets]),
+                            classes=train.classes, keypoints=train.keypoints)
+        unsafe_rows = np.array([position[image] for image in labels["image"]])
+        background = _backgrounds(ctx, pool.ids, np.concatenate([np.arange(len(train)), np.unique(unsafe_rows)]).astype(np.int64),
+                                  len(pool)) if setup.spatial else None
+        setup.data.update(pool=ctx.dataset(pool), test=ctx.dataset(setup.test), groups=_test_groups(ctx, setup.test),
+                          unsafe_rows=unsafe_rows, background=background)
+    return setup.data
+
+
+def _train_share(ctx: Context, plans: list) -> dict[int, list[dict]]:
+    """This rank's runs (``plans[rank]``; under torchrun run i is rank i % world's)."""
+    runs = plans[distributed.rank()]
+    distributed.rank_line("retrain", "runs " + (", ".join(str(i + 1) for i in runs) or "none"))
+    return _train_runs(ctx, runs)
+
+
+def _train_runs(ctx: Context, runs: list[int]) -> dict[int, list[dict]]:
+    """The metrics rows of each run in ``runs`` (every method, seed ``seed + run``); run 0's HUDD model is saved."""
+    if not runs:
+        return {}
+    config = ctx.config
+    setup = _setup(ctx)
+    data = _data(ctx, setup)
+    train, improve, labels = setup.train, setup.improve, setup.labels
+    settings = TrainSettings(epochs=config.retrain_epochs, lr=config.retrain_lr, optimizer="sgd", momentum=config.momentum,
+                             weight_decay=config.weight_decay, batch_size=config.batch_size, schedule="constant")
+    original_improve = None
+    results = {}
+    for run_index in runs:
+        rows = results.setdefault(run_index, [])
+        seed = config.seed + run_index
+        rng = np.random.default_rng([seed, 7])
+        balanced = data["unsafe_rows"][bootstrap_balance(labels["cluster"].to_numpy(), rng)]
+        extras = {"hudd": balanced}
+        if setup.baselines:
+            if original_improve is None:
+                improve_data = ctx.dataset(improve)
+                original_improve = predict(ctx.model.module, improve_data, batch_size=config.batch_size, device=ctx.device,
+                                           desc="predict ImprovementSet")
+            reduced = reduced_improvement_set(len(improve), len(labels), rng)
+            wrong = reduced[~_correct(ctx, original_improve[reduced], improve.targets[reduced])]
+            extras["B1"] = len(train) + wrong[bootstrap_to(len(wrong), len(balanced), rng)]
+            extras["B2"] = len(train) + reduced[bootstrap_to(len(reduced), len(balanced), rng)]
+        if setup.treated:
+            extras["doctor"] = np.zeros(0, np.int64)
+            extras["hudd+doctor"] = balanced
+        for method, extra in extras.items():
+            torch.manual_seed(seed)
+            model = copy.deepcopy(ctx.model.module)
+            picked, epochs = mixed_rows(len(train), extra, config.retrain_epochs, config.retrain_mix,
+                                        np.random.default_rng([seed, 11]))  # the same training rows for every method
+            subset = Subset(data["pool"], picked.tolist())
+            constraint = DoctorConstraint(setup.aggregates, v=config.doctor_v, delta=config.doctor_delta, n_draws=config.doctor_draws_train,
+                                          weight=config.doctor_lambda, background=data["background"], seed=seed) \
+                if method in DOCTOR_METHODS else None
+            fit(model, subset, None, task=train.task, settings=dataclasses.replace(settings, seed=seed, epochs=epochs),
+                device=ctx.device, desc=f"retrain {method} run {run_index + 1}/{config.runs}", extra_loss=constraint)
+            rows.append({"run": run_index + 1, "method": method, "seed": seed, "n_extra": len(extra),
+                         **_evaluate(ctx, model, data["test"], data["groups"])})
+            if method == "hudd" and run_index == 0:  # run 0 is rank 0's under torchrun
+                meta = {**ctx.model.meta, "hudd_version": __version__, "retrained_from": ctx.model.path.name,
+                        "retrained": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                        "unsafe_images": len(labels), "balanced_images": len(balanced), "seed": seed,
+                        "epochs": config.retrain_epochs}
+                save_checkpoint(setup.output_model, model.cpu(), ctx.model.spec, meta)
+    return results
+
+
 def run(ctx: Context, *, force: bool = False) -> RetrainOutcome:
     """Run (or skip, when current) the retraining; see the module docstring."""
     ws = ctx.workspace
     config = ctx.config
-    treated = config.treatment == "doctor"
-    if treated:  # a keypoint model, unknown doctor_layers or missing masks stop here, before anything runs
-        resolve_doctor_layers(ctx)
-    spatial = treated and _spatial(ctx)
-    labels, label_targets = read_labels(ctx)
-    train = ctx.listing("TrainingSet")
-    improve = ctx.listing("ImprovementSet", unlabelled_ok=True)
-    test = ctx.listing("TestSet")
-    baselines = config.baselines and improve.labelled
+    setup = _setup(ctx)
+    train, improve, test, labels = setup.train, setup.improve, setup.test, setup.labels
     if config.baselines and not improve.labelled:
         echo("retrain: the improvement set is unlabelled, so the baselines B1 and B2 (which need labels) are skipped")
     keys = ("retrain_epochs", "retrain_mix", "retrain_lr", "momentum", "weight_decay", "batch_size", "seed", "runs", "baselines")
     inputs = {"assign": ws.step_entry("assign")["fingerprint"], "labels": file_hash(ws.labels_csv), "model": ctx.model_hash,
               "TrainingSet": ctx.listing_hash(train), "TestSet": ctx.listing_hash(test)}
-    output_model = ctx.case.models / f"{ctx.model.path.stem}-hudd.pt"
-    if treated:
-        if not (ws.step_entry("doctor") or {}).get("done"):
+    if setup.treated:
+        if setup.aggregates is None:
             raise HuddError(f"{ws.doctor_dir}: no finished diagnosis, which the treatment needs; run `hudd doctor {ctx.case.root}` "
                             f"first (`hudd retrain` runs it for you)")
-        aggregates = read_doctor_aggregates(ctx)
         keys += DOCTOR_KEYS
         inputs["doctor"] = ws.step_entry("doctor")["fingerprint"]
-        if spatial:  # the masks of the training and the unsafe images
+        if setup.spatial:  # the masks of the training and the unsafe images
             paths = [mask_path(ctx.case, image) for image in [*train.ids, *labels["image"]]]
             inputs["masks"] = listing_hash(ctx.case.datasets, [str(p.relative_to(ctx.case.datasets)) for p in paths if p.is_file()])
 
     def compute(fingerprint: str, resume: bool):
-        # one pool (training set, then improvement set with the engineers' labels) so images decode once
-        improve_targets = improve.targets.copy()
-        position = {image: len(train) + i for i, image in enumerate(improve.ids)}
-        for image, target in zip(labels["image"], label_targets):
-            improve_targets[position[image] - len(train)] = target
-        pool = SplitListing("pool", train.task, train.ids + improve.ids, np.concatenate([train.targets, improve_targets]),
-                            classes=train.classes, keypoints=train.keypoints)
-        pool_data = ctx.dataset(pool)
-        test_data = ctx.dataset(test)
-        groups = _test_groups(ctx, test)
-        unsafe_rows = np.array([position[image] for image in labels["image"]])
-        background = _backgrounds(ctx, pool.ids, np.concatenate([np.arange(len(train)), np.unique(unsafe_rows)]).astype(np.int64),
-                                  len(pool)) if spatial else None
-        original_improve = None
-        rows = [{"run": 0, "method": "original", "seed": -1, **_evaluate(ctx, ctx.model.module, test_data, groups)}]
-        settings = TrainSettings(epochs=config.retrain_epochs, lr=config.retrain_lr, optimizer="sgd", momentum=config.momentum,
-                                 weight_decay=config.weight_decay, batch_size=config.batch_size, schedule="constant")
+        data = _data(ctx, setup)
+        rows = [{"run": 0, "method": "original", "seed": -1, **_evaluate(ctx, ctx.model.module, data["test"], data["groups"])}]
+        world = distributed.world_size()
+        by_run: dict[int, list[dict]] = {}
+        for part in distributed.everywhere(ctx, _train_share, [list(range(r, config.runs, world)) for r in range(world)]):
+            by_run.update(part)
         for run_index in range(config.runs):
-            seed = config.seed + run_index
-            rng = np.random.default_rng([seed, 7])
-            balanced = unsafe_rows[bootstrap_balance(labels["cluster"].to_numpy(), rng)]
-            extras = {"hudd": balanced}
-            if baselines:
-                if original_improve is None:
-                    improve_data = ctx.dataset(improve)
-                    original_improve = predict(ctx.model.module, improve_data, batch_size=config.batch_size, device=ctx.device,
-                                               desc="predict ImprovementSet")
-                reduced = reduced_improvement_set(len(improve), len(labels), rng)
-                wrong = reduced[~_correct(ctx, original_improve[reduced], improve.targets[reduced])]
-                extras["B1"] = len(train) + wrong[bootstrap_to(len(wrong), len(balanced), rng)]
-                extras["B2"] = len(train) + reduced[bootstrap_to(len(reduced), len(balanced), rng)]
-            if treated:
-                extras["doctor"] = np.zeros(0, np.int64)
-                extras["hudd+doctor"] = balanced
-            for method, extra in extras.items():
-                torch.manual_seed(seed)
-                model = copy.deepcopy(ctx.model.module)
-                picked, epochs = mixed_rows(len(train), extra, config.retrain_epochs, config.retrain_mix,
-                                            np.random.default_rng([seed, 11]))  # the same training rows for every method
-                data = Subset(pool_data, picked.tolist())
-                constraint = DoctorConstraint(aggregates, v=config.doctor_v, delta=config.doctor_delta, n_draws=config.doctor_draws_train,
-                                              weight=config.doctor_lambda, background=background, seed=seed) \
-                    if method in DOCTOR_METHODS else None
-                fit(model, data, None, task=train.task, settings=dataclasses.replace(settings, seed=seed, epochs=epochs),
-                    device=ctx.device, desc=f"retrain {method} run {run_index + 1}/{config.runs}", extra_loss=constraint)
-                rows.append({"run": run_index + 1, "method": method, "seed": seed, "n_extra": len(extra),
-                             **_evaluate(ctx, model, test_data, groups)})
-                if method == "hudd" and run_index == 0:
-                    meta = {**ctx.model.meta, "hudd_version": __version__, "retrained_from": ctx.model.path.name,
-                            "retrained": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                            "unsafe_images": len(labels), "balanced_images": len(balanced), "seed": seed,
-                            "epochs": config.retrain_epochs}
-                    save_checkpoint(output_model, model.cpu(), ctx.model.spec, meta)
+            rows += by_run[run_index]
         metrics = pd.DataFrame(rows)
         write_csv(ws.metrics_csv, metrics)
         write_csv(ws.retrain_dir / "comparison.csv", compare(metrics))

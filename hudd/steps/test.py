@@ -14,12 +14,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from ..models.predictions import predict, score
 from ..core.files import write_csv
 from ..workspace.readers import read_table, redo
-from .common import Context, run_step, weak_model_line
+from .common import Context, listing_rows, run_step, sharded, weak_model_line
 
 __all__ = ["TestOutcome", "run", "VERSION", "SPLIT_FILES"]
 
@@ -38,6 +39,12 @@ class TestOutcome:
     weak: str = ""
 
 
+def _predict_rows(ctx: Context, start: int, stop: int, listing) -> np.ndarray:
+    """The model's outputs for rows ``start:stop`` of ``listing`` (one rank's share under torchrun)."""
+    dataset = ctx.dataset(listing_rows(listing, start, stop), cache=False)
+    return predict(ctx.model.module, dataset, batch_size=ctx.config.batch_size, device=ctx.device, desc=f"test {listing.split}")
+
+
 def run(ctx: Context, *, force: bool = False) -> TestOutcome:
     """Run (or skip, when current) the test step; see the module docstring."""
     listings = {split: ctx.listing(split) for split in SPLIT_FILES}
@@ -47,7 +54,7 @@ def run(ctx: Context, *, force: bool = False) -> TestOutcome:
         outputs = []
         for split, listing in listings.items():
             dataset = ctx.dataset(listing, cache=False)
-            raw = predict(ctx.model.module, dataset, batch_size=ctx.config.batch_size, device=ctx.device, desc=f"test {split}")
+            raw = np.concatenate(sharded(ctx, f"test {split}", _predict_rows, len(listing), listing))
             path = getattr(ctx.workspace, SPLIT_FILES[split])
             write_csv(path, score(dataset, raw, error_px=ctx.config.error_px))
             outputs.append(path)
