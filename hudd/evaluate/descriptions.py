@@ -78,4 +78,3 @@ def score_descriptions(clusters: pd.DataFrame, params: pd.DataFrame, properties:
         rows.append(result)
     columns = ["cause", "cluster", "size", "purity", "parameter", "parameter_named", "property", "property_named"]
     return pd.DataFrame(rows, columns=columns)
-

@@ -52,17 +52,17 @@ def _clusters(path) -> pd.DataFrame:
     return read_table(path, {"image": "str", "cluster": "str"}, fix="rerun the clustering that wrote it with --force")
 
 
-def _score(ctx: Context, path, params: pd.DataFrame) -> Evaluation:
-    """The clusters in ``path`` (image, cluster) scored against the injected causes."""
+def _score(ctx: Context, clusters: pd.DataFrame, params: pd.DataFrame) -> Evaluation:
+    """``clusters`` (image, cluster) scored against the injected causes."""
     try:
-        return evaluate_clusters(_clusters(path), params)
+        return evaluate_clusters(clusters, params)
     except KeyError as exc:
         raise HuddError(f"{ctx.case.split_dir('TestSet') / 'params.csv'}: has no row for the clustered image {exc.args[0]}; "
                         f"regenerate it or rerun the analysis") from None
 
 
-def _described(ctx: Context, path, params: pd.DataFrame) -> pd.DataFrame | None:
-    """The workspace's descriptions of the clusters in ``path`` scored against what each cause changed; None unless
+def _described(ctx: Context, path, clusters: pd.DataFrame, params: pd.DataFrame) -> pd.DataFrame | None:
+    """The workspace's descriptions of ``clusters`` (read from ``path``) scored against what each cause changed; None unless
     the case is simulated and ``hudd describe`` described these very clusters."""
     ws = ctx.workspace
     task = simulated_task(ctx.case.datasets)
@@ -72,18 +72,19 @@ def _described(ctx: Context, path, params: pd.DataFrame) -> pd.DataFrame | None:
     fix = redo("describe")
     descriptions = read_table(ws.descriptions_csv, DESCRIPTION_COLUMNS, fix=fix, allow_empty=True, keep_default_na=False)
     properties = read_table(ws.properties_csv("TestSet"), {"image": "str"}, fix=fix).set_index("image")
-    return score_descriptions(_clusters(path), params, properties, evidence(task), descriptions=descriptions)
+    return score_descriptions(clusters, params, properties, evidence(task), descriptions=descriptions)
 
 
 def run(ctx: Context) -> Evaluation:
     """Evaluate the clusters of the workspace's active method (and their descriptions); write and return the scores."""
     ws = ctx.workspace
     params = _ground_truth(ctx)
-    clusters = ws.method_clusters_csv(ws.active_method()["name"])
-    if not clusters.is_file():
-        raise HuddError(f"{clusters}: missing; run `hudd analyze {ctx.case.root}` first")
+    path = ws.method_clusters_csv(ws.active_method()["name"])
+    if not path.is_file():
+        raise HuddError(f"{path}: missing; run `hudd analyze {ctx.case.root}` first")
+    clusters = _clusters(path)
     evaluation = _score(ctx, clusters, params)
-    described = _described(ctx, clusters, params)
+    described = _described(ctx, path, clusters, params)
     table = evaluation.table
     if described is not None:
         named = described.set_index("cluster")[["parameter_named", "property_named"]]
@@ -120,16 +121,16 @@ def compare(ctx: Context) -> pd.DataFrame:
     rows = []
     if ws.method_clusters_csv(PAPER).is_file():
         paper_seconds = _seconds(ctx, "heatmaps", "cluster")
-        rows.append(_row(PAPER, "selected", _score(ctx, ws.method_clusters_csv(PAPER), params), paper_seconds))
+        rows.append(_row(PAPER, "selected", _score(ctx, _clusters(ws.method_clusters_csv(PAPER)), params), paper_seconds))
         summary = read_summary(ws)
         for layer in summary.itertuples():
             unit = unit_name(layer.group, layer.layer)
-            rows.append(_row(f"{PAPER}-layer", f"{unit} ({layer.alias})", _score(ctx, ws.layer_clusters_csv(unit), params),
+            rows.append(_row(f"{PAPER}-layer", f"{unit} ({layer.alias})", _score(ctx, _clusters(ws.layer_clusters_csv(unit)), params),
                              float("nan")))
     for method in FEATURE_METHODS:
         clusters = ws.layer_clusters_csv(method)
         if clusters.is_file():
-            rows.append(_row(method, "selected", _score(ctx, clusters, params), _seconds(ctx, method)))
+            rows.append(_row(method, "selected", _score(ctx, _clusters(clusters), params), _seconds(ctx, method)))
     if not rows:
         raise HuddError(f"{ws.cluster_dir('.')}: no clustering to compare; run `hudd analyze {ctx.case.root}` first")
     table = pd.DataFrame(rows)
