@@ -10,7 +10,9 @@ method on its error-inducing test images and score the clusters against the inje
 ``purity`` is weighted cause purity, ``coverage`` the causes dominating a cluster of >= 3 images
 at purity >= 0.5, ``uncovered`` the causes with at least 5 errors that no cluster covers,
 ``small`` the share of images in clusters smaller than 5 (noise counted as small), ``most_per_cause``
-the largest number of clusters one cause dominates; ``pairs`` the (cause, cluster it dominates) pairs,
+the largest number of clusters one cause dominates; ``purity_injected`` the same purity over the errors with an injected cause only (the
+clusters as they are, the nominal errors left out: an error on a nominal image has no known
+cause to score), ``pairs`` the (cause, cluster it dominates) pairs,
 ``params_named`` those whose description from params.csv names the parameter the cause changed and
 ``pixels_named`` of ``pixel_pairs`` those whose description from the pixels names the image property
 it changed (:func:`hudd.evaluate.descriptions.score_descriptions`). A second table gives the **linear-probe bound** per representation: the accuracy of a
@@ -60,7 +62,7 @@ from hudd.config import load_config  # noqa: E402
 from hudd.case.data import Case, read_params  # noqa: E402
 from hudd.describe.image_properties import properties_table  # noqa: E402
 from hudd.evaluate.descriptions import score_descriptions  # noqa: E402
-from hudd.evaluate.evaluation import NOISE, evaluate_clusters  # noqa: E402
+from hudd.evaluate.evaluation import NOISE, NOMINAL, evaluate_clusters  # noqa: E402
 from hudd.explain.features import PRETRAINED  # noqa: E402
 from hudd.methods import FEATURE_METHODS, PAPER  # noqa: E402
 from hudd.core.progress import set_quiet  # noqa: E402
@@ -128,7 +130,9 @@ def _scores(clusters: pd.DataFrame, params: pd.DataFrame) -> dict:
     errors_per_cause = params.set_index("image").loc[clusters["image"], "cause"].value_counts()
     counted = [c for c in evaluation.causes if errors_per_cause.get(c, 0) >= COUNTED_CAUSE]
     clustered = table[(table["cluster"] != NOISE) & (table["purity"] >= 0.5)]
+    injected = clusters[params.set_index("image").loc[clusters["image"], "cause"].to_numpy() != NOMINAL]
     return {"errors": int(table["size"].sum()), "clusters": int((table["cluster"] != NOISE).sum()), "purity": evaluation.purity,
+            "purity_injected": evaluate_clusters(injected, params).purity if len(injected) else float("nan"),
             "coverage": f"{len(evaluation.covered)}/{len(evaluation.causes)}", "covered_share": len(evaluation.covered) / max(1, len(evaluation.causes)),
             "uncovered": " ".join(sorted(set(counted) - set(evaluation.covered))),
             "small": float(small), "most_per_cause": int(clustered["dominant_cause"].value_counts().max()) if len(clustered) else 0}
@@ -221,6 +225,7 @@ def summarise(table: pd.DataFrame) -> pd.DataFrame:
     return (table.assign(all_counted_covered=uncovered.str.strip().eq(""))
             .groupby(["split", "method"])
             .agg(cases=("purity", "size"), mean_purity=("purity", "mean"), lowest_purity=("purity", "min"),
+                 mean_purity_injected=("purity_injected", "mean"),
                  all_covered=("all_counted_covered", "sum"), worst_small=("small", "max"),
                  most_per_cause=("most_per_cause", "max"), pairs=("pairs", "sum"), params_named=("params_named", "sum"),
                  pixel_pairs=("pixel_pairs", "sum"), pixels_named=("pixels_named", "sum"), mean_seconds=("seconds", "mean"))
@@ -244,7 +249,9 @@ def docs_section(table: pd.DataFrame, probes: pd.DataFrame, argv: list[str]) -> 
         "Weighted purity, and coverage (causes dominating a cluster of at least 3 images at purity >= 0.5); "
         "\"misses\" names a cause with at least 5 errors that no cluster covers:",
         markdown_table(cases.rename(columns={"errors": "errors"})),
-        "Per method: mean and lowest purity, cases where every cause with at least 5 errors is covered, the largest "
+        "Per method: mean and lowest purity, the mean purity over the errors with an injected cause only "
+        "(`mean_purity_injected`: the same clusters, the errors on nominal images left out, since they have no known "
+        "cause to score), cases where every cause with at least 5 errors is covered, the largest "
         "share of error images in clusters smaller than 5, the most clusters one cause dominates, and how well the "
         "clusters' descriptions name what their cause changed: over the (cause, cluster it dominates) `pairs`, the "
         "share whose description from params.csv names the parameter the simulator changed, in the right direction "
