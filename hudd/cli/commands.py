@@ -136,7 +136,7 @@ def train(case, arch, name, force, **kwargs):
     config = _config(case, kwargs)
     from ..models.train import train_baseline
     from ..case.data import Case
-    from ..core.text import results_summary
+    from .summaries import results_summary
 
     result = train_baseline(Case(Path(case)), config, arch=arch, name=name, force=force)
     click.echo(f"saved {result.path} (best epoch {result.best_epoch}, validation {result.val_metric:.4f})")
@@ -153,7 +153,7 @@ def test_cmd(case, model, trust_model, arch, force, **kwargs):
     config = _config(case, kwargs)
     from ..steps import test as test_step
     from ..core.progress import note
-    from ..core.text import test_summary
+    from .summaries import test_summary
 
     with _step_context(case, config, "test", model, trust_model, arch) as ctx:
         outcome = test_step.run(ctx, force=force)
@@ -194,7 +194,7 @@ def cluster(case, model, trust_model, arch, force, method, activate, **kwargs):
     """Step 1b: per layer HAC (Ward) + WICD knee, select the best layer, export its clusters (or another --method)."""
     config = _config(case, kwargs)
     from ..pipeline import cluster as cluster_pipeline
-    from ..core.text import clustering_summary
+    from .summaries import clustering_summary
 
     with _step_context(case, config, "cluster", model, trust_model, arch) as ctx:
         clustering = cluster_pipeline(ctx, method, heatmaps=False, force=force, activate_it=activate or None)
@@ -228,7 +228,7 @@ def retrain(case, model, trust_model, arch, force, budget, method, **kwargs):
     """Steps 4-7: select the unsafe set (hudd assign), stop if it needs labels, fine-tune, compare with B1/B2, report."""
     config = _config(case, kwargs)
     from ..pipeline import retrain as retrain_pipeline
-    from ..core.text import retrain_summary
+    from .summaries import retrain_summary
 
     with _step_context(case, config, "retrain", model, trust_model, arch) as ctx:
         reselect = budget is not None or kwargs.get("sf") is not None
@@ -251,7 +251,7 @@ def analyze(case, model, trust_model, arch, force, method, **kwargs):
     """Steps 0-2: test, cluster the errors (--method), export and report; finished steps are skipped, a killed run resumes."""
     config = _config(case, kwargs)
     from ..pipeline import analyze as analyze_pipeline
-    from ..core.text import clustering_summary, test_summary
+    from .summaries import clustering_summary, test_summary
 
     with _step_context(case, config, "analyze", model, trust_model, arch) as ctx:
         outcome = analyze_pipeline(ctx, method=method, force=force)
@@ -270,7 +270,8 @@ def evaluate(case, model, trust_model, arch, compare, **kwargs):
     """Score the clusters against the simulator's injected causes: purity, coverage, RR (HUDD/evaluation.csv)."""
     config = _config(case, kwargs)
     from ..steps import evaluate as evaluate_step
-    from ..core.text import evaluation_summary, format_table
+    from ..core.text import format_table
+    from .summaries import evaluation_summary
 
     with _step_context(case, config, "evaluate", model, trust_model, arch) as ctx:
         if compare:
@@ -367,7 +368,7 @@ def demo(directory, force, **kwargs):
     Path(directory).mkdir(parents=True, exist_ok=True)
     config = load_config(Path(directory), kwargs)
     from ..demo import run_demo
-    from ..core.text import clustering_summary, evaluation_summary, results_summary, retrain_summary
+    from .summaries import clustering_summary, evaluation_summary, results_summary, retrain_summary
 
     result = run_demo(Path(directory), config, force=force)
     analysis, retraining = result.analysis, result.retraining

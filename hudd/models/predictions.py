@@ -16,7 +16,7 @@ from ..core.errors import HuddError
 from .kpnet import decode_keypoints
 from ..core.progress import progress
 
-__all__ = ["predict", "check_finite", "score", "accuracy_by", "weak_model_reason"]
+__all__ = ["predict", "check_finite", "score", "accuracy_by", "hazard_ratio", "weak_model_reason"]
 
 WEAK_GAIN = 0.2
 """A classifier is weak when its TrainingSet accuracy is less than this share of the way from chance to 1."""
@@ -121,3 +121,13 @@ def weak_model_reason(results: pd.DataFrame, task: str) -> str:
     if right >= chance + WEAK_GAIN * (1.0 - chance):
         return ""
     return f"right on {right:.1%} of the TrainingSet, about chance ({chance:.1%}, always answering its commonest class)"
+
+
+def hazard_ratio(results: pd.DataFrame) -> tuple[float, float, float]:
+    """Error rate on images with an injected hazard, on ``none`` images, and their ratio (inf if none-error is 0)."""
+    hazard = ~results["correct"][results["cause"] != "none"]
+    nominal = ~results["correct"][results["cause"] == "none"]
+    rate_h = float(hazard.mean()) if len(hazard) else float("nan")
+    rate_n = float(nominal.mean()) if len(nominal) else float("nan")
+    ratio = rate_h / rate_n if rate_n > 0 else float("inf")
+    return rate_h, rate_n, ratio

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from ..models.predictions import accuracy_by
-from ..core.text import hazard_ratio
+from ..models.predictions import hazard_ratio
 from .html import code, esc, note, not_run, section, table
 from .inputs import ReportInputs
 
