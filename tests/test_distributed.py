@@ -95,7 +95,7 @@ def test_torchrun_analyze_killed_mid_heatmaps_resumes_to_a_one_process_run(one_p
     case = copy_case(trained_case, tmp_path)
     n_errors = len(pd.read_csv(one_process["analyzed"] / "HUDD/Heatmaps/images.csv"))
 
-    killed = _torchrun("analyze", str(case), *BATCH, env={KILL_AFTER_BATCH: "1"})
+    killed = _torchrun("analyze", str(case), *BATCH, env={KILL_AFTER_BATCH: "1:heatmaps"})
     assert killed.returncode != 0, "rank 1 was killed after its first batch of heatmaps"
     for step, n in (("test TrainingSet", 160), ("test TestSet", 64), ("joint features", n_errors), ("heatmaps", n_errors)):
         _assert_disjoint_and_nonempty(_rows(killed.stderr, step), n)
