@@ -146,7 +146,7 @@ def test_ddp_refuses_model_doctor(monkeypatch):
 
 @pytest.mark.slow
 def test_torchrun_retrain_ddp_trains_one_run_over_both_ranks(one_process, tmp_path: Path):
-    case = copy_case(one_process["analyzed"], tmp_path)
+    case = copy_case(one_process["retrained"], tmp_path)  # its unsafe set is current: only the retraining runs
 
     result = _torchrun("retrain", str(case), *BATCH, "--runs", "1", "--ddp", "--no-baselines", "--retrain-epochs", "1")
     assert result.returncode == 0, result.stderr[-3000:]
