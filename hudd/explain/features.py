@@ -54,8 +54,8 @@ from ..models.predictions import check_finite
 from ..core.progress import progress
 
 __all__ = ["FeatureExtractor", "feature_layer", "model_extractor", "margins_extractor", "backbone_extractor", "pretrained_extractor",
-           "make_extractor", "make_extractors", "list_backbones", "extract_features", "feature_batches", "block_batches", "logit_margins", "MODEL",
-           "MARGINS", "PRETRAINED"]
+           "make_extractor", "make_extractors", "list_backbones", "extract_features", "feature_batches", "block_batches", "logit_margins",
+           "MODEL", "MARGINS", "PRETRAINED"]
 
 MODEL = "model"  # the extractor name for the case's own model
 MARGINS = "margins"  # the case's model's logit margins
