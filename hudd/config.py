@@ -99,6 +99,8 @@ class Config:
     weight_decay: float = _key(5e-4, lo=0.0, doc="SGD weight decay in retrain")
     runs: int = _key(1, lo=1, doc="retrain: repetitions of every method with seeds seed, seed+1, ... (the paper used 10)")
     baselines: bool = _key(True, doc="retrain: also train the paper's baselines B1 and B2 on the same budget")
+    ddp: bool = _key(False, doc="retrain under torchrun: train each run over every process with DistributedDataParallel (each "
+                                "process a share of every epoch's batches) instead of one run per process")
     lrp_rule: str = _key("hudd", choices=("hudd", "epsilon-plus-flat"), doc="LRP composite")
     lrp_target: str = _key("predicted", choices=("predicted", "true"), doc="class whose logit seeds relevance")
     layers: tuple = _key((), doc="layers to analyse, comma-separated (empty, or 'all' as a flag: every internal layer)")

@@ -174,6 +174,7 @@ def retrain(ctx: Context, *, method: str | None = None, budget: int | None = Non
     settings of the last ``hudd assign``: its unsafe set stays as it is unless the model, clusters or
     improvement set changed (or ``force``), and then it is selected again the same way.
     """
+    retrain_step.check_ddp(ctx.config)
     selecting = ctx
     if not reselect:
         selecting, method, budget = _previous_selection(ctx, method, budget)

@@ -1,7 +1,7 @@
 """hudd under torchrun (two gloo processes on the CPU): each rank computes its own rows, the files are byte-identical
 to a one-process run's, a run killed mid-heatmaps resumes computing only what no rank finished, retraining spreads its
-runs. The one-process runs use one thread, as each torchrun child does (OMP_NUM_THREADS=1): byte identity needs the
-same threads per process."""
+runs (or, with --ddp, trains each run over both ranks). The one-process runs use one thread, as each torchrun child
+does (OMP_NUM_THREADS=1): byte identity needs the same threads per process."""
 
 import hashlib
 import json
@@ -17,9 +17,13 @@ import pandas as pd
 import pytest
 import torch
 
+from hudd.config import Config
+from hudd.core import distributed
 from hudd.core.distributed import KILL_AFTER_BATCH, plan_batches
+from hudd.core.errors import HuddError
 from hudd.explain.lrp import Explainer
-from tests.conftest import copy_case, run_cli
+from hudd.steps.retrain import check_ddp
+from tests.conftest import copy_case, one_line_error, run_cli
 
 BATCH = ["--batch-size", "8"]  # the tiny case's 57 error-inducing images make 8 batches, 4 per rank
 COMPARED = (".csv", ".npy", ".npz")  # the tables and arrays; manifest.json (times), report.html, the PNG/GIF/XLSX views are not
@@ -95,7 +99,7 @@ def test_torchrun_analyze_killed_mid_heatmaps_resumes_to_a_one_process_run(one_p
     case = copy_case(trained_case, tmp_path)
     n_errors = len(pd.read_csv(one_process["analyzed"] / "HUDD/Heatmaps/images.csv"))
 
-    killed = _torchrun("analyze", str(case), *BATCH, env={KILL_AFTER_BATCH: "1"})
+    killed = _torchrun("analyze", str(case), *BATCH, env={KILL_AFTER_BATCH: "1:heatmaps"})
     assert killed.returncode != 0, "rank 1 was killed after its first batch of heatmaps"
     for step, n in (("test TrainingSet", 160), ("test TestSet", 64), ("joint features", n_errors), ("heatmaps", n_errors)):
         _assert_disjoint_and_nonempty(_rows(killed.stderr, step), n)
@@ -127,3 +131,33 @@ def test_torchrun_assign_and_retrain_match_one_process(one_process, tmp_path: Pa
     assert (case / "HUDD/Retrain/metrics.csv").read_bytes() == (reference / "HUDD/Retrain/metrics.csv").read_bytes()
     mine, theirs = (torch.load(c / "DNNModels/alexnet-small-hudd.pt", weights_only=True)["state_dict"] for c in (case, reference))
     assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine), "the saved model is run 1's, as alone"
+
+
+def test_ddp_alone_is_one_line_naming_torchrun(analyzed: Path, tmp_path: Path):
+    case = copy_case(analyzed, tmp_path)
+    one_line_error(run_cli("retrain", str(case), "--ddp"), "--ddp", "torchrun")
+
+
+def test_ddp_refuses_model_doctor(monkeypatch):
+    monkeypatch.setattr(distributed, "active", lambda: True)
+    with pytest.raises(HuddError, match=r"--ddp: Model Doctor's treatment"):
+        check_ddp(Config(ddp=True, treatment="doctor"))
+
+
+@pytest.mark.slow
+def test_torchrun_retrain_ddp_trains_one_run_over_both_ranks(one_process, tmp_path: Path):
+    case = copy_case(one_process["retrained"], tmp_path)  # its unsafe set is current: only the retraining runs
+
+    result = _torchrun("retrain", str(case), *BATCH, "--runs", "1", "--ddp", "--no-baselines", "--retrain-epochs", "1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = re.findall(r"^retrain hudd run 1/1: rank (\d) of 2: DDP: batches (\d+), \d+, \.\.\. of every epoch \((\d+) per epoch",
+                       result.stderr, re.M)
+    shares = {int(rank): (int(first), int(n)) for rank, first, n in lines}
+    assert shares.keys() == {0, 1}, "both ranks trained the run"
+    assert shares[0][0] == 1 and shares[1][0] == 2 and shares[0][1] == shares[1][1] > 0, "each rank every other batch"
+    metrics = pd.read_csv(case / "HUDD/Retrain/metrics.csv")
+    assert list(metrics.columns) == list(pd.read_csv(one_process["retrained"] / "HUDD/Retrain/metrics.csv").columns)
+    assert metrics["method"].tolist() == ["original", "hudd"], "rank 0 alone evaluates the run"
+    retrained = torch.load(case / "DNNModels/alexnet-small-hudd.pt", weights_only=True)["state_dict"]
+    original = torch.load(case / "DNNModels/alexnet-small.pt", weights_only=True)["state_dict"]
+    assert any(not torch.equal(retrained[k], original[k]) for k in retrained), "the saved model was trained"

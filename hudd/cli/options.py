@@ -95,7 +95,7 @@ SELECTION_OPTIONS = (
     config_option("select_in"),
 )
 RETRAIN_OPTIONS = (
-    *(config_option(key) for key in ("retrain_epochs", "retrain_mix", "retrain_lr", "runs", "baselines", "seed")),
+    *(config_option(key) for key in ("retrain_epochs", "retrain_mix", "retrain_lr", "runs", "ddp", "baselines", "seed")),
     *SELECTION_OPTIONS,
     *(config_option(key) for key in ("treatment", "doctor_spatial", "doctor_lambda", "doctor_draws_train")),
 )

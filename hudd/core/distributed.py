@@ -31,7 +31,8 @@ __all__ = ["active", "world_size", "rank", "is_main", "init", "plan_batches", "r
 _TIMEOUT = timedelta(days=7)  # a rank waits while rank 0 clusters, exports and reports: hours on a large case
 _STATE: dict[str, Any] = {"control": None}
 KILL_AFTER_BATCH = "HUDD_TEST_KILL_RANK_AFTER_BATCH"
-"""Tests only: the rank named in this environment variable kills itself (SIGKILL) after its first batch of heatmaps."""
+"""Tests only: ``RANK`` or ``RANK:WHAT`` (say ``1:heatmaps``): that rank kills itself (SIGKILL) after its first batch of rows
+(of ``WHAT``, a rows line's name, only)."""
 
 
 class WorkerDone(Exception):
@@ -188,10 +189,10 @@ def _leave() -> None:
     _STATE["control"] = None
 
 
-def stop_for_test() -> None:
-    """Tests only: SIGKILL this process when its rank is named by :data:`KILL_AFTER_BATCH`."""
+def stop_for_test(what: str) -> None:
+    """Tests only: SIGKILL this process when :data:`KILL_AFTER_BATCH` names its rank (and ``what`` it computes)."""
     wanted = os.environ.get(KILL_AFTER_BATCH)
-    if active() and wanted is not None and wanted == str(rank()):
+    if active() and wanted is not None and wanted in (str(rank()), f"{rank()}:{what}"):
         import signal
 
         os.kill(os.getpid(), signal.SIGKILL)

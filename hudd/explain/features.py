@@ -23,7 +23,7 @@ Notation: ``n`` images, ``d`` features. A :class:`FeatureExtractor` is a network
   (an ambiguous input, a confident confusion) come together whatever the classes involved.
 
 Extractors joined with ``+`` (``efficientnet_lite0+margins``, :func:`make_extractors`) give one
-block of features each, concatenated by :func:`extract_blocks`; the clustering weighs the blocks
+block of features each, batch by batch from :func:`block_batches`; the clustering weighs the blocks
 equally (:meth:`hudd.cluster.feature_space.FeatureSpace.fit`).
 
 "Last" is the order of ``named_modules()``, which is the order of the forward pass in
@@ -37,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -53,8 +54,8 @@ from ..models.predictions import check_finite
 from ..core.progress import progress
 
 __all__ = ["FeatureExtractor", "feature_layer", "model_extractor", "margins_extractor", "backbone_extractor", "pretrained_extractor",
-           "make_extractor", "make_extractors", "list_backbones", "extract_features", "extract_blocks", "logit_margins", "MODEL",
-           "MARGINS", "PRETRAINED"]
+           "make_extractor", "make_extractors", "list_backbones", "extract_features", "feature_batches", "block_batches", "logit_margins",
+           "MODEL", "MARGINS", "PRETRAINED"]
 
 MODEL = "model"  # the extractor name for the case's own model
 MARGINS = "margins"  # the case's model's logit margins
@@ -292,18 +293,17 @@ def make_extractors(name: str, *, model: nn.Module, weights: Path | None = None)
     return [make_extractor(part, model=model, weights=weights if part not in (MODEL, MARGINS) else None) for part in parts]
 
 
-def extract_blocks(extractors: list[FeatureExtractor], dataset: ImageDataset, *, batch_size: int,
-                   device: torch.device) -> tuple[np.ndarray, tuple[int, ...]]:
-    """The features of every extractor side by side ``(n, d1 + d2 + ...)`` float32, and each block's width."""
-    blocks = [extract_features(extractor, dataset, batch_size=batch_size, device=device) for extractor in extractors]
-    return np.concatenate(blocks, axis=1), tuple(block.shape[1] for block in blocks)
+def block_batches(extractors: list[FeatureExtractor], dataset: ImageDataset, *, batch_size: int,
+                  device: torch.device) -> Iterator[tuple[np.ndarray, ...]]:
+    """Batch by batch of ``dataset``, in order, the features of every extractor: one ``(b, d_i)`` float32 block each,
+    to be set side by side."""
+    yield from zip(*(feature_batches(extractor, dataset, batch_size=batch_size, device=device) for extractor in extractors))
 
 
 class _Captured(Exception):
-    """Raised by :func:`extract_features`' hook once the features are taken, to skip the rest of the network."""
+    """Raised by :func:`_batch_features`' hook once the features are taken, to skip the rest of the network."""
 
 
-@torch.no_grad()
 def extract_features(extractor: FeatureExtractor, dataset: ImageDataset, *, batch_size: int, device: torch.device) -> np.ndarray:
     """``(n, d)`` float32 features of every image of ``dataset``, in order, computed on ``device`` in batches.
 
@@ -315,29 +315,37 @@ def extract_features(extractor: FeatureExtractor, dataset: ImageDataset, *, batc
     HuddError
         The features of an image are NaN or infinite (the message names the first one).
     """
+    chunks = list(feature_batches(extractor, dataset, batch_size=batch_size, device=device))
+    return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
+
+
+@torch.no_grad()
+def feature_batches(extractor: FeatureExtractor, dataset: ImageDataset, *, batch_size: int, device: torch.device) -> Iterator[np.ndarray]:
+    """The features of :func:`extract_features`, batch by batch."""
     module = extractor.module.to(device).eval()
     prepared = extractor.prepare_dataset(dataset)
+    for images, _, index in progress(make_loader(prepared, batch_size=batch_size), desc="features", unit="batch"):
+        features = _batch_features(extractor, module, extractor.prepare_batch(images.to(device, non_blocking=True)))
+        check_finite(features, prepared, index)
+        yield features.float().cpu().numpy()
+
+
+def _batch_features(extractor: FeatureExtractor, module: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """One batch's features: the logit margins, or the input of the feature layer (4-D ones pooled), the layers after it
+    skipped. The hook lives for this batch only, so extractors sharing a module can take turns batch by batch."""
+    if extractor.takes_outputs:
+        return logit_margins(module(images))
     captured = []
 
     def capture(_, inputs):
         captured.append(inputs[0])
         raise _Captured  # the layers after the feature layer are not needed: stop the forward pass here
 
-    handle = None if extractor.takes_outputs else module.get_submodule(extractor.layer).register_forward_pre_hook(capture)
-    chunks = []
+    handle = module.get_submodule(extractor.layer).register_forward_pre_hook(capture)
     try:
-        for images, _, index in progress(make_loader(prepared, batch_size=batch_size), desc="features", unit="batch"):
-            captured.clear()
-            with contextlib.suppress(_Captured):
-                outputs = module(extractor.prepare_batch(images.to(device, non_blocking=True)))
-            if extractor.takes_outputs:
-                features = logit_margins(outputs)
-            else:
-                features = captured[-1]
-                features = features.mean(dim=(2, 3)) if features.dim() == 4 else features.flatten(1)
-            check_finite(features, prepared, index)
-            chunks.append(features.float().cpu().numpy())
+        with contextlib.suppress(_Captured):
+            module(images)
     finally:
-        if handle is not None:
-            handle.remove()
-    return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
+        handle.remove()
+    features = captured[-1]
+    return features.mean(dim=(2, 3)) if features.dim() == 4 else features.flatten(1)

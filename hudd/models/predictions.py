@@ -7,6 +7,8 @@ Euclidean keypoint error exceeds ``error_px`` pixels (4 by default, as the origi
 
 from __future__ import annotations
 
+from typing import Iterator
+
 import numpy as np
 import pandas as pd
 import torch
@@ -16,7 +18,7 @@ from ..core.errors import HuddError
 from .kpnet import decode_keypoints
 from ..core.progress import progress
 
-__all__ = ["predict", "check_finite", "score", "accuracy_by", "hazard_ratio", "weak_model_reason"]
+__all__ = ["predict", "predict_batches", "check_finite", "score", "accuracy_by", "hazard_ratio", "weak_model_reason"]
 
 WEAK_GAIN = 0.2
 """A classifier is weak when its TrainingSet accuracy is less than this share of the way from chance to 1."""
@@ -24,7 +26,6 @@ WEAK_KEYPOINTS = 0.05
 """A keypoint model is weak when fewer than this share of the TrainingSet images are within ``error_px``."""
 
 
-@torch.no_grad()
 def predict(model: torch.nn.Module, dataset: ImageDataset, *, batch_size: int, device: torch.device, desc: str = "predict") -> np.ndarray:
     """Model outputs for every image, in dataset order.
 
@@ -39,19 +40,25 @@ def predict(model: torch.nn.Module, dataset: ImageDataset, *, batch_size: int, d
     HuddError
         The model's output is NaN or infinite for an image (the message names the first one).
     """
+    chunks = list(predict_batches(model, dataset, batch_size=batch_size, device=device, desc=desc))
+    if not chunks:
+        n_out = dataset.spec.n_outputs
+        return np.zeros((0, n_out) if dataset.spec.task == "classification" else (0, n_out, 2), np.float32)
+    return np.concatenate(chunks)
+
+
+@torch.no_grad()
+def predict_batches(model: torch.nn.Module, dataset: ImageDataset, *, batch_size: int, device: torch.device,
+                    desc: str = "predict") -> Iterator[np.ndarray]:
+    """The outputs of :func:`predict`, batch by batch (each batch's rows as soon as they are computed)."""
     model = model.to(device).eval()
     task = dataset.spec.task
-    chunks = []
     for images, _, index in progress(make_loader(dataset, batch_size=batch_size), desc=desc, unit="batch"):
         out = model(images.to(device, non_blocking=True))
         check_finite(out, dataset, index)
         if task == "keypoints":
             out = decode_keypoints(out)
-        chunks.append(out.float().cpu().numpy())
-    if not chunks:
-        n_out = dataset.spec.n_outputs
-        return np.zeros((0, n_out) if task == "classification" else (0, n_out, 2), np.float32)
-    return np.concatenate(chunks)
+        yield out.float().cpu().numpy()
 
 
 def check_finite(outputs: torch.Tensor, dataset: ImageDataset, index: torch.Tensor) -> None:

@@ -5,6 +5,12 @@ the chosen device, with mixed precision (float16 autocast + gradient scaling) on
 epoch on the validation set is kept (early stopping with ``patience``). Classification trains on
 cross-entropy; keypoint models on the mean squared error between their maps and Gaussian target
 maps (sigma 1.5 px) centred on the true keypoints.
+
+Under torchrun, ``ddp=True`` trains one model over every process with PyTorch's DistributedDataParallel (the
+same loop, the model wrapped): each epoch's seeded batch order is drawn alike on every rank and rank r trains on
+batches r, r + world, ... of it (padded with the first batches, as ``DistributedSampler`` pads, when they do not
+divide evenly), so an optimiser step averages the gradients of ``world`` batches. The same seed and number of
+processes give the same weights; they are not a single process's, whose steps see one batch each.
 """
 
 from __future__ import annotations
@@ -16,9 +22,10 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Dataset
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler
 
 from ..case.data import make_loader
+from ..core import distributed
 from ..models import decode_keypoints
 from ..core.progress import progress
 
@@ -112,8 +119,29 @@ def _validate(model, dataset, task, settings, device) -> float:
     return total / max(1, len(dataset))
 
 
+def _epoch_loader(train_set: Dataset, settings: TrainSettings, epoch: int, ddp: bool) -> DataLoader:
+    """The epoch's shuffled batches (seeded by ``seed`` and ``epoch``); with ``ddp``, this rank's share of them."""
+    seed = settings.seed * 100_003 + epoch
+    drop_last = len(train_set) % settings.batch_size == 1  # batch norm cannot train on a last batch of one image
+    if not ddp:
+        return make_loader(train_set, batch_size=settings.batch_size, shuffle=True, seed=seed, drop_last=drop_last)
+    batches = list(BatchSampler(RandomSampler(train_set, generator=torch.Generator().manual_seed(seed)), settings.batch_size, drop_last))
+    world = distributed.world_size()
+    padded = [batches[i % len(batches)] for i in range(-(-len(batches) // world) * world)]
+    return DataLoader(train_set, batch_sampler=padded[distributed.rank()::world])
+
+
+def _wrap(model: torch.nn.Module, device: torch.device, ddp: bool) -> torch.nn.Module:
+    """``model`` itself, or with ``ddp`` wrapped in DistributedDataParallel (which averages the ranks' gradients)."""
+    if not ddp:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
 def fit(model: torch.nn.Module, train_set: Dataset, val_set: Dataset | None, *, task: str, settings: TrainSettings, device: torch.device,
-        desc: str = "train", extra_loss: ExtraLoss | None = None) -> History:
+        desc: str = "train", extra_loss: ExtraLoss | None = None, ddp: bool = False) -> History:
     """Train ``model`` in place and leave it with the weights of its best validation epoch.
 
     Parameters
@@ -129,27 +157,34 @@ def fit(model: torch.nn.Module, train_set: Dataset, val_set: Dataset | None, *, 
         A term added to every batch's loss (see :data:`ExtraLoss`); it is computed after the model's
         forward pass, outside autocast, and its gradient goes through the same gradient scaler. The
         recorded ``train_loss`` is the total. Without it, training is exactly the plain loop.
+    ddp : bool
+        Under torchrun, train over every process with DistributedDataParallel (see the module docstring); every
+        rank calls ``fit`` alike. ``extra_loss`` cannot take part (DDP does not support ``torch.autograd.grad``).
     """
     model.to(device)
+    net = _wrap(model, device, ddp)
     optimizer = _optimizer(model, settings)
-    scheduler = _scheduler(optimizer, settings, (len(train_set) + settings.batch_size - 1) // settings.batch_size)
+    steps = (len(train_set) + settings.batch_size - 1) // settings.batch_size
+    scheduler = _scheduler(optimizer, settings, -(-steps // distributed.world_size()) if ddp else steps)
     use_amp = device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     history = History()
     best_metric, best_state, stale = -np.inf, None, 0
     has_val = val_set is not None and len(val_set) > 0
     for epoch in progress(range(settings.epochs), desc=desc, unit="epoch", leave=False):
-        model.train()
-        # a last batch of one image is left out: batch norm cannot train on it (1x1 feature maps, as torchvision models have)
-        loader = make_loader(train_set, batch_size=settings.batch_size, shuffle=True, seed=settings.seed * 100_003 + epoch,
-                             drop_last=len(train_set) % settings.batch_size == 1)
+        net.train()
+        loader = _epoch_loader(train_set, settings, epoch, ddp)
+        if ddp and epoch == 0:
+            first = distributed.rank() + 1
+            distributed.rank_line(desc, f"DDP: batches {first}, {first + distributed.world_size()}, ... of every epoch "
+                                        f"({len(loader)} per epoch, of {len(train_set)} images)")
         losses = []
         for images, targets, indices in progress(loader, desc=f"epoch {epoch + 1}/{settings.epochs}", unit="batch"):
             optimizer.zero_grad(set_to_none=True)
             images = images.to(device, non_blocking=True)
             targets = targets.to(device, non_blocking=True)
             with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
-                outputs = model(images)
+                outputs = net(images)
             loss = _loss(task, outputs, targets)
             if extra_loss is not None:
                 loss = loss + extra_loss(model, images, outputs, targets, indices.to(device, non_blocking=True))

@@ -48,14 +48,14 @@ from ..case.labels import record_typed_labels, typed_labels
 from ..explain.lrp import Explainer
 from ..models import decode_keypoints
 from ..evaluate.evaluation import NOISE
-from ..explain.features import extract_blocks
+from ..explain.features import block_batches
 from ..methods import FEATURES, HEATMAPS, PAPER, REGISTRY, resolve
-from ..models.predictions import check_finite, predict
+from ..models.predictions import check_finite, predict_batches
 from ..core.progress import progress
 from ..workspace.readers import check_images, load_array, read_table, redo
 from ..workspace.tables import read_index, read_layers, read_unsafe
 from ..workspace.workspace import Workspace
-from ..core.files import save_npy, write_csv
+from ..core.files import remove, save_npy, write_csv
 from .common import Context, listing_rows, method_extractors, method_space, run_step, sharded
 
 __all__ = ["AssignOutcome", "run", "selection_space", "VERSION"]
@@ -180,9 +180,9 @@ def _sorted_by_cluster(cluster_of_row: np.ndarray, columns) -> tuple[np.ndarray,
     return order, np.searchsorted(cluster_of_row[order], columns)
 
 
-def _heatmap_linkage(ctx: Context, clusters: pd.DataFrame, names: list[str], dataset: ImageDataset) -> tuple[np.ndarray, np.ndarray]:
-    """``(M, K)`` single-linkage distances of the improvement images' raw heatmaps to HUDD's clusters, and the
-    predictions (class index, or ``(M, K, 2)`` keypoints); one LRP pass per batch and face element."""
+def _heatmap_linkage(ctx: Context, clusters: pd.DataFrame, names: list[str], dataset: ImageDataset):
+    """Batch by batch, the ``(b, K)`` single-linkage distances of the improvement images' raw heatmaps to HUDD's
+    clusters and the predictions (class index, or ``(b, K, 2)`` keypoints); one LRP pass per batch and face element."""
     ws = ctx.workspace
     spec = ctx.model.spec
     index = read_index(ws)
@@ -199,10 +199,8 @@ def _heatmap_linkage(ctx: Context, clusters: pd.DataFrame, names: list[str], dat
         explainer = Explainer(ctx.model.module, composite=ctx.config.lrp_rule, layers=[layer], device=ctx.device)
         members = spec.keypoint_groups.get(element, list(range(len(spec.keypoints)))) if spec.task == "keypoints" else None
         groups.append((layer, columns, reference, starts, explainer, members))
-    linkage = np.full((len(dataset), len(names)), np.inf)
-    predicted = []
-    row = 0
     for images, _, idx in progress(make_loader(dataset, batch_size=ctx.config.batch_size), desc="assign", unit="batch"):
+        linkage = np.full((len(images), len(names)), np.inf)
         outputs = None
         if spec.task == "keypoints":  # the keypoint to explain depends on the maps: look at them first
             with torch.no_grad():
@@ -213,17 +211,15 @@ def _heatmap_linkage(ctx: Context, clusters: pd.DataFrame, names: list[str], dat
             outputs = explained if outputs is None else outputs
             heat = explainer.heatmap(layer, relevance[layer]).double().cpu().numpy().reshape(len(images), -1)
             for _, _, block in distance_blocks(heat, reference, device=ctx.device, block_rows=len(heat)):
-                linkage[row:row + len(images), columns] = single_linkage(block, starts)
+                linkage[:, columns] = single_linkage(block, starts)
         check_finite(outputs, dataset, idx)
-        predicted.append(outputs.argmax(1).cpu().numpy() if spec.task == "classification" else decode_keypoints(outputs).cpu().numpy())
-        row += len(images)
-    return linkage, (np.concatenate(predicted) if predicted else np.zeros(0))
+        predicted = outputs.argmax(1).cpu().numpy() if spec.task == "classification" else decode_keypoints(outputs).cpu().numpy()
+        yield {"linkage": linkage, "predicted": predicted}
 
 
-def _feature_linkage(ctx: Context, method: str, clusters: pd.DataFrame, names: list[str],
-                     dataset: ImageDataset) -> tuple[np.ndarray, np.ndarray]:
-    """``(M, K)`` single-linkage distances, in the feature space ``method`` clustered in, of the improvement
-    images' features to the clusters' members, and the model's predictions."""
+def _feature_linkage(ctx: Context, method: str, clusters: pd.DataFrame, names: list[str], dataset: ImageDataset):
+    """Batch by batch, the ``(b, K)`` single-linkage distances, in the feature space ``method`` clustered in, of the
+    improvement images' features to the clusters' members, and the model's predictions."""
     errors = read_table(ctx.workspace.layer_clusters_csv(method), {"image": "str"}, fix=redo(f"cluster --method {method}"))["image"]
     features = load_array(ctx.workspace.cluster_dir(method) / "features.npy", ndim=2, rows=len(errors), finite=True,
                           fix=redo(f"cluster --method {method}"))
@@ -235,20 +231,19 @@ def _feature_linkage(ctx: Context, method: str, clusters: pd.DataFrame, names: l
     order, starts = _sorted_by_cluster(np.array([names.index(c) for c in clusters["cluster"]]), np.arange(len(names)))
     reference = space.transform(features[[row_of[image] for image in clusters["image"].to_numpy()[order]]])
     extractors = method_extractors(ctx, method)
-    improvement = extract_blocks(extractors, dataset, batch_size=ctx.config.batch_size, device=ctx.device)[0]
-    linkage = np.empty((len(dataset), len(names)))
     batch = ctx.config.batch_size  # batch by batch, so that a rank's rows are computed as a single process computes them
-    for start in range(0, len(improvement), batch):
-        stop = min(start + batch, len(improvement))
-        for _, _, block in distance_blocks(space.transform(improvement[start:stop]), reference, device=ctx.device, block_rows=batch):
+    for blocks, outputs in zip(block_batches(extractors, dataset, batch_size=batch, device=ctx.device),
+                               predict_batches(ctx.model.module, dataset, batch_size=batch, device=ctx.device)):
+        improvement = space.transform(np.concatenate(blocks, axis=1))
+        linkage = np.empty((len(improvement), len(names)))
+        for start, stop, block in distance_blocks(improvement, reference, device=ctx.device, block_rows=batch):
             linkage[start:stop] = single_linkage(block, starts)
-    outputs = predict(ctx.model.module, dataset, batch_size=ctx.config.batch_size, device=ctx.device)
-    return linkage, (outputs.argmax(1) if ctx.model.spec.task == "classification" else outputs)
+        yield {"linkage": linkage, "predicted": outputs.argmax(1) if ctx.model.spec.task == "classification" else outputs}
 
 
-def _linkage_rows(ctx: Context, start: int, stop: int, listing, space: str, method: str, clusters: pd.DataFrame,
-                  names: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """The single-linkage distances and predictions of the improvement images ``start:stop`` (one rank's share under torchrun)."""
+def _linkage_rows(ctx: Context, start: int, stop: int, listing, space: str, method: str, clusters: pd.DataFrame, names: list[str]):
+    """Batch by batch, the single-linkage distances and predictions of the improvement images ``start:stop`` (one rank's
+    share under torchrun)."""
     dataset = ctx.dataset(listing_rows(listing, start, stop), cache=False)
     if space == HEATMAPS:
         return _heatmap_linkage(ctx, clusters, names, dataset)
@@ -282,9 +277,10 @@ def run(ctx: Context, *, method: str | None = None, budget: int | None = None, f
     spec = ctx.model.spec
 
     def compute(fingerprint: str, resume: bool):
-        parts = sharded(ctx, "assign", _linkage_rows, len(listing), listing, space, method, compared, names)
-        linkage = np.concatenate([part[0] for part in parts])
-        predicted = np.concatenate([part[1] for part in parts])
+        folder = ws.rows_staging("assign")  # the distances and predictions, kept until the step is done
+        parts = sharded(ctx, "assign", _linkage_rows, len(listing), listing, space, method, compared, names, folder=folder,
+                        fingerprint=fingerprint, resume=resume)
+        linkage, predicted = parts["linkage"], parts["predicted"]
         chosen = np.full(len(listing), -1, np.int64)
         rank = np.zeros(len(listing), np.int64)
         distance = np.full(len(listing), np.nan)
@@ -317,6 +313,7 @@ def run(ctx: Context, *, method: str | None = None, budget: int | None = None, f
         for name in names:
             link_images(ctx.case.datasets, unsafe.loc[unsafe["cluster"] == name, "image"], out.unsafe_cluster_dir(name))
         ws.commit(out, [ws.unsafe_dir])
+        remove(folder, ws.root)
         return [ws.unsafe_dir]
 
     record_typed_labels(ws, _prefilled(ws))

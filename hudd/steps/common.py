@@ -31,7 +31,7 @@ from ..models.case_model import InputSettings, open_case_model
 from ..config import Config
 from ..case.data import Case, ImageDataset, SplitListing, list_split
 from ..cluster.feature_space import FeatureSpace
-from ..core import distributed
+from ..core import distributed, rows
 from ..core.device import resolve_device
 from ..core.errors import HuddError
 from ..explain.features import FeatureExtractor, make_extractors
@@ -41,7 +41,7 @@ from ..models.predictions import weak_model_reason
 from ..retrain.doctor import conv_layers, default_layers
 from ..workspace.readers import load_array, read_table, redo
 from ..workspace.workspace import Workspace, fingerprint, utc_now
-from ..core.files import file_hash, listing_hash
+from ..core.files import file_hash, listing_hash, remove
 
 __all__ = ["Context", "open_context", "run_step", "listing_rows", "sharded", "weak_model_line", "error_rows", "error_positions", "describe_images", "method_paths", "method_space",
            "method_extractors", "resolve_doctor_layers", "read_doctor_aggregates"]
@@ -131,21 +131,27 @@ def listing_rows(listing: SplitListing, start: int, stop: int) -> SplitListing:
     return dataclasses.replace(listing, ids=tuple(listing.ids[start:stop]), targets=listing.targets[start:stop])
 
 
-def sharded(ctx: Context, what: str, fn: Callable, n: int, *args) -> list:
-    """``fn(ctx, start, stop, *args)`` over rows ``0..n``: alone, one call for every row; under torchrun, each rank
-    on its own batch-aligned range (:func:`hudd.core.distributed.plan_batches`), the results in row order (ranks
-    without rows left out). ``fn`` is a module-level function; its results must join in that order."""
-    if not distributed.active():
-        return [fn(ctx, 0, n, *args)]
-    plans = distributed.plan_batches(n, ctx.config.batch_size, distributed.world_size())
-    parts = [part for part in distributed.everywhere(ctx, _shard, what, fn, plans, args) if part is not None]
-    return parts or [fn(ctx, 0, 0, *args)]
+def sharded(ctx: Context, what: str, fn: Callable, n: int, *args, folder: Path, fingerprint: str, resume: bool) -> dict[str, np.ndarray]:
+    """The row arrays of ``fn`` over rows ``0..n`` (``n`` > 0), batch by batch into the rows folder ``folder`` of
+    :mod:`hudd.core.rows`, so that a killed run with the same ``fingerprint`` (and batch size and device type)
+    computes only the batches not finished (none finished when not ``resume``). ``fn(ctx, start, stop, *args)``
+    is a module-level generator yielding, for each batch of rows ``start..stop``, ``{name: rows}``. Alone, one
+    call for every row not done; under torchrun, each rank on its own batch-aligned ranges
+    (:func:`hudd.core.distributed.plan_batches`). The caller removes ``folder`` once its outputs are written."""
+    fingerprint = f"{fingerprint} batch_size={ctx.config.batch_size} device={ctx.device.type}"
+    done = rows.resume(folder, ctx.workspace.root, fingerprint, what, n) if resume else []
+    if not done:
+        remove(folder, ctx.workspace.root)
+        folder.mkdir(parents=True)
+    plans = distributed.plan_batches(n, ctx.config.batch_size, distributed.world_size(), done)
+    distributed.everywhere(ctx, _shard, what, fn, n, args, folder, fingerprint, plans, done)
+    return rows.load(folder)
 
 
-def _shard(ctx: Context, what: str, fn: Callable, plans: list, args: tuple):
+def _shard(ctx: Context, what: str, fn: Callable, n: int, args: tuple, folder: Path, fingerprint: str, plans: list, done: list) -> None:
     ranges = plans[distributed.rank()]
     distributed.rows_line(what, ranges)
-    return fn(ctx, ranges[0][0], ranges[-1][1], *args) if ranges else None
+    rows.fill(folder, fingerprint, ranges, done, lambda start, stop: fn(ctx, start, stop, *args), n, what)
 
 
 def weak_model_line(ctx: Context) -> str:

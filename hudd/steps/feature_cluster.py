@@ -53,10 +53,10 @@ from ..evaluate.evaluation import NOISE
 from ..export.clusters import export_unit
 from ..export.plots import save_figure
 from ..cluster.feature_clustering import FeatureClustering, cluster_features, umap_available, ward_features
-from ..explain.features import MARGINS, MODEL, PRETRAINED, PRETRAINED_BLOCK, FeatureExtractor, extract_blocks, make_extractors
+from ..explain.features import MARGINS, MODEL, PRETRAINED, PRETRAINED_BLOCK, FeatureExtractor, block_batches, make_extractors
 from ..methods import FEATURE_METHODS, REGISTRY, WARD, Method
 from ..core.progress import echo
-from ..core.files import file_hash, save_npy, write_csv
+from ..core.files import file_hash, remove, save_npy, write_csv
 from ..cluster.naming import cluster_name
 from ..export.wicd import write_wicd
 from .common import Context, describe_images, error_positions, error_rows, image_keypoints, method_paths, run_step, sharded
@@ -94,12 +94,14 @@ def _error_dataset(ctx: Context, errors: pd.DataFrame) -> ImageDataset:
 
 
 def _features_rows(ctx: Context, start: int, stop: int, errors: pd.DataFrame, extractor: str, weights: Path | None):
-    """The features (and block widths) of the error-inducing images ``start:stop`` (one rank's share under torchrun)."""
+    """Batch by batch, the features of the error-inducing images ``start:stop`` (one rank's share under torchrun): one
+    block per extractor, ``block<i>``."""
     key = ("extractors", extractor, weights)
     if key not in ctx.cache:
         ctx.cache[key] = make_extractors(extractor, model=ctx.model.module, weights=weights)
     dataset = _error_dataset(ctx, errors.iloc[start:stop])
-    return extract_blocks(ctx.cache[key], dataset, batch_size=ctx.config.batch_size, device=ctx.device)
+    for blocks in block_batches(ctx.cache[key], dataset, batch_size=ctx.config.batch_size, device=ctx.device):
+        yield {f"block{i}": block for i, block in enumerate(blocks)}
 
 
 def _params_text(params: dict) -> str:
@@ -238,8 +240,11 @@ def run(ctx: Context, method: str = "blackbox", *, extractor: str | None = None,
 
     def compute(fingerprint: str, resume: bool):
         ctx.cache[("extractors", extractor, weights)] = extractors
-        parts = sharded(ctx, f"{method} features", _features_rows, len(errors), errors, extractor, weights)
-        features, blocks = np.concatenate([part[0] for part in parts]), parts[0][1]
+        folder = ws.rows_staging(method)  # the features, kept until the step is done
+        parts = sharded(ctx, f"{method} features", _features_rows, len(errors), errors, extractor, weights, folder=folder,
+                        fingerprint=fingerprint, resume=resume)
+        parts = [parts[f"block{i}"] for i in range(len(extractors))]
+        features, blocks = np.concatenate(parts, axis=1), tuple(part.shape[1] for part in parts)
         result = _cluster(ctx, features, blocks, clusterer, reducer, spec.k)
         names = cluster_names(result.labels)
         clusters = pd.DataFrame({"image": errors["image"], "cluster": names})
@@ -264,6 +269,7 @@ def run(ctx: Context, method: str = "blackbox", *, extractor: str | None = None,
         if result.reducer == "pca" and not umap_available():
             echo(f"{method}: {PCA_NOTE}")
         ws.commit(out, [ws.cluster_dir(method)])
+        remove(folder, ws.root)
         return [ws.root / path.relative_to(out.root) for path in written]
 
     ran = run_step(ctx, method, VERSION, config=config, inputs=inputs, compute=compute, force=force, staged=True)

@@ -23,7 +23,6 @@ to an uninterrupted run, whatever the number of processes of either run.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 
@@ -34,12 +33,12 @@ from numpy.lib.format import open_memmap
 from torch.utils.data import Subset
 
 from ..case.data import ImageDataset, make_loader
-from ..core import distributed
+from ..core import distributed, rows
 from ..core.errors import HuddError
 from ..explain.lrp import Explainer, UnsupportedLayer
 from ..models.predictions import check_finite
 from ..core.progress import note, progress
-from ..core.files import allocate, file_hash, remove, require_space, storage_error, write_csv, write_text
+from ..core.files import allocate, file_hash, remove, require_space, storage_error, write_csv
 from ..workspace.tables import read_layers
 from .common import Context, error_positions, error_rows, run_step
 
@@ -141,25 +140,21 @@ def run(ctx: Context, *, force: bool = False) -> HeatmapsOutcome:
     def compute(fingerprint: str, resume: bool):
         shapes = _shapes(prepared)
         out = ws.staging("heatmaps", keep=resume)
-        done = _rows_done(out, fingerprint, explainer.layers) if resume else []
+        done = rows.resume(out.heatmaps_dir, ws.root, fingerprint, "heatmaps", len(errors), explainer.layers) if resume else []
         if not done:
             out = ws.staging("heatmaps")
         try:
             out.heatmaps_dir.mkdir(parents=True, exist_ok=True)
             write_csv(out.heatmap_index, _index_table(ctx, errors, prepared.targets))
-            if done:
-                _record(out.heatmap_progress, fingerprint, done)
-                for path in _progress_files(out)[1:]:
-                    remove(path, ws.root)
-            else:
+            if not done:
                 _allocate(out, explainer.layers, shapes, len(errors), dtype)
             plans = distributed.plan_batches(len(errors), ctx.config.batch_size, distributed.world_size(), done)
             distributed.everywhere(ctx, _fill, out, fingerprint, plans, done)
             write_csv(out.heatmap_layers, _layers_table(explainer, shapes))
-            for path in _progress_files(out):
+            for path in rows.records(out.heatmaps_dir):
                 remove(path, ws.root)
         except BaseException:
-            if not _progress_files(out):  # nothing worth resuming: give the disk space back
+            if not rows.records(out.heatmaps_dir):  # nothing worth resuming: give the disk space back
                 remove(out.root, ws.root)
             raise
         ws.commit(out, [ws.heatmaps_dir])
@@ -170,74 +165,26 @@ def run(ctx: Context, *, force: bool = False) -> HeatmapsOutcome:
 
 
 def _fill(ctx: Context, out, fingerprint: str, plans: list, done: list) -> None:
-    """Compute this rank's rows (``plans[rank]``) into the allocated arrays in ``out``, batch by batch, recording
-    after each flushed batch the row ranges finished: rank 0 in ``progress.json`` (with the ``done`` ones of earlier
-    runs), another rank in ``progress-<rank>.json``."""
+    """Compute this rank's rows (``plans[rank]``) into the allocated arrays in ``out`` (see :func:`hudd.core.rows.fill`)."""
+    ranges = plans[distributed.rank()]
+    distributed.rows_line("heatmaps", ranges)
+    rows.fill(out.heatmaps_dir, fingerprint, ranges, done, lambda start, stop: _batches(ctx, start, stop), len(_prepare(ctx).errors),
+              "heatmaps")
+
+
+def _batches(ctx: Context, start: int, stop: int):
+    """The heatmaps of every analysed layer for each batch of the error-inducing images ``start:stop``."""
     prepared = _prepare(ctx)
     explainer, dataset, positions, targets = prepared.explainer, prepared.dataset, prepared.positions, prepared.targets
-    me = distributed.rank()
-    ranges = plans[me]
-    distributed.rows_line("heatmaps", ranges)
-    if not ranges:
-        return
-    record = out.heatmap_progress if me == 0 else out.heatmap_progress.with_name(f"progress-{me}.json")
-    finished = list(done) if me == 0 else []
-    arrays = {name: open_memmap(out.heatmap(name), mode="r+") for name in explainer.layers}
-    dtype = next(iter(arrays.values())).dtype
-    for start, stop in ranges:
-        loader = make_loader(Subset(dataset, positions[start:stop].tolist()), batch_size=ctx.config.batch_size)
-        row = start
-        for images, _, index in progress(loader, desc="heatmaps", unit="batch"):
-            batch_targets = None if targets is None else torch.tensor(targets[row:row + len(images)])
-            outputs, relevance = explainer.relevance(images, batch_targets)
-            check_finite(outputs, dataset, index)
-            for name, rel in relevance.items():
-                arrays[name][row:row + len(images)] = explainer.heatmap(name, rel).float().cpu().numpy().astype(dtype)
-            for array in arrays.values():
-                array.flush()
-            finished.append((row, row + len(images)))
-            row += len(images)
-            _record(record, fingerprint, finished)
-            distributed.stop_for_test()
-    del arrays
-
-
-def _merged(ranges) -> list[tuple[int, int]]:
-    """Row ranges sorted, touching ones joined."""
-    merged: list[tuple[int, int]] = []
-    for start, stop in sorted((int(a), int(b)) for a, b in ranges):
-        if merged and start <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(stop, merged[-1][1]))
-        else:
-            merged.append((start, stop))
-    return merged
-
-
-def _record(path, fingerprint: str, ranges) -> None:
-    """The row ranges finished (and their count, ``rows_done``), for a killed run to resume from."""
-    done = _merged(ranges)
-    write_text(path, json.dumps({"fingerprint": fingerprint, "rows_done": sum(b - a for a, b in done), "done": done}))
-
-
-def _progress_files(out) -> list:
-    """``progress.json`` (rank 0's, first) and the other ranks' ``progress-<rank>.json`` that exist in ``out``."""
-    main = [out.heatmap_progress] if out.heatmap_progress.is_file() else []
-    return main + sorted(out.heatmaps_dir.glob("progress-*.json")) if out.heatmaps_dir.is_dir() else main
-
-
-def _rows_done(out, fingerprint: str, layers: list[str]) -> list[tuple[int, int]]:
-    """Row ranges killed runs with the same ``fingerprint`` finished in the staging folder ``out`` (none: start over)."""
-    if not all(out.heatmap(name).is_file() for name in layers):
-        return []
-    done = []
-    for path in _progress_files(out):
-        try:
-            state = json.loads(path.read_text(encoding="utf-8"))
-            if state.get("fingerprint") == fingerprint:
-                done += [(int(a), int(b)) for a, b in state["done"]]
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            continue
-    return _merged(done)
+    dtype = np.dtype(ctx.config.heatmap_dtype)
+    loader = make_loader(Subset(dataset, positions[start:stop].tolist()), batch_size=ctx.config.batch_size)
+    row = start
+    for images, _, index in progress(loader, desc="heatmaps", unit="batch"):
+        batch_targets = None if targets is None else torch.tensor(targets[row:row + len(images)])
+        outputs, relevance = explainer.relevance(images, batch_targets)
+        check_finite(outputs, dataset, index)
+        yield {name: explainer.heatmap(name, rel).float().cpu().numpy().astype(dtype) for name, rel in relevance.items()}
+        row += len(images)
 
 
 def _shapes(prepared: _Prepared) -> dict[str, tuple[int, int]]:

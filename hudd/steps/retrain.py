@@ -22,6 +22,11 @@ and compare with the paper's baselines (RQ2).
 - writes ``Retrain/metrics.csv`` (run, method, seed, accuracy, per class, per root-cause cluster's
   test images, on hazard images and per cause when ``params.csv`` exists) and the first HUDD
   model to ``DNNModels/<model>-hudd.pt`` (the input model file is never touched).
+
+Under torchrun the runs are spread over the processes (run i on rank i mod world), each trained as alone;
+with ``ddp``, every run is trained over all processes with DistributedDataParallel
+(:func:`hudd.retrain.training.fit`) and rank 0 evaluates it: the same seed and number of processes give the
+same files, not a single process's (a step averages the gradients of one batch per process).
 """
 
 from __future__ import annotations
@@ -53,7 +58,7 @@ from ..case.labels import read_labels as labels_table
 from ..workspace.tables import assigned_method, read_unsafe
 from .common import Context, read_doctor_aggregates, resolve_doctor_layers, run_step
 
-__all__ = ["RetrainOutcome", "run", "read_labels", "VERSION", "DOCTOR_KEYS"]
+__all__ = ["RetrainOutcome", "run", "check_ddp", "read_labels", "VERSION", "DOCTOR_KEYS"]
 
 VERSION = 1
 DOCTOR_KEYS = ("treatment", "doctor_draws_train", "doctor_delta", "doctor_v", "doctor_lambda", "doctor_spatial")
@@ -198,6 +203,19 @@ class _Setup:
     data: dict = dataclasses.field(default_factory=dict)
 
 
+def check_ddp(config) -> None:
+    """A HuddError when ``ddp`` is asked for alone (it needs torchrun's processes) or with Model Doctor's treatment (its
+    loss differentiates the model's gradients, which DistributedDataParallel cannot)."""
+    if not config.ddp:
+        return
+    if not distributed.active():
+        raise HuddError(f"{config.where('ddp')}: trains each run over several processes; launch with torchrun "
+                        "(torchrun --standalone --nproc-per-node=N -m hudd retrain ...) or leave it out")
+    if config.treatment == "doctor":
+        raise HuddError(f"{config.where('ddp')}: Model Doctor's treatment (treatment = doctor) cannot train under DistributedDataParallel; "
+                        "leave out --ddp (the runs are then spread over the processes)")
+
+
 def _setup(ctx: Context) -> _Setup:
     if "retrain" not in ctx.cache:
         config = ctx.config
@@ -235,14 +253,15 @@ def _data(ctx: Context, setup: _Setup) -> dict:
 
 
 def _train_share(ctx: Context, plans: list) -> dict[int, list[dict]]:
-    """This rank's runs (``plans[rank]``; under torchrun run i is rank i % world's)."""
+    """This rank's runs (``plans[rank]``; under torchrun run i is rank i % world's, with ``ddp`` every rank's)."""
     runs = plans[distributed.rank()]
-    distributed.rank_line("retrain", "runs " + (", ".join(str(i + 1) for i in runs) or "none"))
+    distributed.rank_line("retrain", "runs " + (", ".join(str(i + 1) for i in runs) or "none") + (" (DDP)" if ctx.config.ddp else ""))
     return _train_runs(ctx, runs)
 
 
 def _train_runs(ctx: Context, runs: list[int]) -> dict[int, list[dict]]:
-    """The metrics rows of each run in ``runs`` (every method, seed ``seed + run``); run 0's HUDD model is saved."""
+    """The metrics rows of each run in ``runs`` (every method, seed ``seed + run``); run 0's HUDD model is saved. With
+    ``ddp``, every rank trains and only rank 0 evaluates and saves."""
     if not runs:
         return {}
     config = ctx.config
@@ -252,9 +271,9 @@ def _train_runs(ctx: Context, runs: list[int]) -> dict[int, list[dict]]:
     settings = TrainSettings(epochs=config.retrain_epochs, lr=config.retrain_lr, optimizer="sgd", momentum=config.momentum,
                              weight_decay=config.weight_decay, batch_size=config.batch_size, schedule="constant")
     original_improve = None
+    evaluates = not config.ddp or distributed.is_main()
     results = {}
     for run_index in runs:
-        rows = results.setdefault(run_index, [])
         seed = config.seed + run_index
         rng = np.random.default_rng([seed, 7])
         balanced = data["unsafe_rows"][bootstrap_balance(labels["cluster"].to_numpy(), rng)]
@@ -281,9 +300,11 @@ def _train_runs(ctx: Context, runs: list[int]) -> dict[int, list[dict]]:
                                           weight=config.doctor_lambda, background=data["background"], seed=seed) \
                 if method in DOCTOR_METHODS else None
             fit(model, subset, None, task=train.task, settings=dataclasses.replace(settings, seed=seed, epochs=epochs),
-                device=ctx.device, desc=f"retrain {method} run {run_index + 1}/{config.runs}", extra_loss=constraint)
-            rows.append({"run": run_index + 1, "method": method, "seed": seed, "n_extra": len(extra),
-                         **_evaluate(ctx, model, data["test"], data["groups"])})
+                device=ctx.device, desc=f"retrain {method} run {run_index + 1}/{config.runs}", extra_loss=constraint, ddp=config.ddp)
+            if not evaluates:
+                continue
+            results.setdefault(run_index, []).append({"run": run_index + 1, "method": method, "seed": seed, "n_extra": len(extra),
+                                                      **_evaluate(ctx, model, data["test"], data["groups"])})
             if method == "hudd" and run_index == 0:  # run 0 is rank 0's under torchrun
                 meta = {**ctx.model.meta, "hudd_version": __version__, "retrained_from": ctx.model.path.name,
                         "retrained": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -297,6 +318,7 @@ def run(ctx: Context, *, force: bool = False) -> RetrainOutcome:
     """Run (or skip, when current) the retraining; see the module docstring."""
     ws = ctx.workspace
     config = ctx.config
+    check_ddp(config)
     setup = _setup(ctx)
     train, improve, test, labels = setup.train, setup.improve, setup.test, setup.labels
     if config.baselines and not improve.labelled:
@@ -318,8 +340,9 @@ def run(ctx: Context, *, force: bool = False) -> RetrainOutcome:
         data = _data(ctx, setup)
         rows = [{"run": 0, "method": "original", "seed": -1, **_evaluate(ctx, ctx.model.module, data["test"], data["groups"])}]
         world = distributed.world_size()
+        plans = [list(range(config.runs)) if config.ddp else list(range(r, config.runs, world)) for r in range(world)]
         by_run: dict[int, list[dict]] = {}
-        for part in distributed.everywhere(ctx, _train_share, [list(range(r, config.runs, world)) for r in range(world)]):
+        for part in distributed.everywhere(ctx, _train_share, plans):
             by_run.update(part)
         for run_index in range(config.runs):
             rows += by_run[run_index]
@@ -328,7 +351,9 @@ def run(ctx: Context, *, force: bool = False) -> RetrainOutcome:
         write_csv(ws.retrain_dir / "comparison.csv", compare(metrics))
         return [ws.metrics_csv, ws.retrain_dir / "comparison.csv"]
 
-    ran = run_step(ctx, "retrain", VERSION, config={key: getattr(config, key) for key in keys} | {"device": ctx.device.type},
-                   inputs=inputs, compute=compute, force=force)
+    settings = {key: getattr(config, key) for key in keys} | {"device": ctx.device.type}
+    if config.ddp:  # DDP's weights depend on the number of processes
+        settings["ddp_processes"] = distributed.world_size()
+    ran = run_step(ctx, "retrain", VERSION, config=settings, inputs=inputs, compute=compute, force=force)
     metrics = pd.read_csv(ws.metrics_csv)
     return RetrainOutcome(ran, metrics, compare(metrics), compare(metrics, "hazard") if "hazard" in metrics.columns else None)

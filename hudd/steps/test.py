@@ -8,17 +8,19 @@ predicted coordinates ``<keypoint>_x, <keypoint>_y``.
 The error-inducing test images (``correct == False``) are what HUDD explains; a model hardly better
 than chance on the TrainingSet is reported (``weak``), and the steps that explain errors refuse it
 unless ``allow_weak_model`` is set.
+
+Resumable: the model's outputs wait under ``.staging/rows/test/`` batch by batch (:mod:`hudd.core.rows`) until
+both tables are written, so a killed run with unchanged inputs computes only the batches not done yet.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 
-from ..models.predictions import predict, score
-from ..core.files import write_csv
+from ..models.predictions import predict_batches, score
+from ..core.files import remove, write_csv
 from ..workspace.readers import read_table, redo
 from .common import Context, listing_rows, run_step, sharded, weak_model_line
 
@@ -39,10 +41,12 @@ class TestOutcome:
     weak: str = ""
 
 
-def _predict_rows(ctx: Context, start: int, stop: int, listing) -> np.ndarray:
-    """The model's outputs for rows ``start:stop`` of ``listing`` (one rank's share under torchrun)."""
+def _predict_rows(ctx: Context, start: int, stop: int, listing):
+    """The model's outputs for rows ``start:stop`` of ``listing`` (one rank's share under torchrun), batch by batch."""
     dataset = ctx.dataset(listing_rows(listing, start, stop), cache=False)
-    return predict(ctx.model.module, dataset, batch_size=ctx.config.batch_size, device=ctx.device, desc=f"test {listing.split}")
+    for outputs in predict_batches(ctx.model.module, dataset, batch_size=ctx.config.batch_size, device=ctx.device,
+                                   desc=f"test {listing.split}"):
+        yield {"outputs": outputs}
 
 
 def run(ctx: Context, *, force: bool = False) -> TestOutcome:
@@ -54,10 +58,13 @@ def run(ctx: Context, *, force: bool = False) -> TestOutcome:
         outputs = []
         for split, listing in listings.items():
             dataset = ctx.dataset(listing, cache=False)
-            raw = np.concatenate(sharded(ctx, f"test {split}", _predict_rows, len(listing), listing))
+            folder = ctx.workspace.rows_staging("test") / split  # the model's outputs, kept until both tables are written
+            raw = sharded(ctx, f"test {split}", _predict_rows, len(listing), listing, folder=folder, fingerprint=fingerprint,
+                          resume=resume)["outputs"]
             path = getattr(ctx.workspace, SPLIT_FILES[split])
             write_csv(path, score(dataset, raw, error_px=ctx.config.error_px))
             outputs.append(path)
+        remove(ctx.workspace.rows_staging("test"), ctx.workspace.root)
         return outputs
 
     ran = run_step(ctx, "test", VERSION, config={"error_px": ctx.config.error_px}, inputs=inputs, compute=compute, force=force)

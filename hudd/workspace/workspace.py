@@ -123,10 +123,6 @@ class Workspace:
     def heatmap_layers(self) -> Path:
         return self.heatmaps_dir / "layers.csv"
 
-    @property
-    def heatmap_progress(self) -> Path:
-        return self.heatmaps_dir / "progress.json"
-
     def cluster_dir(self, layer: str) -> Path:
         return self.root / "ClusterAnalysis" / layer
 
@@ -268,6 +264,11 @@ class Workspace:
             remove(staged.root, self.root)
         staged.root.mkdir(parents=True, exist_ok=True)
         return staged
+
+    def rows_staging(self, name: str) -> Path:
+        """``.staging/rows/<name>/``: the rows folder (:mod:`hudd.core.rows`) where a step's per-image results wait,
+        batch by batch, until the step has written its outputs; a killed run resumes from it."""
+        return self.root / ".staging" / "rows" / name
 
     def commit(self, staged: "Workspace", outputs: Iterable[Path]) -> None:
         """Swap ``outputs`` (paths in this workspace) written in ``staged`` in for the old ones; then remove
