@@ -47,6 +47,7 @@ import torchvision
 from ..case.data import ImageDataset, make_loader
 from ..config import IMAGENET_MEAN, IMAGENET_STD
 from ..core.errors import HuddError, SettingError
+from ..core.precision import autocast, wide
 from ..models.architectures import torchvision_classifiers
 from ..models.checkpoint import weights_in
 from ..models.predictions import check_finite
@@ -292,10 +293,10 @@ def make_extractors(name: str, *, model: nn.Module, weights: Path | None = None)
     return [make_extractor(part, model=model, weights=weights if part not in (MODEL, MARGINS) else None) for part in parts]
 
 
-def extract_blocks(extractors: list[FeatureExtractor], dataset: ImageDataset, *, batch_size: int,
-                   device: torch.device) -> tuple[np.ndarray, tuple[int, ...]]:
+def extract_blocks(extractors: list[FeatureExtractor], dataset: ImageDataset, *, batch_size: int, device: torch.device,
+                   precision: torch.dtype = torch.float32) -> tuple[np.ndarray, tuple[int, ...]]:
     """The features of every extractor side by side ``(n, d1 + d2 + ...)`` float32, and each block's width."""
-    blocks = [extract_features(extractor, dataset, batch_size=batch_size, device=device) for extractor in extractors]
+    blocks = [extract_features(extractor, dataset, batch_size=batch_size, device=device, precision=precision) for extractor in extractors]
     return np.concatenate(blocks, axis=1), tuple(block.shape[1] for block in blocks)
 
 
@@ -304,8 +305,12 @@ class _Captured(Exception):
 
 
 @torch.no_grad()
-def extract_features(extractor: FeatureExtractor, dataset: ImageDataset, *, batch_size: int, device: torch.device) -> np.ndarray:
+def extract_features(extractor: FeatureExtractor, dataset: ImageDataset, *, batch_size: int, device: torch.device,
+                     precision: torch.dtype = torch.float32) -> np.ndarray:
     """``(n, d)`` float32 features of every image of ``dataset``, in order, computed on ``device`` in batches.
+
+    With a reduced ``precision`` (:mod:`hudd.core.precision`) the network runs under autocast; the
+    pooling of the feature maps and the logit margins are computed in float32.
 
     Memory is bounded by ``batch_size`` (plus the ``(n, d)`` result). The module is put in eval
     mode and on ``device``; its parameters are not changed.
@@ -328,12 +333,12 @@ def extract_features(extractor: FeatureExtractor, dataset: ImageDataset, *, batc
     try:
         for images, _, index in progress(make_loader(prepared, batch_size=batch_size), desc="features", unit="batch"):
             captured.clear()
-            with contextlib.suppress(_Captured):
+            with contextlib.suppress(_Captured), autocast(device, precision):
                 outputs = module(extractor.prepare_batch(images.to(device, non_blocking=True)))
             if extractor.takes_outputs:
-                features = logit_margins(outputs)
+                features = logit_margins(wide(outputs))
             else:
-                features = captured[-1]
+                features = wide(captured[-1])
                 features = features.mean(dim=(2, 3)) if features.dim() == 4 else features.flatten(1)
             check_finite(features, prepared, index)
             chunks.append(features.float().cpu().numpy())

@@ -196,7 +196,7 @@ def _heatmap_linkage(ctx: Context, clusters: pd.DataFrame, names: list[str], dat
         order, starts = _sorted_by_cluster(np.array([names.index(label_of[index["image"][r]]) for r in rows]), columns)
         heatmaps = load_array(ws.heatmap(layer), ndim=3, rows=len(index), mmap=True, fix=redo("heatmaps"))
         reference = np.asarray(heatmaps[rows[order]], dtype=np.float64).reshape(len(rows), -1)
-        explainer = Explainer(ctx.model.module, composite=ctx.config.lrp_rule, layers=[layer], device=ctx.device)
+        explainer = Explainer(ctx.model.module, composite=ctx.config.lrp_rule, layers=[layer], device=ctx.device, precision=ctx.precision)
         members = spec.keypoint_groups.get(element, list(range(len(spec.keypoints)))) if spec.task == "keypoints" else None
         groups.append((layer, columns, reference, starts, explainer, members))
     linkage = np.full((len(dataset), len(names)), np.inf)
@@ -235,7 +235,7 @@ def _feature_linkage(ctx: Context, method: str, clusters: pd.DataFrame, names: l
     order, starts = _sorted_by_cluster(np.array([names.index(c) for c in clusters["cluster"]]), np.arange(len(names)))
     reference = space.transform(features[[row_of[image] for image in clusters["image"].to_numpy()[order]]])
     extractors = method_extractors(ctx, method)
-    improvement = extract_blocks(extractors, dataset, batch_size=ctx.config.batch_size, device=ctx.device)[0]
+    improvement = extract_blocks(extractors, dataset, batch_size=ctx.config.batch_size, device=ctx.device, precision=ctx.precision)[0]
     linkage = np.empty((len(dataset), len(names)))
     batch = ctx.config.batch_size  # batch by batch, so that a rank's rows are computed as a single process computes them
     for start in range(0, len(improvement), batch):
@@ -273,7 +273,7 @@ def run(ctx: Context, *, method: str | None = None, budget: int | None = None, f
     listing = ctx.listing("ImprovementSet", unlabelled_ok=True)
     space = selection_space(ctx, method)
     config = {"sf": ctx.config.sf, "budget": budget, "lrp_rule": ctx.config.lrp_rule, "device": ctx.device.type, "method": method,
-              "select_in": space}
+              "select_in": space, "precision": ctx.config.precision}
     clustering = "cluster" if method == PAPER else method  # the step that made the clusters
     inputs = {clustering: ws.step_entry(clustering)["fingerprint"], "model": ctx.model_hash, "ImprovementSet": ctx.listing_hash(listing)}
     compared = clusters
