@@ -40,7 +40,7 @@ if [ "$gpu" = 1 ]; then
     run bench_precision 120 "$py" scripts/bench_precision.py --device cuda --models alexnet,resnet50 --size 224 --batch 64 --repeats 5
     run bench_scale 200 "$py" scripts/bench_scale.py --gpu-only --gpu-errors 2000 --gpu-batch 64
 else
-    run bench_precision 120 "$py" scripts/bench_precision.py --device cpu --models alexnet,resnet18 --size 32 --batch 2 --repeats 1
+    run bench_precision 120 "$py" scripts/bench_precision.py --device cpu --models alexnet,resnet18 --size 64 --batch 2 --repeats 1
     run bench_scale 200 "$py" scripts/bench_scale.py --dry-run
 fi
 exit $status
