@@ -104,6 +104,9 @@ class Config:
     lrp_rule: str = _key("hudd", choices=("hudd", "epsilon-plus-flat"), doc="LRP composite")
     lrp_target: str = _key("predicted", choices=("predicted", "true"), doc="class whose logit seeds relevance")
     layers: tuple = _key((), doc="layers to analyse, comma-separated (empty, or 'all' as a flag: every internal layer)")
+    precision: str = _key("float32", choices=("float32", "bfloat16", "float16"),
+                          doc="arithmetic of the heavy loops (LRP heatmaps, feature extraction, training): float32, or "
+                              "bfloat16/float16 mixed precision (float16: CUDA only); results are stored in float32")
     heatmap_dtype: str = _key("float32", choices=("float32", "float16"), doc="storage type of Heatmaps/<layer>.npy")
     k_min: int = _key(2, lo=2, doc="smallest number of clusters tried")
     k_max: int = _key(500, lo=2, doc="largest number of clusters tried (also capped at errors/2)")

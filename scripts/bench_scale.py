@@ -15,8 +15,9 @@ GPU section (only with CUDA): LRP heatmaps of every layer, img/s, for torchvisio
 (torchrun, one process per GPU).
 
 Usage: .venv/bin/python scripts/bench_scale.py [--procs 2] [--threads 1] [--test 1200] [--improve 600] [--workdir DIR]
-       [--gpu-errors 5000] [--gpu-batch 64] [--dry-run]
-(``--dry-run``: the GPU section on the CPU with a few small images, to check the script on a machine without GPUs.)
+       [--gpu-errors 5000] [--gpu-batch 64] [--gpu-only] [--dry-run]
+(``--gpu-only``: the GPU section alone; ``--dry-run``: the GPU section on the CPU with a few small images, to check the
+script on a machine without GPUs.)
 """
 
 import argparse
@@ -167,6 +168,7 @@ def main() -> None:
     parser.add_argument("--gpu-errors", type=int, default=5000)
     parser.add_argument("--gpu-batch", type=int, default=64)
     parser.add_argument("--workdir", type=Path, default=None, help="where the simulated cases go (default: a temporary folder)")
+    parser.add_argument("--gpu-only", action="store_true", help="skip the CPU section")
     parser.add_argument("--dry-run", action="store_true", help="run the GPU section on the CPU with small sizes")
     args = parser.parse_args()
     print(_machine())
@@ -176,7 +178,8 @@ def main() -> None:
             args.gpu_errors, args.gpu_batch = 24, 8
             gpu_section(args, work, "cpu")
             return
-        cpu_section(args, work)
+        if not args.gpu_only:
+            cpu_section(args, work)
         import torch
 
         if torch.cuda.is_available():

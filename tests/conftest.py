@@ -72,6 +72,18 @@ def assigned_case(tmp_path_factory, explained_case: Path) -> Path:
     return _built(tmp_path_factory, explained_case, "assigned", ("cluster",), ("assign", "--budget", "6"))
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cuda`` are skipped on a machine without a CUDA device."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
 def copy_case(source: Path, tmp_path: Path) -> Path:
     """A writable copy of a session case at ``tmp_path/case``."""
     import shutil

@@ -129,7 +129,7 @@ def simulate(case, task, n_train, n_test, n_improve, size, seed, hazard_rate, ha
 @click.option("--arch", default=None, help=ARCH_HELP + " Default: kpnet for keypoints, alexnet-small up to 128 px, alexnet above.")
 @click.option("--name", default=None, help="Model file name in DNNModels/ (default: the architecture).")
 @click.option("--force", is_flag=True, help="Overwrite an existing model file.")
-@config_options("device", "batch_size", "seed", "epochs", "lr", *INPUT_KEYS)
+@config_options("device", "precision", "batch_size", "seed", "epochs", "lr", *INPUT_KEYS)
 def train(case, arch, name, force, **kwargs):
     """Train a baseline model on CASE's TrainingSet and save it in DNNModels/."""
     _alone("train")
@@ -361,7 +361,7 @@ def config_cmd(case, **kwargs):
 @cli.command()
 @click.argument("directory", default="demo-case", type=click.Path(file_okay=False))
 @click.option("--force", is_flag=True, help="Re-simulate and retrain even if the demo case exists.")
-@config_options("device", "seed", "epochs")
+@config_options("device", "precision", "seed", "epochs")
 def demo(directory, force, **kwargs):
     """Run the whole story on simulated eyes in DIRECTORY (default ./demo-case)."""
     _alone("demo")

@@ -61,11 +61,11 @@ def model_options(fn):
     return fn
 
 
-_STEP_KEYS = ("device", "batch_size", "workspace", "allow_weak_model")
+_STEP_KEYS = ("device", "precision", "batch_size", "workspace", "allow_weak_model")
 
 
 def step_options(fn):
-    """What every step command takes: the model options, ``--force`` and the device/batch/workspace flags."""
+    """What every step command takes: the model options, ``--force`` and the device/precision/batch/workspace flags."""
     fn = config_options(*_STEP_KEYS)(fn)
     fn = click.option("--force", is_flag=True, help="Rerun even if the inputs did not change.")(fn)
     return model_options(fn)

@@ -48,6 +48,7 @@ import torchvision
 from ..case.data import ImageDataset, make_loader
 from ..config import IMAGENET_MEAN, IMAGENET_STD
 from ..core.errors import HuddError, SettingError
+from ..core.precision import autocast, wide
 from ..models.architectures import torchvision_classifiers
 from ..models.checkpoint import weights_in
 from ..models.predictions import check_finite
@@ -293,19 +294,24 @@ def make_extractors(name: str, *, model: nn.Module, weights: Path | None = None)
     return [make_extractor(part, model=model, weights=weights if part not in (MODEL, MARGINS) else None) for part in parts]
 
 
-def block_batches(extractors: list[FeatureExtractor], dataset: ImageDataset, *, batch_size: int,
-                  device: torch.device) -> Iterator[tuple[np.ndarray, ...]]:
+def block_batches(extractors: list[FeatureExtractor], dataset: ImageDataset, *, batch_size: int, device: torch.device,
+                  precision: torch.dtype = torch.float32) -> Iterator[tuple[np.ndarray, ...]]:
     """Batch by batch of ``dataset``, in order, the features of every extractor: one ``(b, d_i)`` float32 block each,
     to be set side by side."""
-    yield from zip(*(feature_batches(extractor, dataset, batch_size=batch_size, device=device) for extractor in extractors))
+    yield from zip(*(feature_batches(extractor, dataset, batch_size=batch_size, device=device, precision=precision)
+                     for extractor in extractors))
 
 
 class _Captured(Exception):
     """Raised by :func:`_batch_features`' hook once the features are taken, to skip the rest of the network."""
 
 
-def extract_features(extractor: FeatureExtractor, dataset: ImageDataset, *, batch_size: int, device: torch.device) -> np.ndarray:
+def extract_features(extractor: FeatureExtractor, dataset: ImageDataset, *, batch_size: int, device: torch.device,
+                     precision: torch.dtype = torch.float32) -> np.ndarray:
     """``(n, d)`` float32 features of every image of ``dataset``, in order, computed on ``device`` in batches.
+
+    With a reduced ``precision`` (:mod:`hudd.core.precision`) the network runs under autocast; the
+    pooling of the feature maps and the logit margins are computed in float32.
 
     Memory is bounded by ``batch_size`` (plus the ``(n, d)`` result). The module is put in eval
     mode and on ``device``; its parameters are not changed.
@@ -315,26 +321,31 @@ def extract_features(extractor: FeatureExtractor, dataset: ImageDataset, *, batc
     HuddError
         The features of an image are NaN or infinite (the message names the first one).
     """
-    chunks = list(feature_batches(extractor, dataset, batch_size=batch_size, device=device))
+    chunks = list(feature_batches(extractor, dataset, batch_size=batch_size, device=device, precision=precision))
     return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
 
 
 @torch.no_grad()
-def feature_batches(extractor: FeatureExtractor, dataset: ImageDataset, *, batch_size: int, device: torch.device) -> Iterator[np.ndarray]:
+def feature_batches(extractor: FeatureExtractor, dataset: ImageDataset, *, batch_size: int, device: torch.device,
+                    precision: torch.dtype = torch.float32) -> Iterator[np.ndarray]:
     """The features of :func:`extract_features`, batch by batch."""
     module = extractor.module.to(device).eval()
     prepared = extractor.prepare_dataset(dataset)
     for images, _, index in progress(make_loader(prepared, batch_size=batch_size), desc="features", unit="batch"):
-        features = _batch_features(extractor, module, extractor.prepare_batch(images.to(device, non_blocking=True)))
+        features = _batch_features(extractor, module, extractor.prepare_batch(images.to(device, non_blocking=True)),
+                                   autocast(device, precision))
         check_finite(features, prepared, index)
         yield features.float().cpu().numpy()
 
 
-def _batch_features(extractor: FeatureExtractor, module: nn.Module, images: torch.Tensor) -> torch.Tensor:
+def _batch_features(extractor: FeatureExtractor, module: nn.Module, images: torch.Tensor, context) -> torch.Tensor:
     """One batch's features: the logit margins, or the input of the feature layer (4-D ones pooled), the layers after it
-    skipped. The hook lives for this batch only, so extractors sharing a module can take turns batch by batch."""
+    skipped; the network runs in ``context`` (autocast to the precision, or none), the margins and pooling in float32. The
+    hook lives for this batch only, so extractors sharing a module can take turns batch by batch."""
     if extractor.takes_outputs:
-        return logit_margins(module(images))
+        with context:
+            outputs = module(images)
+        return logit_margins(wide(outputs))
     captured = []
 
     def capture(_, inputs):
@@ -343,9 +354,9 @@ def _batch_features(extractor: FeatureExtractor, module: nn.Module, images: torc
 
     handle = module.get_submodule(extractor.layer).register_forward_pre_hook(capture)
     try:
-        with contextlib.suppress(_Captured):
+        with contextlib.suppress(_Captured), context:
             module(images)
     finally:
         handle.remove()
-    features = captured[-1]
+    features = wide(captured[-1])
     return features.mean(dim=(2, 3)) if features.dim() == 4 else features.flatten(1)

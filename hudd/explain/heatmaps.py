@@ -9,7 +9,7 @@ __all__ = ["channel_heatmap"]
 
 def channel_heatmap(relevance: torch.Tensor, *, channels_last: bool = False) -> torch.Tensor:
     """Channel sum of a convolution input ``(B, C, N, M)`` (of ``(B, N, M, C)`` with ``channels_last``: a linear
-    layer inside a ConvNeXt block); any other input ``(B, ...)`` flattened to ``(B, 1, D)``."""
+    layer inside a ConvNeXt block), summed in float32 at least; any other input ``(B, ...)`` flattened to ``(B, 1, D)``."""
     if relevance.dim() == 4:
-        return relevance.sum(dim=-1 if channels_last else 1)
+        return relevance.sum(dim=-1 if channels_last else 1, dtype=torch.promote_types(relevance.dtype, torch.float32))
     return relevance.reshape(len(relevance), 1, -1)

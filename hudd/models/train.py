@@ -29,6 +29,7 @@ from .case_model import InputSettings, data_spec
 from ..case.data import Case, ImageDataset, list_split, read_params
 from ..case.images import image_header
 from ..core.device import resolve_device
+from ..core.precision import resolve_precision
 from ..core.errors import HuddError
 from .checkpoint import ModelSpec, check_module, save_checkpoint
 from .predictions import predict, score
@@ -130,7 +131,8 @@ def train_baseline(case: Case, config: Config, *, arch: str | None = None, name:
     train_part, val_part = Subset(dataset, np.sort(order[n_val:]).tolist()), Subset(dataset, np.sort(order[:n_val]).tolist())
     device = resolve_device(config.device, config.where("device"))
     settings = TrainSettings(epochs=config.epochs, lr=config.lr, schedule="onecycle", batch_size=config.batch_size,
-                             patience=config.patience, seed=config.seed)
+                             patience=config.patience, seed=config.seed,
+                             precision=resolve_precision(config.precision, device, config.where("precision")))
     echo(f"train: {arch} on {len(train_part)} images ({len(val_part)} held out), {spec.describe_input()}, device {device}")
     history = fit(model, train_part, val_part, task=listing.task, settings=settings, device=device, desc=f"train {arch}")
     val_metric = history.val_metric[history.best_epoch] if history.val_metric else float("nan")

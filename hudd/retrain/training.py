@@ -1,7 +1,8 @@
 """The one training loop: baseline training, retraining, baselines and treatments all go through :func:`fit`.
 
 Seeded (weights are initialised by the caller, the batch order comes from ``seed``), batched on
-the chosen device, with mixed precision (float16 autocast + gradient scaling) on CUDA. The best
+the chosen device, in float32 or with mixed precision (``precision``: bfloat16 or float16 autocast, float16
+with gradient scaling; the weights stay float32). The best
 epoch on the validation set is kept (early stopping with ``patience``). Classification trains on
 cross-entropy; keypoint models on the mean squared error between their maps and Gaussian target
 maps (sigma 1.5 px) centred on the true keypoints.
@@ -27,6 +28,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler
 from ..case.data import make_loader
 from ..core import distributed
 from ..models import decode_keypoints
+from ..core.precision import autocast
 from ..core.progress import progress
 
 __all__ = ["TrainSettings", "History", "ExtraLoss", "fit", "keypoint_target_maps"]
@@ -36,7 +38,7 @@ _SIGMA_PX = 1.5
 ExtraLoss = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 """``extra_loss(model, images, outputs, targets, indices) -> scalar``: a term added to the training loss
 (a treatment such as :class:`hudd.retrain.doctor.DoctorConstraint`). Arguments are on the device: the batch's
-normalised images ``(B, C, H, W)``, the model's outputs for them (float16 under CUDA autocast), the
+normalised images ``(B, C, H, W)``, the model's outputs for them (in the reduced precision under autocast), the
 targets and the data set indices of the items. It runs outside autocast unless it enters it itself."""
 
 
@@ -57,6 +59,7 @@ class TrainSettings:
     batch_size: int = 64
     patience: int = 4
     seed: int = 0
+    precision: torch.dtype = torch.float32
 
 
 @dataclass
@@ -113,7 +116,7 @@ def _validate(model, dataset, task, settings, device) -> float:
     model.eval()
     total = 0.0
     for images, targets, _ in make_loader(dataset, batch_size=settings.batch_size):
-        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=device.type == "cuda"):
+        with autocast(device, settings.precision):
             outputs = model(images.to(device))
         total += _metric(task, outputs.float(), targets.to(device))
     return total / max(1, len(dataset))
@@ -166,8 +169,7 @@ def fit(model: torch.nn.Module, train_set: Dataset, val_set: Dataset | None, *, 
     optimizer = _optimizer(model, settings)
     steps = (len(train_set) + settings.batch_size - 1) // settings.batch_size
     scheduler = _scheduler(optimizer, settings, -(-steps // distributed.world_size()) if ddp else steps)
-    use_amp = device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    scaler = torch.amp.GradScaler(device.type, enabled=settings.precision == torch.float16)  # bfloat16 has float32's range
     history = History()
     best_metric, best_state, stale = -np.inf, None, 0
     has_val = val_set is not None and len(val_set) > 0
@@ -183,7 +185,7 @@ def fit(model: torch.nn.Module, train_set: Dataset, val_set: Dataset | None, *, 
             optimizer.zero_grad(set_to_none=True)
             images = images.to(device, non_blocking=True)
             targets = targets.to(device, non_blocking=True)
-            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+            with autocast(device, settings.precision):
                 outputs = net(images)
             loss = _loss(task, outputs, targets)
             if extra_loss is not None:

@@ -196,7 +196,7 @@ def _heatmap_linkage(ctx: Context, clusters: pd.DataFrame, names: list[str], dat
         order, starts = _sorted_by_cluster(np.array([names.index(label_of[index["image"][r]]) for r in rows]), columns)
         heatmaps = load_array(ws.heatmap(layer), ndim=3, rows=len(index), mmap=True, fix=redo("heatmaps"))
         reference = np.asarray(heatmaps[rows[order]], dtype=np.float64).reshape(len(rows), -1)
-        explainer = Explainer(ctx.model.module, composite=ctx.config.lrp_rule, layers=[layer], device=ctx.device)
+        explainer = Explainer(ctx.model.module, composite=ctx.config.lrp_rule, layers=[layer], device=ctx.device, precision=ctx.precision)
         members = spec.keypoint_groups.get(element, list(range(len(spec.keypoints)))) if spec.task == "keypoints" else None
         groups.append((layer, columns, reference, starts, explainer, members))
     for images, _, idx in progress(make_loader(dataset, batch_size=ctx.config.batch_size), desc="assign", unit="batch"):
@@ -232,7 +232,7 @@ def _feature_linkage(ctx: Context, method: str, clusters: pd.DataFrame, names: l
     reference = space.transform(features[[row_of[image] for image in clusters["image"].to_numpy()[order]]])
     extractors = method_extractors(ctx, method)
     batch = ctx.config.batch_size  # batch by batch, so that a rank's rows are computed as a single process computes them
-    for blocks, outputs in zip(block_batches(extractors, dataset, batch_size=batch, device=ctx.device),
+    for blocks, outputs in zip(block_batches(extractors, dataset, batch_size=batch, device=ctx.device, precision=ctx.precision),
                                predict_batches(ctx.model.module, dataset, batch_size=batch, device=ctx.device)):
         improvement = space.transform(np.concatenate(blocks, axis=1))
         linkage = np.empty((len(improvement), len(names)))
@@ -268,7 +268,7 @@ def run(ctx: Context, *, method: str | None = None, budget: int | None = None, f
     listing = ctx.listing("ImprovementSet", unlabelled_ok=True)
     space = selection_space(ctx, method)
     config = {"sf": ctx.config.sf, "budget": budget, "lrp_rule": ctx.config.lrp_rule, "device": ctx.device.type, "method": method,
-              "select_in": space}
+              "select_in": space, "precision": ctx.config.precision}
     clustering = "cluster" if method == PAPER else method  # the step that made the clusters
     inputs = {clustering: ws.step_entry(clustering)["fingerprint"], "model": ctx.model_hash, "ImprovementSet": ctx.listing_hash(listing)}
     compared = clusters

@@ -33,6 +33,7 @@ from ..case.data import Case, ImageDataset, SplitListing, list_split
 from ..cluster.feature_space import FeatureSpace
 from ..core import distributed, rows
 from ..core.device import resolve_device
+from ..core.precision import resolve_precision
 from ..core.errors import HuddError
 from ..explain.features import FeatureExtractor, make_extractors
 from ..models import LoadedModel
@@ -56,6 +57,7 @@ class Context:
     workspace: Workspace
     model: LoadedModel
     device: torch.device
+    precision: torch.dtype = torch.float32  # the heavy loops' arithmetic (hudd.core.precision), checked against the device
     checked: set = field(default_factory=set)  # the images whose headers this command checked (hudd.case.images.check_images)
     cache: dict = field(default_factory=dict)  # what a step prepared once per command (rank 0 prepares it before its shard)
 
@@ -90,8 +92,10 @@ def open_context(case_root: Path, config: Config, *, command: str, model: str | 
     case = Case(Path(case_root))
     workspace = Workspace.of_case(case.root, config.workspace, flag=config.where("workspace"), base=config.base("workspace", case.root))
     loaded = open_case_model(case, model, trust_model=trust_model, arch=arch, settings=InputSettings.of(config))
-    device = distributed.init(resolve_device(config.device, config.where("device")))
-    ctx = Context(case=case, config=config, workspace=workspace, model=loaded, device=device)
+    chosen = resolve_device(config.device, config.where("device"))
+    precision = resolve_precision(config.precision, chosen, config.where("precision"))
+    device = distributed.init(chosen)
+    ctx = Context(case=case, config=config, workspace=workspace, model=loaded, device=device, precision=precision)
     if not distributed.is_main():  # under torchrun: compute rank 0's share of rows until it is done
         set_quiet(True)  # rank 0's progress bars and messages speak for all; each rank still says which rows it computes
         distributed.serve(ctx)

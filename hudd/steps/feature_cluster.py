@@ -100,7 +100,8 @@ def _features_rows(ctx: Context, start: int, stop: int, errors: pd.DataFrame, ex
     if key not in ctx.cache:
         ctx.cache[key] = make_extractors(extractor, model=ctx.model.module, weights=weights)
     dataset = _error_dataset(ctx, errors.iloc[start:stop])
-    for blocks in block_batches(ctx.cache[key], dataset, batch_size=ctx.config.batch_size, device=ctx.device):
+    for blocks in block_batches(ctx.cache[key], dataset, batch_size=ctx.config.batch_size, device=ctx.device,
+                                precision=ctx.precision):
         yield {f"block{i}": block for i, block in enumerate(blocks)}
 
 
@@ -230,7 +231,8 @@ def run(ctx: Context, method: str = "blackbox", *, extractor: str | None = None,
     if MARGINS in extractor.split("+") and ctx.model.spec.task != "classification":
         raise HuddError(f"{settings.where('extractor')} {extractor}: {MARGINS} are the logit margins of a classifier; this model predicts keypoints")
     paths = method_paths(ctx, method)
-    config = {"seed": ctx.config.seed, "batch_size": ctx.config.batch_size, "device": ctx.device.type, "extractor": extractor,
+    config = {"seed": ctx.config.seed, "batch_size": ctx.config.batch_size, "device": ctx.device.type, "precision": ctx.config.precision,
+              "extractor": extractor,
               "layer": _joined(extractors, "layer"), "clusterer": clusterer, "reducer": reducer, "umap": umap_available(), "k": spec.k,
               "k_range": [ctx.config.k_min, ctx.config.k_max]}
     test = ws.step_entry("test") or {}

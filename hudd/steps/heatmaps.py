@@ -64,7 +64,7 @@ def _explainer(ctx: Context) -> Explainer:
     spec = ctx.model.spec
     try:
         return Explainer(ctx.model.module, composite=ctx.config.lrp_rule, layers=list(ctx.config.layers) or None, device=ctx.device,
-                         input_shape=(spec.channels, spec.height, spec.width))
+                         input_shape=(spec.channels, spec.height, spec.width), precision=ctx.precision)
     except UnsupportedLayer as exc:
         raise UnexplainableModel(f"{ctx.model.path}: {exc}; explain this model with a feature method (--method joint)") from None
     except ValueError as exc:
@@ -81,16 +81,23 @@ def _announce(explainer: Explainer, path) -> None:
         note(f"heatmaps: {line}")
 
 
-def _targets(ctx: Context, errors: pd.DataFrame, dataset: ImageDataset, positions: np.ndarray) -> np.ndarray | None:
-    """What each image's relevance explains: None (predicted class), true classes, or worst keypoints."""
+def _targets(ctx: Context, errors: pd.DataFrame, dataset: ImageDataset, positions: np.ndarray) -> np.ndarray:
+    """What each image's relevance explains: the worst keypoints, the true classes, or the classes ``testResult.csv``
+    says the model predicted (not the arg-max of the pass itself, which a near tie could turn under a reduced
+    ``precision``)."""
     if ctx.model.spec.task == "keypoints":
         return errors["worst_keypoint"].to_numpy(np.int64)
     if ctx.config.lrp_target == "true":
         return dataset.listing.targets[positions]
-    return None
+    index = {str(name): i for i, name in enumerate(ctx.model.spec.classes)}
+    unknown = sorted(set(errors["prediction"]) - set(index))
+    if unknown:
+        raise HuddError(f"{ctx.workspace.test_result}: prediction {unknown[0]!r} is no class of the model; "
+                        f"run `hudd test {ctx.case.root} --force`")
+    return errors["prediction"].map(index).to_numpy(np.int64)
 
 
-def _index_table(ctx: Context, errors: pd.DataFrame, targets: np.ndarray | None) -> pd.DataFrame:
+def _index_table(ctx: Context, errors: pd.DataFrame, targets: np.ndarray) -> pd.DataFrame:
     table = pd.DataFrame({"row": np.arange(len(errors)), "image": errors["image"]})
     spec = ctx.model.spec
     if spec.task == "keypoints":
@@ -99,7 +106,7 @@ def _index_table(ctx: Context, errors: pd.DataFrame, targets: np.ndarray | None)
     else:
         table["label"] = errors["label"].to_numpy()
         table["prediction"] = errors["prediction"].to_numpy()
-        table["target"] = errors["prediction"].to_numpy() if targets is None else [spec.classes[k] for k in targets]
+        table["target"] = [spec.classes[k] for k in targets]
     return table
 
 
@@ -112,7 +119,7 @@ class _Prepared:
     explainer: Explainer
     positions: np.ndarray
     dataset: ImageDataset
-    targets: np.ndarray | None
+    targets: np.ndarray
 
 
 def _prepare(ctx: Context) -> _Prepared:
@@ -132,7 +139,7 @@ def run(ctx: Context, *, force: bool = False) -> HeatmapsOutcome:
     prepared = _prepare(ctx)
     errors, explainer = prepared.errors, prepared.explainer
     _announce(explainer, ws.heatmap_layers)
-    config = {key: getattr(ctx.config, key) for key in ("lrp_rule", "lrp_target", "layers", "heatmap_dtype", "batch_size")}
+    config = {key: getattr(ctx.config, key) for key in ("lrp_rule", "lrp_target", "layers", "heatmap_dtype", "batch_size", "precision")}
     config["device"] = ctx.device.type
     inputs = {"model": ctx.model_hash, "testResult": file_hash(ws.test_result), "TestSet": ctx.listing_hash(prepared.dataset.listing)}
     dtype = np.dtype(ctx.config.heatmap_dtype)
@@ -180,11 +187,21 @@ def _batches(ctx: Context, start: int, stop: int):
     loader = make_loader(Subset(dataset, positions[start:stop].tolist()), batch_size=ctx.config.batch_size)
     row = start
     for images, _, index in progress(loader, desc="heatmaps", unit="batch"):
-        batch_targets = None if targets is None else torch.tensor(targets[row:row + len(images)])
-        outputs, relevance = explainer.relevance(images, batch_targets)
+        outputs, relevance = explainer.relevance(images, torch.tensor(targets[row:row + len(images)]))
         check_finite(outputs, dataset, index)
-        yield {name: explainer.heatmap(name, rel).float().cpu().numpy().astype(dtype) for name, rel in relevance.items()}
+        heatmaps = {name: explainer.heatmap(name, rel) for name, rel in relevance.items()}
+        if ctx.precision != torch.float32:
+            _check_finite_heatmaps(ctx, heatmaps, dataset.path(int(index[0])))
+        yield {name: heatmap.float().cpu().numpy().astype(dtype) for name, heatmap in heatmaps.items()}
         row += len(images)
+
+
+def _check_finite_heatmaps(ctx: Context, heatmaps: dict, path) -> None:
+    """A heatmap that overflowed under a reduced ``precision`` is one line naming the image, the layer and the setting."""
+    for name, heatmap in heatmaps.items():
+        if not bool(torch.isfinite(heatmap).all()):
+            raise HuddError(f"{path} (or another image of its batch): its {name} heatmap is not finite with "
+                            f"{ctx.config.where('precision')} {ctx.config.precision}; use bfloat16 or float32")
 
 
 def _shapes(prepared: _Prepared) -> dict[str, tuple[int, int]]:
@@ -194,7 +211,7 @@ def _shapes(prepared: _Prepared) -> dict[str, tuple[int, int]]:
     shapes = {name: tuple(explainer.heatmap(name, torch.zeros(shape)).shape[1:]) for name, shape in explainer.input_shapes.items()}
     if any(name not in shapes for name in explainer.layers):
         image = prepared.dataset[int(prepared.positions[0])][0][None]
-        target = None if prepared.targets is None else torch.tensor(prepared.targets[:1])
+        target = torch.tensor(prepared.targets[:1])
         shapes.update({name: tuple(explainer.heatmap(name, rel).shape[1:]) for name, rel in explainer.relevance(image, target)[1].items()})
     return {name: shapes.get(name, (0, 0)) for name in explainer.all_layers}
 

@@ -269,7 +269,7 @@ def _train_runs(ctx: Context, runs: list[int]) -> dict[int, list[dict]]:
     data = _data(ctx, setup)
     train, improve, labels = setup.train, setup.improve, setup.labels
     settings = TrainSettings(epochs=config.retrain_epochs, lr=config.retrain_lr, optimizer="sgd", momentum=config.momentum,
-                             weight_decay=config.weight_decay, batch_size=config.batch_size, schedule="constant")
+                             weight_decay=config.weight_decay, batch_size=config.batch_size, schedule="constant", precision=ctx.precision)
     original_improve = None
     evaluates = not config.ddp or distributed.is_main()
     results = {}
@@ -323,7 +323,7 @@ def run(ctx: Context, *, force: bool = False) -> RetrainOutcome:
     train, improve, test, labels = setup.train, setup.improve, setup.test, setup.labels
     if config.baselines and not improve.labelled:
         echo("retrain: the improvement set is unlabelled, so the baselines B1 and B2 (which need labels) are skipped")
-    keys = ("retrain_epochs", "retrain_mix", "retrain_lr", "momentum", "weight_decay", "batch_size", "seed", "runs", "baselines")
+    keys = ("retrain_epochs", "retrain_mix", "retrain_lr", "momentum", "weight_decay", "batch_size", "seed", "runs", "baselines", "precision")
     inputs = {"assign": ws.step_entry("assign")["fingerprint"], "labels": file_hash(ws.labels_csv), "model": ctx.model_hash,
               "TrainingSet": ctx.listing_hash(train), "TestSet": ctx.listing_hash(test)}
     if setup.treated:

@@ -36,6 +36,7 @@ import torch
 import torch.nn as nn
 from torch.func import functional_call
 
+from ...core.precision import autocast, wide
 from ..heatmaps import channel_heatmap
 from .canonize import UnsupportedLayer, canonize
 from .composites import ANALYSED_TYPES, CONVOLUTIONS, Composite, get_composite
@@ -44,19 +45,25 @@ from .selection import channels_last, probe
 
 __all__ = ["Explainer", "relevance", "layer_aliases"]
 
+_SEED_SCALE = {torch.float16: 2.0**12}
+"""Relevance is linear in the seed: under float16 the seed is scaled up (by a power of two, so the scaling back is exact)
+to keep the gradients, relevance over activation, above float16's smallest normal numbers (6e-5), as a gradient scaler
+does in training; bfloat16 has float32's range and needs none."""
+
 
 class _PassThrough(torch.autograd.Function):
     """Value ``y``; gradient to ``x`` is ``grad * y / stabilise(x)``, so that relevance ``x * grad_x`` equals ``y * grad``."""
 
     @staticmethod
     def forward(ctx, x, y, epsilon):
-        ctx.save_for_backward(y / stabilise(x, epsilon))
+        ctx.save_for_backward(wide(y) / stabilise(wide(x), epsilon))
+        ctx.dtype = x.dtype
         return y.clone()  # a new tensor: the forward code may modify it in place
 
     @staticmethod
     def backward(ctx, grad):
         (ratio,) = ctx.saved_tensors
-        return grad * ratio, None, None
+        return (grad * ratio).to(ctx.dtype), None, None
 
 
 def layer_aliases(names_and_modules: list[tuple[str, nn.Module]]) -> dict[str, str]:
@@ -83,6 +90,12 @@ class Explainer:
         Analysed layers to return (default: all of them that give a useful heatmap). An unknown name
         is a ValueError listing the valid ones.
     device : torch.device or str, default="cpu"
+    precision : torch.dtype, default=torch.float32
+        The arithmetic of the forward and relevance passes (:mod:`hudd.core.precision`). With bfloat16 or
+        float16 the convolutions and matrix products run under autocast, while each rule's ratio
+        ``z / stabilise(z_p)``, the pass-through ratios and the relevance ``x * gradient`` are computed in
+        float32, so the stabilisers (epsilon down to 1e-12) keep their meaning and no ratio overflows; the
+        relevance is returned in float32.
     input_shape : tuple of int, optional
         ``(C, H, W)`` of one input. With it and without ``layers``, one LRP pass of a blank image finds
         the layers whose heatmap is a duplicate or a single value (:mod:`hudd.explain.lrp.selection`),
@@ -107,8 +120,10 @@ class Explainer:
         shape, a layer input that the forward code modifies in place; the message names the layer.
     """
 
-    def __init__(self, model: nn.Module, *, composite: "str | Composite" = "hudd", layers=None, device="cpu", input_shape=None):
+    def __init__(self, model: nn.Module, *, composite: "str | Composite" = "hudd", layers=None, device="cpu", input_shape=None,
+                 precision: torch.dtype = torch.float32):
         self.device = torch.device(device)
+        self.precision = precision
         self.model = copy.deepcopy(model).eval().to(self.device)
         for param in self.model.parameters():
             param.requires_grad_(False)
@@ -196,9 +211,9 @@ class Explainer:
                 self._versions[name] = source._version
             if rule.is_identity:  # z / stabilise(z) == |z| / (|z| + epsilon): scale the gradient arriving at z
                 if rule.epsilon and output.requires_grad:
-                    magnitude = output.detach().abs()
+                    magnitude = wide(output.detach()).abs()
                     factor = magnitude.div_(magnitude + rule.epsilon)
-                    output.register_hook(lambda grad: grad * factor)
+                    output.register_hook(lambda grad: (grad * factor).to(grad.dtype))
                 return None
             nonnegative = sign_dependent and bool((source.detach().min() >= 0).item())
             self._busy = True
@@ -214,8 +229,8 @@ class Explainer:
             finally:
                 self._busy = False
             z = output.detach()
-            h = sum(coef * z_p * (z / stabilise(z_p.detach(), rule.epsilon)) for coef, z_p in parts)
-            return z + h - h.detach()
+            h = sum(coef * z_p * (wide(z) / stabilise(wide(z_p.detach()), rule.epsilon)) for coef, z_p in parts)
+            return z + (h - h.detach()).to(z.dtype)
 
         return hook
     def relevance(self, images: torch.Tensor, target=None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -234,7 +249,8 @@ class Explainer:
         outputs : Tensor
             The model's outputs for the batch (detached), unchanged by the analysis.
         relevance : dict of str to Tensor
-            Layer name -> relevance with the shape of that layer's input, in the model's dtype, on the device.
+            Layer name -> relevance with the shape of that layer's input, in the model's dtype (float32 under a reduced
+            :attr:`precision`), on the device.
         """
         return self._explain(images, target)
 
@@ -245,14 +261,16 @@ class Explainer:
         self._sources = {}
         try:
             with torch.enable_grad():
-                outputs = self.model(images)
+                with autocast(self.device, self.precision):
+                    outputs = self.model(images)
                 if target is None:
                     if outputs.dim() != 2:
                         raise ValueError("a keypoint model needs the keypoint to explain as target")
                     target = outputs.detach().argmax(dim=1)
                 target = torch.as_tensor(target, device=self.device).long()
-                picked = outputs[torch.arange(len(images), device=self.device), target]
+                picked = wide(outputs)[torch.arange(len(images), device=self.device), target]
                 seed = picked.flatten(1).amax(dim=1).sum() if picked.dim() > 1 else picked.sum()
+                seed = seed * _SEED_SCALE.get(self.precision, 1.0)
                 names = [name for name in self.layers if name in self._sources]
                 sources = [self._sources[name] for name in names]
                 for name, source in zip(names, sources):
@@ -264,8 +282,9 @@ class Explainer:
             self._sources = None
         result = {}
         for name, source, grad in zip(names, sources, grads):
-            result[name] = source.detach() * grad if grad is not None else torch.zeros_like(source)
-        return outputs.detach(), result
+            result[name] = wide(source.detach()) * (wide(grad) / _SEED_SCALE.get(self.precision, 1.0)) if grad is not None \
+                else torch.zeros_like(wide(source))
+        return wide(outputs.detach()), result
 
 
 def relevance(model: nn.Module, images: torch.Tensor, *, target=None, composite: str = "hudd", layers=None) -> dict[str, torch.Tensor]:
