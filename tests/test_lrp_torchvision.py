@@ -294,3 +294,19 @@ def test_bare_state_dicts_of_torchvision_architectures_get_heatmaps(rgb_case: Pa
         heatmaps = np.load(case / f"HUDD/Heatmaps/{name}.npy")
         assert heatmaps.shape[0] > 0 and np.isfinite(heatmaps).all(), name
         assert (np.abs(heatmaps).reshape(len(heatmaps), -1).sum(1) > 0).all(), name
+
+
+def test_blank_heatmaps_are_named(rgb_case: Path, tmp_path: Path):
+    """A model whose output is 0 (its last layer zero, as a model saved before training could be) gives relevance zero
+    at every layer: `hudd heatmaps` says so, naming an image, instead of writing blank heatmaps silently."""
+    case = copy_case(rgb_case, tmp_path)
+    (case / "DNNModels").mkdir(exist_ok=True)
+    model = _calibrated(tvm.resnet18(weights=None, num_classes=8), 32)
+    nn.init.zeros_(model.fc.weight)
+    nn.init.zeros_(model.fc.bias)
+    torch.save(model.state_dict(), case / "DNNModels/model.pt")
+    flags = ("--arch", "resnet18", "--allow-weak-model")
+    assert run_cli("test", str(case), *flags).exit_code == 0
+    result = run_cli("heatmaps", str(case), *flags)
+    assert result.exit_code == 0, result.output
+    assert "relevance zero at every layer" in result.output and "TestSet" in result.output

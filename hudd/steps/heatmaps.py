@@ -185,15 +185,28 @@ def _batches(ctx: Context, start: int, stop: int):
     explainer, dataset, positions, targets = prepared.explainer, prepared.dataset, prepared.positions, prepared.targets
     dtype = np.dtype(ctx.config.heatmap_dtype)
     loader = make_loader(Subset(dataset, positions[start:stop].tolist()), batch_size=ctx.config.batch_size)
-    row = start
+    row, told = start, False
     for images, _, index in progress(loader, desc="heatmaps", unit="batch"):
         outputs, relevance = explainer.relevance(images, torch.tensor(targets[row:row + len(images)]))
         check_finite(outputs, dataset, index)
         heatmaps = {name: explainer.heatmap(name, rel) for name, rel in relevance.items()}
         if ctx.precision != torch.float32:
             _check_finite_heatmaps(ctx, heatmaps, dataset.path(int(index[0])))
+        if not told:
+            told = _tell_blank(heatmaps, dataset, index)
         yield {name: heatmap.float().cpu().numpy().astype(dtype) for name, heatmap in heatmaps.items()}
         row += len(images)
+
+
+def _tell_blank(heatmaps: dict, dataset: ImageDataset, index: torch.Tensor) -> bool:
+    """Note the first image whose relevance is zero at every layer (True when there is one): its heatmaps say nothing,
+    typically because the model's output for it is about 0 (an untrained model, BatchNorm never calibrated)."""
+    total = sum(heatmap.abs().flatten(1).sum(1).double().cpu() for heatmap in heatmaps.values())
+    blank = torch.nonzero(total == 0).flatten()
+    if len(blank):
+        note(f"heatmaps: {dataset.path(int(index[int(blank[0])]))}: relevance zero at every layer, so its heatmaps show "
+             "nothing; the model's output for it is about 0 (an untrained model, or BatchNorm statistics never computed?)")
+    return bool(len(blank))
 
 
 def _check_finite_heatmaps(ctx: Context, heatmaps: dict, path) -> None:
