@@ -113,3 +113,27 @@ def one_line_error(result, *fragments: str) -> str:
         assert fragment in lines[0]
     assert "Traceback" not in result.output
     return lines[0]
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models: one torch thread is as fast as two, and far faster when the cores are shared."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def calibrated(model, shape: tuple, seed: int = 0x5EED):
+    """``model`` with the BatchNorm statistics of one random batch of 16 ``shape`` images, in eval mode, so that an
+    untrained deep model's activations neither vanish nor explode."""
+    import torch
+
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.momentum = 1.0
+    with torch.no_grad():
+        model.train()(torch.randn(16, *shape, generator=torch.Generator().manual_seed(seed)))
+    return model.eval()

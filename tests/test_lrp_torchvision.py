@@ -20,7 +20,7 @@ from torchvision.ops.misc import SqueezeExcitation
 
 from hudd.explain.lrp import Explainer, UnsupportedLayer
 from hudd.workspace.tables import read_layers
-from tests.conftest import copy_case, one_line_error, run_cli
+from tests.conftest import calibrated, copy_case, one_line_error, run_cli
 
 zennit = pytest.importorskip("zennit")
 from zennit.composites import EpsilonPlusFlat  # noqa: E402
@@ -31,13 +31,7 @@ from zennit.torchvision import ResNetCanonizer, VGGCanonizer  # noqa: E402
 SEED = 0x5EED
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These models are tiny: one thread is as fast as two, and far faster when the cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 _HEADS = {"alexnet", "vgg11_bn"}
@@ -75,16 +69,6 @@ def _randomised_norms(model: nn.Module, *, eps: float | None = None) -> nn.Modul
                 if eps is not None:
                     module.eps = eps
     return model
-
-
-def _calibrated(model: nn.Module, size: int) -> nn.Module:
-    """Running statistics of one random batch of 16, so activations neither vanish nor explode in untrained deep models."""
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    for module in norms:
-        module.momentum = 1.0
-    with torch.no_grad():
-        model.train()(torch.randn(16, 3, size, size, generator=torch.Generator().manual_seed(SEED)))
-    return model.eval()
 
 
 def _zennit_pixels(model: nn.Module, images: torch.Tensor, target: torch.Tensor, canonizer) -> torch.Tensor:
@@ -149,7 +133,7 @@ def test_every_layer_of_torchvision_architectures(arch: str, composite: str):
     left bit-identical and without hooks. BatchNorm statistics: those of one random batch."""
     torch.manual_seed(SEED)
     size = SIZE.get(arch, 32)
-    model = _calibrated(_built(arch, **ARCHS[arch]), size)
+    model = calibrated(_built(arch, **ARCHS[arch]), (3, size, size))
     before = {k: v.clone() for k, v in model.state_dict().items()}
     images = torch.randn(2, 3, size, size)
     explainer = Explainer(model, composite=composite, input_shape=(3, size, size))
@@ -281,7 +265,7 @@ def test_bare_state_dicts_of_torchvision_architectures_get_heatmaps(rgb_case: Pa
     case = copy_case(rgb_case, tmp_path)
     torch.manual_seed(SEED)
     (case / "DNNModels").mkdir(exist_ok=True)
-    model = _calibrated(getattr(tvm, arch)(weights=None, num_classes=8, **ARCHS[arch]), 32)
+    model = calibrated(getattr(tvm, arch)(weights=None, num_classes=8, **ARCHS[arch]), (3, 32, 32))
     torch.save(model.state_dict(), case / "DNNModels/model.pt")
     flags = ("--arch", arch, "--allow-weak-model")
     assert run_cli("test", str(case), *flags).exit_code == 0
@@ -301,7 +285,7 @@ def test_blank_heatmaps_are_named(rgb_case: Path, tmp_path: Path):
     at every layer: `hudd heatmaps` says so, naming an image, instead of writing blank heatmaps silently."""
     case = copy_case(rgb_case, tmp_path)
     (case / "DNNModels").mkdir(exist_ok=True)
-    model = _calibrated(tvm.resnet18(weights=None, num_classes=8), 32)
+    model = calibrated(tvm.resnet18(weights=None, num_classes=8), (3, 32, 32))
     nn.init.zeros_(model.fc.weight)
     nn.init.zeros_(model.fc.bias)
     torch.save(model.state_dict(), case / "DNNModels/model.pt")

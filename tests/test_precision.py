@@ -32,28 +32,13 @@ from hudd.explain.lrp import Explainer
 from hudd.models import get_model, load_model
 from hudd.retrain.training import TrainSettings, fit
 from hudd.workspace.workspace import Workspace
-from tests.conftest import copy_case, one_line_error, run_cli
+from tests.conftest import calibrated, copy_case, one_line_error, run_cli
 
 SEED = 0x5EED
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def _calibrated(model: nn.Module, shape: tuple) -> nn.Module:
-    """BatchNorm statistics of one random batch, so activations neither vanish nor explode in an untrained model."""
-    for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            module.momentum = 1.0
-    with torch.no_grad():
-        model.train()(torch.randn(16, *shape, generator=torch.Generator().manual_seed(SEED)))
-    return model.eval()
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 MODELS = {
@@ -92,7 +77,7 @@ def _heatmap_agreement(arch: str, composite: str, precision: torch.dtype, device
     whose nearest neighbour is kept (:func:`_neighbours_kept`). Same targets in both: float32's predictions."""
     torch.manual_seed(0)
     shape = (3, 32, 32)
-    model = _calibrated(MODELS[arch](), shape)
+    model = calibrated(MODELS[arch](), shape)
     images = _images(shape).to(device)
     reference = Explainer(model, composite=composite, input_shape=shape, device=device)
     outputs, rel32 = reference.relevance(images)
@@ -143,7 +128,7 @@ def _features_agree(trained_case: Path, precision: torch.dtype, device) -> None:
     loaded = load_model(case.models / "alexnet-small.pt")
     dataset = ImageDataset(case, list_split(case, "TestSet", spec=loaded.spec), loaded.spec)
     torch.manual_seed(0)
-    backbone = _calibrated(tvm.resnet18(weights=None), (3, 64, 64))
+    backbone = calibrated(tvm.resnet18(weights=None), (3, 64, 64))
     extractors = [model_extractor(loaded.module), margins_extractor(loaded.module),
                   FeatureExtractor("resnet18", backbone, feature_layer(backbone), size=(64, 64), mean=(0.5,) * 3, std=(0.25,) * 3)]
     for extractor in extractors:
