@@ -62,7 +62,7 @@ from hudd.config import load_config  # noqa: E402
 from hudd.case.data import Case, read_params  # noqa: E402
 from hudd.describe.image_properties import properties_table  # noqa: E402
 from hudd.evaluate.descriptions import score_descriptions  # noqa: E402
-from hudd.evaluate.evaluation import NOISE, NOMINAL, evaluate_clusters  # noqa: E402
+from hudd.evaluate.evaluation import NOISE, evaluate_clusters  # noqa: E402
 from hudd.explain.features import PRETRAINED  # noqa: E402
 from hudd.methods import FEATURE_METHODS, PAPER  # noqa: E402
 from hudd.core.progress import set_quiet  # noqa: E402
@@ -130,9 +130,8 @@ def _scores(clusters: pd.DataFrame, params: pd.DataFrame) -> dict:
     errors_per_cause = params.set_index("image").loc[clusters["image"], "cause"].value_counts()
     counted = [c for c in evaluation.causes if errors_per_cause.get(c, 0) >= COUNTED_CAUSE]
     clustered = table[(table["cluster"] != NOISE) & (table["purity"] >= 0.5)]
-    injected = clusters[params.set_index("image").loc[clusters["image"], "cause"].to_numpy() != NOMINAL]
     return {"errors": int(table["size"].sum()), "clusters": int((table["cluster"] != NOISE).sum()), "purity": evaluation.purity,
-            "purity_injected": evaluate_clusters(injected, params).purity if len(injected) else float("nan"),
+            "purity_injected": evaluation.purity_injected,
             "coverage": f"{len(evaluation.covered)}/{len(evaluation.causes)}", "covered_share": len(evaluation.covered) / max(1, len(evaluation.causes)),
             "uncovered": " ".join(sorted(set(counted) - set(evaluation.covered))),
             "small": float(small), "most_per_cause": int(clustered["dominant_cause"].value_counts().max()) if len(clustered) else 0}

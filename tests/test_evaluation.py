@@ -34,6 +34,21 @@ def test_purity_is_weighted_and_coverage_needs_a_dominated_cluster_of_three():
     assert evaluation.line() == "purity=0.80 coverage=1/2 clusters=4"
 
 
+def test_purity_over_injected_causes_leaves_the_nominal_errors_out():
+    """A cluster mixing yaw errors with errors on nominal images is pure once the nominal ones, which have no known
+    cause, are left out; the summary says how many there were."""
+    from hudd.cli.summaries import evaluation_summary
+
+    params = _params()
+    images = params["image"]
+    clusters = pd.DataFrame({"image": list(images[:10]) + list(images[10:16]) + list(images[20:26]),
+                             "cluster": ["C1"] * 10 + ["C2"] * 12})
+    evaluation = evaluate_clusters(clusters, params)
+    assert evaluation.purity == pytest.approx((10 + 6) / 22)
+    assert evaluation.purity_injected == 1.0 and evaluation.nominal_errors == 6
+    assert "6 errors on nominal images (no injected cause); purity over the others: 1.00" in evaluation_summary(evaluation)
+
+
 def test_rr_is_near_one_for_the_parameter_a_cluster_shares_and_circular_for_angles():
     params = _params()
     dim = pd.DataFrame({"image": params["image"][:10], "cluster": "C1"})

@@ -124,6 +124,9 @@ def evaluation_summary(evaluation) -> str:
     causes = ", ".join(evaluation.causes) or "none"
     covered = ", ".join(evaluation.covered) or "none"
     lines = [format_table(shown, floats="{:.2f}"), f"injected causes among the errors: {causes}; covered: {covered}"]
+    if evaluation.nominal_errors and evaluation.causes:
+        lines.append(f"{evaluation.nominal_errors} errors on nominal images (no injected cause); purity over the others: "
+                     f"{evaluation.purity_injected:.2f}")
     if evaluation.described is not None:
         lines.append(described_line(evaluation.described))
     return "\n".join(lines)

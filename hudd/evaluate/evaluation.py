@@ -74,6 +74,20 @@ class Evaluation:
     def coverage(self) -> str:
         return f"{len(self.covered)}/{len(self.causes)}"
 
+    @property
+    def nominal_errors(self) -> int:
+        """Error images without an injected cause (nominal images the model got wrong)."""
+        column = f"n_{NOMINAL}"
+        return int(self.table[column].sum()) if column in self.table else 0
+
+    @property
+    def purity_injected(self) -> float:
+        """Weighted purity over the error images with an injected cause only: the same clusters, the nominal errors
+        left out (they have no known cause to score); NaN without such images."""
+        counts = self.table[[f"n_{cause}" for cause in self.causes]] if self.causes else pd.DataFrame()
+        total = counts.to_numpy().sum() if len(counts.columns) else 0
+        return float(counts.max(axis=1).sum() / total) if total else float("nan")
+
     def line(self) -> str:
         """The last line of ``hudd evaluate``: ``purity=<x.xx> coverage=<k>/<n> clusters=<m>``."""
         return f"purity={self.purity:.2f} coverage={self.coverage} clusters={len(self.table)}"
