@@ -13,6 +13,7 @@ byte-identical to an uninterrupted run's, whatever the number of processes of ei
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -26,7 +27,7 @@ from . import distributed
 from .files import allocate, remove, storage_error, write_text
 from .progress import echo
 
-__all__ = ["Batches", "merged", "record", "records", "resume", "fill", "load"]
+__all__ = ["Batches", "merged", "record", "records", "resume", "fill", "load", "drop"]
 
 RECORD = "progress.json"
 
@@ -138,3 +139,11 @@ def fill(folder: Path, fingerprint: str, ranges: Sequence[tuple[int, int]], done
 def load(folder: Path) -> dict[str, np.ndarray]:
     """Every ``<name>.npy`` of ``folder``, read into memory."""
     return {path.stem: np.load(path) for path in sorted(Path(folder).glob("*.npy"))}
+
+
+def drop(folder: Path, root: Path) -> None:
+    """Remove the rows ``folder`` (its step's outputs are written) and its parent once empty (other steps' rows may
+    still wait there); nothing outside ``root`` (the workspace)."""
+    remove(folder, root)
+    with contextlib.suppress(OSError):
+        folder.parent.rmdir()

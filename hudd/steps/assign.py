@@ -55,7 +55,8 @@ from ..core.progress import progress
 from ..workspace.readers import check_images, load_array, read_table, redo
 from ..workspace.tables import read_index, read_layers, read_unsafe
 from ..workspace.workspace import Workspace
-from ..core.files import remove, save_npy, write_csv
+from ..core.rows import drop as drop_rows
+from ..core.files import save_npy, write_csv
 from .common import Context, listing_rows, method_extractors, method_space, run_step, sharded
 
 __all__ = ["AssignOutcome", "run", "selection_space", "VERSION"]
@@ -313,7 +314,7 @@ def run(ctx: Context, *, method: str | None = None, budget: int | None = None, f
         for name in names:
             link_images(ctx.case.datasets, unsafe.loc[unsafe["cluster"] == name, "image"], out.unsafe_cluster_dir(name))
         ws.commit(out, [ws.unsafe_dir])
-        remove(folder, ws.root)
+        drop_rows(folder, ws.root)
         return [ws.unsafe_dir]
 
     record_typed_labels(ws, _prefilled(ws))

@@ -56,7 +56,8 @@ from ..cluster.feature_clustering import FeatureClustering, cluster_features, um
 from ..explain.features import MARGINS, MODEL, PRETRAINED, PRETRAINED_BLOCK, FeatureExtractor, block_batches, make_extractors
 from ..methods import FEATURE_METHODS, REGISTRY, WARD, Method
 from ..core.progress import echo
-from ..core.files import file_hash, remove, save_npy, write_csv
+from ..core.rows import drop as drop_rows
+from ..core.files import file_hash, save_npy, write_csv
 from ..cluster.naming import cluster_name
 from ..export.wicd import write_wicd
 from .common import Context, describe_images, error_positions, error_rows, image_keypoints, method_paths, run_step, sharded
@@ -271,7 +272,7 @@ def run(ctx: Context, method: str = "blackbox", *, extractor: str | None = None,
         if result.reducer == "pca" and not umap_available():
             echo(f"{method}: {PCA_NOTE}")
         ws.commit(out, [ws.cluster_dir(method)])
-        remove(folder, ws.root)
+        drop_rows(folder, ws.root)
         return [ws.root / path.relative_to(out.root) for path in written]
 
     ran = run_step(ctx, method, VERSION, config=config, inputs=inputs, compute=compute, force=force, staged=True)

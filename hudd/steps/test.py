@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import pandas as pd
 
 from ..models.predictions import predict_batches, score
-from ..core.files import remove, write_csv
+from ..core.rows import drop as drop_rows
+from ..core.files import write_csv
 from ..workspace.readers import read_table, redo
 from .common import Context, listing_rows, run_step, sharded, weak_model_line
 
@@ -64,7 +65,7 @@ def run(ctx: Context, *, force: bool = False) -> TestOutcome:
             path = getattr(ctx.workspace, SPLIT_FILES[split])
             write_csv(path, score(dataset, raw, error_px=ctx.config.error_px))
             outputs.append(path)
-        remove(ctx.workspace.rows_staging("test"), ctx.workspace.root)
+        drop_rows(ctx.workspace.rows_staging("test"), ctx.workspace.root)
         return outputs
 
     ran = run_step(ctx, "test", VERSION, config={"error_px": ctx.config.error_px}, inputs=inputs, compute=compute, force=force)
