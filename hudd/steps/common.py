@@ -44,7 +44,7 @@ from ..workspace.readers import load_array, read_table, redo
 from ..workspace.workspace import Workspace, fingerprint, utc_now
 from ..core.files import file_hash, listing_hash, remove
 
-__all__ = ["Context", "open_context", "run_step", "listing_rows", "sharded", "weak_model_line", "error_rows", "error_positions", "describe_images", "method_paths", "method_space",
+__all__ = ["Context", "open_context", "run_step", "listing_rows", "sharded", "fill_rows", "weak_model_line", "error_rows", "error_positions", "describe_images", "method_paths", "method_space",
            "method_extractors", "resolve_doctor_layers", "read_doctor_aggregates"]
 
 
@@ -147,9 +147,15 @@ def sharded(ctx: Context, what: str, fn: Callable, n: int, *args, folder: Path, 
     if not done:
         remove(folder, ctx.workspace.root)
         folder.mkdir(parents=True)
+    fill_rows(ctx, what, fn, n, *args, folder=folder, fingerprint=fingerprint, done=done)
+    return rows.load(folder)
+
+
+def fill_rows(ctx: Context, what: str, fn: Callable, n: int, *args, folder: Path, fingerprint: str, done: list) -> None:
+    """Compute into the rows folder ``folder`` the rows of ``fn`` (see :func:`sharded`) that ``done`` leaves: alone,
+    all of them; under torchrun, each rank its own batch-aligned ranges (:func:`hudd.core.distributed.plan_batches`)."""
     plans = distributed.plan_batches(n, ctx.config.batch_size, distributed.world_size(), done)
     distributed.everywhere(ctx, _shard, what, fn, n, args, folder, fingerprint, plans, done)
-    return rows.load(folder)
 
 
 def _shard(ctx: Context, what: str, fn: Callable, n: int, args: tuple, folder: Path, fingerprint: str, plans: list, done: list) -> None:

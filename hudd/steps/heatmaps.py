@@ -33,14 +33,14 @@ from numpy.lib.format import open_memmap
 from torch.utils.data import Subset
 
 from ..case.data import ImageDataset, make_loader
-from ..core import distributed, rows
+from ..core import rows
 from ..core.errors import HuddError
 from ..explain.lrp import Explainer, UnsupportedLayer
 from ..models.predictions import check_finite
 from ..core.progress import note, progress
 from ..core.files import allocate, file_hash, remove, require_space, storage_error, write_csv
 from ..workspace.tables import read_layers
-from .common import Context, error_positions, error_rows, run_step
+from .common import Context, error_positions, error_rows, fill_rows, run_step
 
 __all__ = ["HeatmapsOutcome", "UnexplainableModel", "run", "VERSION"]
 
@@ -155,8 +155,7 @@ def run(ctx: Context, *, force: bool = False) -> HeatmapsOutcome:
             write_csv(out.heatmap_index, _index_table(ctx, errors, prepared.targets))
             if not done:
                 _allocate(out, explainer.layers, shapes, len(errors), dtype)
-            plans = distributed.plan_batches(len(errors), ctx.config.batch_size, distributed.world_size(), done)
-            distributed.everywhere(ctx, _fill, out, fingerprint, plans, done)
+            fill_rows(ctx, "heatmaps", _batches, len(errors), folder=out.heatmaps_dir, fingerprint=fingerprint, done=done)
             write_csv(out.heatmap_layers, _layers_table(explainer, shapes))
             for path in rows.records(out.heatmaps_dir):
                 remove(path, ws.root)
@@ -169,14 +168,6 @@ def run(ctx: Context, *, force: bool = False) -> HeatmapsOutcome:
 
     ran = run_step(ctx, "heatmaps", VERSION, config=config, inputs=inputs, compute=compute, force=force, staged=True)
     return HeatmapsOutcome(ran, len(errors), read_layers(ws, every=True))
-
-
-def _fill(ctx: Context, out, fingerprint: str, plans: list, done: list) -> None:
-    """Compute this rank's rows (``plans[rank]``) into the allocated arrays in ``out`` (see :func:`hudd.core.rows.fill`)."""
-    ranges = plans[distributed.rank()]
-    distributed.rows_line("heatmaps", ranges)
-    rows.fill(out.heatmaps_dir, fingerprint, ranges, done, lambda start, stop: _batches(ctx, start, stop), len(_prepare(ctx).errors),
-              "heatmaps")
 
 
 def _batches(ctx: Context, start: int, stop: int):
