@@ -81,24 +81,45 @@ class Recipe:
 def retrain_runs(case: Case, selection: str, recipe: Recipe, device: str) -> pd.DataFrame:
     """The test metrics of the original model and of the runs fine-tuned on the unsafe set of ``selection``'s
     clusters (with B1 and B2 beside the default's selection)."""
-    baselines = selection == PRIMARY
     overrides = recipe.overrides() | ({"select_in": None} if selection == PAPER else {})  # the paper's are in heatmaps
     # the suite trains its own checkpoints (no input convention to get wrong); one-epoch --tiny models are about chance
-    config = load_config(case.root, {"seed": 0, "device": device, "baselines": baselines, "allow_weak_model": True, **overrides})
+    config = load_config(case.root, {"seed": 0, "device": device, "allow_weak_model": True, **overrides})
+    columns = recipe.columns(config)
     cached = case.root / f"eval_retrain-{selection}{'' if selection == PAPER else f'-{config.select_in}'}.csv"
     if cached.is_file():
         earlier = pd.read_csv(cached)
-        same = all(earlier.get(key, pd.Series([None])).eq(value).all() for key, value in recipe.columns(config).items())
-        if same and (earlier["method"] == "hudd").sum() == recipe.runs and (not baselines or earlier["method"].eq("B2").any()):
+        if _same_recipe(earlier, columns) and (earlier["method"] == "hudd").sum() == recipe.runs and (
+                selection == PAPER or earlier["method"].eq("B2").any()):
             return earlier
+    baselines = _cached_baselines(case, columns, recipe.runs) if selection == PRIMARY else None
+    config = dataclasses.replace(config, baselines=selection == PRIMARY and baselines is None)
     with open_context(case.root, config, command="eval_retrain", model=MODEL) as ctx:
         pipeline.analyze(ctx)
         outcome = pipeline.retrain(ctx, method=selection, budget=recipe.budget)
     metrics = outcome.retrained.metrics
     metrics = metrics.drop(columns=[c for c in metrics.columns if c.startswith("cluster_")])
-    metrics = metrics.assign(selection=selection, unsafe_images=len(outcome.unsafe.unsafe), **recipe.columns(config))
+    metrics = metrics.assign(selection=selection, unsafe_images=len(outcome.unsafe.unsafe), **columns)
+    if baselines is not None:
+        metrics = pd.concat([metrics, baselines.assign(select_in=config.select_in)], ignore_index=True)
     metrics.to_csv(cached, index=False)
     return metrics
+
+
+def _same_recipe(runs: pd.DataFrame, columns: dict) -> bool:
+    """``runs`` ran with the recipe ``columns`` describe."""
+    return all(runs.get(key, pd.Series([None])).eq(value).all() for key, value in columns.items())
+
+
+def _cached_baselines(case: Case, columns: dict, runs: int) -> pd.DataFrame | None:
+    """B1 and B2's runs from an earlier selection in another space for the default's clusters, with the same
+    budget and recipe: they depend on the clusters' quotas, not on where improvement images were compared."""
+    recipe = {key: value for key, value in columns.items() if key != "select_in"}
+    for path in sorted(case.root.glob(f"eval_retrain-{PRIMARY}-*.csv")):
+        earlier = pd.read_csv(path)
+        found = earlier[earlier["method"].isin(BASELINES)]
+        if _same_recipe(earlier, recipe) and all((found["method"] == b).sum() == runs for b in BASELINES):
+            return found
+    return None
 
 
 def compare_selections(runs: pd.DataFrame) -> pd.DataFrame:

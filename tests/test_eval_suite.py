@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from hudd.methods import PRIMARY
+from hudd.methods import PRIMARY, REGISTRY
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "eval_rootcause.py"
 
@@ -69,3 +69,12 @@ def test_the_retraining_comparison_runs_both_selections_and_the_baselines_with_t
     page = (docs / "evaluation.md").read_text()
     assert "written by hand, kept" in page and page.count("<!-- retrain: begin -->") == 1 and "| glyphs | 1 | accuracy |" in page
     assert (docs / "eval_retrain.csv").is_file() and (docs / "eval_retrain_runs.csv").is_file()
+
+    other = "heatmaps" if REGISTRY[PRIMARY].select_in == "features" else "features"
+    assert script.main(["--tiny", "--cache", str(tmp_path), "--families", "glyphs", "--seeds", "1", "--budget", "12",
+                        "--select-in", other]) == 0
+    case = next(p for p in tmp_path.iterdir() if (p / "eval_retrain-paper.csv").is_file())
+    trained = pd.read_csv(case / "HUDD" / "Retrain" / "metrics.csv")["method"]
+    assert not trained.isin(["B1", "B2"]).any(), "the baselines of another space, same clusters and budget, are reused"
+    again = pd.read_csv(case / f"eval_retrain-{PRIMARY}-{other}.csv")
+    assert set(again["method"]) == {"original", "hudd", "B1", "B2"} and (again["select_in"] == other).all()

@@ -15,9 +15,10 @@ def set_quiet(quiet: bool) -> None:
     _QUIET = bool(quiet)
 
 
-def progress(iterable=None, *, desc: str, total: int | None = None, unit: str = "it", leave: bool = False):
-    """Wrap ``iterable`` in a tqdm bar on stderr, disabled when quiet or stderr is not a terminal."""
-    disable = _QUIET or not sys.stderr.isatty()
+def progress(iterable=None, *, desc: str | None, total: int | None = None, unit: str = "it", leave: bool = False):
+    """Wrap ``iterable`` in a tqdm bar on stderr, disabled when quiet, when stderr is not a terminal, or without ``desc``
+    (a loop that runs in step with another one, which shows the bar)."""
+    disable = _QUIET or desc is None or not sys.stderr.isatty()
     return tqdm(iterable, desc=desc, total=total, unit=unit, leave=leave, disable=disable, file=sys.stderr, dynamic_ncols=True)
 
 

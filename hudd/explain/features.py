@@ -297,9 +297,10 @@ def make_extractors(name: str, *, model: nn.Module, weights: Path | None = None)
 def block_batches(extractors: list[FeatureExtractor], dataset: ImageDataset, *, batch_size: int, device: torch.device,
                   precision: torch.dtype = torch.float32) -> Iterator[tuple[np.ndarray, ...]]:
     """Batch by batch of ``dataset``, in order, the features of every extractor: one ``(b, d_i)`` float32 block each,
-    to be set side by side."""
-    yield from zip(*(feature_batches(extractor, dataset, batch_size=batch_size, device=device, precision=precision)
-                     for extractor in extractors))
+    to be set side by side (one progress bar for them all)."""
+    yield from zip(*(feature_batches(extractor, dataset, batch_size=batch_size, device=device, precision=precision,
+                                     desc="features" if i == 0 else None)
+                     for i, extractor in enumerate(extractors)))
 
 
 class _Captured(Exception):
@@ -327,11 +328,11 @@ def extract_features(extractor: FeatureExtractor, dataset: ImageDataset, *, batc
 
 @torch.no_grad()
 def feature_batches(extractor: FeatureExtractor, dataset: ImageDataset, *, batch_size: int, device: torch.device,
-                    precision: torch.dtype = torch.float32) -> Iterator[np.ndarray]:
-    """The features of :func:`extract_features`, batch by batch."""
+                    precision: torch.dtype = torch.float32, desc: str | None = "features") -> Iterator[np.ndarray]:
+    """The features of :func:`extract_features`, batch by batch (a progress bar named ``desc``, none without)."""
     module = extractor.module.to(device).eval()
     prepared = extractor.prepare_dataset(dataset)
-    for images, _, index in progress(make_loader(prepared, batch_size=batch_size), desc="features", unit="batch"):
+    for images, _, index in progress(make_loader(prepared, batch_size=batch_size), desc=desc, unit="batch"):
         features = _batch_features(extractor, module, extractor.prepare_batch(images.to(device, non_blocking=True)),
                                    autocast(device, precision))
         check_finite(features, prepared, index)

@@ -49,8 +49,9 @@ def predict(model: torch.nn.Module, dataset: ImageDataset, *, batch_size: int, d
 
 @torch.no_grad()
 def predict_batches(model: torch.nn.Module, dataset: ImageDataset, *, batch_size: int, device: torch.device,
-                    desc: str = "predict") -> Iterator[np.ndarray]:
-    """The outputs of :func:`predict`, batch by batch (each batch's rows as soon as they are computed)."""
+                    desc: str | None = "predict") -> Iterator[np.ndarray]:
+    """The outputs of :func:`predict`, batch by batch (each batch's rows as soon as they are computed); a progress bar
+    named ``desc``, none without."""
     model = model.to(device).eval()
     task = dataset.spec.task
     for images, _, index in progress(make_loader(dataset, batch_size=batch_size), desc=desc, unit="batch"):

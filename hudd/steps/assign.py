@@ -234,7 +234,7 @@ def _feature_linkage(ctx: Context, method: str, clusters: pd.DataFrame, names: l
     extractors = method_extractors(ctx, method)
     batch = ctx.config.batch_size  # batch by batch, so that a rank's rows are computed as a single process computes them
     for blocks, outputs in zip(block_batches(extractors, dataset, batch_size=batch, device=ctx.device, precision=ctx.precision),
-                               predict_batches(ctx.model.module, dataset, batch_size=batch, device=ctx.device)):
+                               predict_batches(ctx.model.module, dataset, batch_size=batch, device=ctx.device, desc=None)):
         improvement = space.transform(np.concatenate(blocks, axis=1))
         linkage = np.empty((len(improvement), len(names)))
         for start, stop, block in distance_blocks(improvement, reference, device=ctx.device, block_rows=batch):
