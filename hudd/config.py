@@ -90,7 +90,8 @@ class Config:
     lr: float = _key(2e-3, lo=0.0, doc="peak learning rate (Adam, one-cycle schedule) when training a baseline model")
     patience: int = _key(4, lo=1, doc="epochs without validation gain before early stopping")
     val_fraction: float = _key(0.1, lo=0.0, hi=0.5, doc="share of TrainingSet held out for validation")
-    retrain_epochs: int = _key(30, lo=1, doc="retrain: passes over the selected images (paired) or epochs over TrainingSet + them (union)")
+    retrain_epochs: int = _key(60, lo=1, doc="retrain: passes, each as many balanced selected images as were labelled "
+                                               "(paired), or epochs over TrainingSet + them (union)")
     retrain_lr: float = _key(1e-3, lo=0.0, doc="SGD learning rate in retrain")
     retrain_mix: str = _key("paired", choices=("paired", "union"),
                             doc="retrain: each pass the selected images + as many fresh random TrainingSet images (paired: half "

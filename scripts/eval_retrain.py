@@ -49,6 +49,7 @@ from hudd.case.data import Case  # noqa: E402
 from hudd.methods import PAPER, PRIMARY  # noqa: E402
 from hudd.core.progress import set_quiet  # noqa: E402
 from hudd.retrain.stats import a12, mann_whitney_p  # noqa: E402
+from hudd.steps import retrain as retrain_step  # noqa: E402
 from hudd.steps.common import open_context  # noqa: E402
 
 SELECTIONS = (PRIMARY, PAPER)  # whose clusters the unsafe set is selected for: the default's, the paper's
@@ -75,7 +76,8 @@ class Recipe:
     def columns(self, config) -> dict:
         """The recipe as it ran, for the cached runs (so another recipe is not mistaken for it)."""
         return {"budget": -1 if self.budget is None else self.budget, "retrain_epochs": config.retrain_epochs,
-                "retrain_mix": config.retrain_mix, "sf": config.sf, "select_in": config.select_in}
+                "retrain_mix": config.retrain_mix, "sf": config.sf, "select_in": config.select_in,
+                "retrain_version": retrain_step.VERSION}
 
 
 def retrain_runs(case: Case, selection: str, recipe: Recipe, device: str) -> pd.DataFrame:

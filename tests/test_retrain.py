@@ -44,6 +44,17 @@ def test_mixed_rows_union_and_paired():
     assert np.bincount(rows[rows >= 100] - 100).tolist() == [4, 8]
     assert ((rows < 10) & (rows >= 0)).sum() == 12  # as many training rows as extras, each pass
     assert mixed_rows(10, np.zeros(0, np.int64), 4, "paired", np.random.default_rng(0))[1] == 4  # no extras: the training set alone
+
+
+@pytest.mark.parametrize("balanced_size", [3, 7, 40])
+def test_paired_passes_are_as_long_as_the_labelled_set_whatever_the_balance(balanced_size):
+    """Two selections with the same budget train on equally many rows, each extra shown equally often (give or take one)."""
+    extra = 100 + np.arange(balanced_size)
+    rows, epochs = mixed_rows(50, extra, 6, "paired", np.random.default_rng(0), pass_size=5)
+    assert epochs == 1 and len(rows) == 2 * 6 * 5
+    assert ((rows >= 0) & (rows < 50)).sum() == 30, "as many training rows as extras"
+    shown = np.bincount(rows[rows >= 100] - 100, minlength=balanced_size)
+    assert shown.sum() == 30 and shown.max() - shown.min() <= 1
     with pytest.raises(ValueError):
         mixed_rows(10, extra, 1, "blend", np.random.default_rng(0))
 

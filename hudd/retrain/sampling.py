@@ -46,24 +46,32 @@ def reduced_improvement_set(n_improvement: int, size: int, rng: np.random.Genera
     return np.sort(rng.choice(n_improvement, size=min(size, n_improvement), replace=False))
 
 
-def mixed_rows(n_train: int, extra: np.ndarray, epochs: int, mix: str, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+def mixed_rows(n_train: int, extra: np.ndarray, epochs: int, mix: str, rng: np.random.Generator, *,
+               pass_size: int | None = None) -> tuple[np.ndarray, int]:
     """The pool rows to fine-tune on and the epochs to run over them, the same for every method.
 
     ``union`` (the paper): the training set (rows ``0..n_train-1``) and ``extra`` every epoch. With a
     few hundred extra images beside thousands of training images the extras are a few percent of
     what the model sees, and the fine-tuning moves little.
 
-    ``paired``: each of the ``epochs`` passes shows ``extra`` once plus as many training images drawn
-    at random (fresh each pass, without replacement while the training set lasts), so the extras are
-    half of every batch while the training images still hold the rest of the input space in place.
-    Returned as one shuffled pass over all the passes' rows (epochs = 1): the cost grows with
-    ``len(extra)``, not with the training set, so many passes stay cheap.
+    ``paired``: each of the ``epochs`` passes shows ``pass_size`` rows of ``extra`` (default all of
+    them) plus as many training images drawn at random (without replacement while the training set
+    lasts), so the extras are half of every batch while the training images still hold the rest of
+    the input space in place. Over all passes every row of ``extra`` is shown equally often (give or
+    take one), so ``extra`` sets the proportions and ``pass_size`` the length: with ``pass_size`` the
+    number of labelled images, selections with the same budget train equally long however their
+    clusters balance. Returned as one shuffled pass over all the passes' rows (epochs = 1): the cost
+    grows with ``pass_size``, not with the training set, so many passes stay cheap.
     """
     extra = np.asarray(extra, dtype=np.int64)
     if mix == "union" or not len(extra):  # no extras (Model Doctor's own method): the training set alone
         return np.concatenate([np.arange(n_train), extra]), epochs
     if mix != "paired":
         raise ValueError(f"unknown retrain mix {mix!r}; use union or paired")
-    n_draw = len(extra) * epochs
+    n_draw = (len(extra) if pass_size is None else pass_size) * epochs
     draw = rng.choice(n_train, size=n_draw, replace=n_draw > n_train) if n_train and n_draw else np.zeros(0, np.int64)
-    return np.concatenate([np.tile(extra, epochs), draw]), 1
+    cycles, rest = divmod(n_draw, len(extra))
+    shown = np.tile(extra, cycles)
+    if rest:
+        shown = np.concatenate([shown, extra[rng.choice(len(extra), size=rest, replace=False)]])
+    return np.concatenate([shown, draw]), 1

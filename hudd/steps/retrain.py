@@ -8,8 +8,9 @@ and compare with the paper's baselines (RQ2).
   improvement set as large as the unsafe set; B1 keeps its images the model misclassifies, B2 all
   of them; each bootstrapped to the size of HUDD's balanced set;
 - every method fine-tunes a copy of the original weights on TrainingSet + its extra images, mixed
-  as ``retrain_mix`` says (:func:`hudd.retrain.sampling.mixed_rows`: ``paired``, the default, or ``union``,
-  the paper's), with the one training loop (SGD, lr 1e-3, momentum 0.9, weight decay 5e-4 by default), ``runs``
+  as ``retrain_mix`` says (:func:`hudd.retrain.sampling.mixed_rows`: ``paired``, the default, where each
+  pass shows as many extra images as were labelled, whatever the size of the balanced set, so that every
+  method and every clustering trains equally long on the same budget; or ``union``, the paper's), with the one training loop (SGD, lr 1e-3, momentum 0.9, weight decay 5e-4 by default), ``runs``
   times with seeds ``seed, seed + 1, ...``;
 - with ``treatment = "doctor"`` (classifiers only), Model Doctor's treatment (:mod:`hudd.retrain.doctor`):
   ``doctor`` fine-tunes on the training set alone, as the paper, and ``hudd+doctor`` on the training
@@ -60,7 +61,7 @@ from .common import Context, read_doctor_aggregates, resolve_doctor_layers, run_
 
 __all__ = ["RetrainOutcome", "run", "check_ddp", "read_labels", "VERSION", "DOCTOR_KEYS"]
 
-VERSION = 1
+VERSION = 2  # 2: paired passes as long as the labelled set, not the balanced one
 DOCTOR_KEYS = ("treatment", "doctor_draws_train", "doctor_delta", "doctor_v", "doctor_lambda", "doctor_spatial")
 
 
@@ -294,7 +295,8 @@ def _train_runs(ctx: Context, runs: list[int]) -> dict[int, list[dict]]:
             torch.manual_seed(seed)
             model = copy.deepcopy(ctx.model.module)
             picked, epochs = mixed_rows(len(train), extra, config.retrain_epochs, config.retrain_mix,
-                                        np.random.default_rng([seed, 11]))  # the same training rows for every method
+                                        np.random.default_rng([seed, 11]),  # the same training rows for every method
+                                        pass_size=len(labels))  # and equally many of them: the labelling budget per pass
             subset = Subset(data["pool"], picked.tolist())
             constraint = DoctorConstraint(setup.aggregates, v=config.doctor_v, delta=config.doctor_delta, n_draws=config.doctor_draws_train,
                                           weight=config.doctor_lambda, background=data["background"], seed=seed) \
